@@ -1,0 +1,143 @@
+"""The prompt → cluster map Φ: embeddings → assignment weights over K clusters (rows sum to 1).
+
+:class:`KMeansClusterMap` is the unsupervised variant of the method note (scikit-learn K-Means on unlabelled training
+prompts, Φ(x) = one-hot of the nearest centroid). Other maps (e.g. the LearnedMap) follow the same small interface
+and register themselves in :data:`CLUSTER_MAPS` so that saved routers can name them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = ["ClusterMap", "KMeansClusterMap", "CLUSTER_MAPS", "register_cluster_map"]
+
+CLUSTER_MAPS: dict[str, type[ClusterMap]] = {}
+
+
+def register_cluster_map(cls: type[ClusterMap]) -> type[ClusterMap]:
+    """Class decorator: make a ClusterMap loadable by its ``kind`` name."""
+    CLUSTER_MAPS[cls.kind] = cls
+    return cls
+
+
+class ClusterMap(ABC):
+    """Φ: an ``(n, d)`` embedding matrix → ``(n, K)`` non-negative weights whose rows sum to 1.
+
+    Subclasses learn in :meth:`fit` (returning ``self``; learned state ends in ``_``) and serialise to a JSON-able
+    config plus NumPy arrays (never pickle).
+    """
+
+    kind: ClassVar[str]
+    n_clusters_: int
+    dim_: int
+
+    @abstractmethod
+    def fit(self, embeddings: np.ndarray, **kwargs: Any) -> ClusterMap:
+        """Learn the map from training-prompt embeddings; returns self."""
+
+    @abstractmethod
+    def assign(self, embeddings: np.ndarray) -> np.ndarray:
+        """Assignment weights ``(n, K)`` for ``embeddings`` ``(n, d)``."""
+
+    @abstractmethod
+    def get_config(self) -> dict[str, Any]:
+        """JSON-able hyper-parameters and scalar learned state."""
+
+    @abstractmethod
+    def get_arrays(self) -> dict[str, np.ndarray]:
+        """Learned arrays, saved in the router's ``.npz``."""
+
+    @classmethod
+    @abstractmethod
+    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> ClusterMap:
+        """Rebuild a fitted map from :meth:`get_config` and :meth:`get_arrays`."""
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether :meth:`fit` (or :meth:`from_state`) has run."""
+        return hasattr(self, "n_clusters_")
+
+    def _check_input(self, embeddings: np.ndarray) -> np.ndarray:
+        x = np.asarray(embeddings, dtype=np.float32)
+        if x.ndim != 2:
+            raise ValueError(f"embeddings must be a 2-D array (n, d), got shape {x.shape}")
+        if self.is_fitted and x.shape[1] != self.dim_:
+            raise ValueError(
+                f"embeddings have dimension {x.shape[1]} but the cluster map was fitted on dimension {self.dim_}: "
+                "use the same embedder for fitting and routing"
+            )
+        return x
+
+
+@register_cluster_map
+class KMeansClusterMap(ClusterMap):
+    """Hard K-Means assignment (scikit-learn ``KMeans``); K = 1 makes every prompt the same cluster (ZeroRouter).
+
+    Args:
+        n_clusters: K.
+        seed: random state for the K-Means initialisation.
+        n_init: K-Means restarts (the best inertia is kept).
+    """
+
+    kind = "kmeans"
+
+    def __init__(self, n_clusters: int = 20, seed: int = 0, n_init: int = 3) -> None:
+        self.n_clusters = n_clusters
+        self.seed = seed
+        self.n_init = n_init
+
+    def fit(self, embeddings: np.ndarray, **kwargs: Any) -> KMeansClusterMap:
+        """Fit K-Means on the training-prompt embeddings (unlabelled)."""
+        x = self._check_input(embeddings)
+        k = self.n_clusters
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"n_clusters must be a positive integer, got {k!r}")
+        if len(x) < k:
+            raise ValueError(f"cannot fit {k} clusters on {len(x)} training prompts; pass at least {k} prompts or lower n_clusters")
+        if k == 1:
+            centers = x.mean(axis=0, keepdims=True)
+        else:
+            from sklearn.cluster import KMeans
+
+            km = KMeans(n_clusters=int(k), random_state=self.seed, n_init=self.n_init).fit(x)
+            centers = km.cluster_centers_
+        self.cluster_centers_ = np.asarray(centers, dtype=np.float32)
+        self.n_clusters_ = int(k)
+        self.dim_ = int(x.shape[1])
+        return self
+
+    def predict(self, embeddings: np.ndarray) -> np.ndarray:
+        """Index of the nearest centroid for each row."""
+        x = self._check_input(embeddings)
+        c = self.cluster_centers_
+        d2 = (x * x).sum(1, keepdims=True) - 2.0 * x @ c.T + (c * c).sum(1)[None, :]
+        return np.argmin(d2, axis=1)
+
+    def assign(self, embeddings: np.ndarray) -> np.ndarray:
+        """One-hot of the nearest centroid."""
+        idx = self.predict(embeddings)
+        out = np.zeros((len(idx), self.n_clusters_), dtype=np.float64)
+        out[np.arange(len(idx)), idx] = 1.0
+        return out
+
+    def get_config(self) -> dict[str, Any]:
+        return {"n_clusters": self.n_clusters_, "seed": self.seed, "n_init": self.n_init, "dim": self.dim_}
+
+    def get_arrays(self) -> dict[str, np.ndarray]:
+        return {"cluster_centers": self.cluster_centers_}
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> KMeansClusterMap:
+        obj = cls(n_clusters=int(config["n_clusters"]), seed=int(config.get("seed", 0)), n_init=int(config.get("n_init", 3)))
+        centers = np.asarray(arrays["cluster_centers"], dtype=np.float32)
+        if centers.shape != (obj.n_clusters, int(config["dim"])):
+            raise ValueError(
+                f"cluster_centers has shape {centers.shape}; the config says ({obj.n_clusters}, {config['dim']})"
+            )
+        obj.cluster_centers_ = centers
+        obj.n_clusters_ = obj.n_clusters
+        obj.dim_ = int(config["dim"])
+        return obj

@@ -1,0 +1,245 @@
+"""Framework-neutral delegation: which members to try for a call, in what order, and what to report.
+
+Both adapters (LangChain's ``ChatUniRoute`` and LlamaIndex's ``UniRouteLLM``) hold member objects by name and do
+only framework work; everything they share lives here, so it is written once:
+
+* :func:`check_members` — the members given must be exactly the router's profiled models;
+* :class:`MemberSelector` — one routing decision for a text, in lam / budget / min_quality mode, restricted to
+  allowed members (tool-capable, context fits, no cheaper than an earlier turn), or forced to a named member;
+* :func:`call_with_fallback` / :func:`acall_with_fallback` — try the chosen member, then the next ones by routing
+  score, recording each failure; one :class:`AllMembersFailedError` naming every failure if all fail;
+* :func:`add_profiled_model` / :func:`aadd_profiled_model` — run a new member on the router's probe set, grade,
+  and add it: the "one function call to add a model".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .probes import ProbeSet
+from .profile import ModelProfile
+from .profiling import ProfilingResult, aprofile_answers, profile_answers
+from .router import RouteDecision, UniRouter
+
+__all__ = [
+    "MemberMismatchError",
+    "AllMembersFailedError",
+    "check_members",
+    "RoutingChoice",
+    "MemberSelector",
+    "call_with_fallback",
+    "acall_with_fallback",
+    "add_profiled_model",
+    "aadd_profiled_model",
+]
+
+T = TypeVar("T")
+
+
+class MemberMismatchError(ValueError):
+    """The adapter's members and the router's profiled models do not match."""
+
+
+class AllMembersFailedError(RuntimeError):
+    """Every member tried for a call raised. ``failures`` maps member name → the exception it raised."""
+
+    def __init__(self, failures: Mapping[str, BaseException]) -> None:
+        self.failures = dict(failures)
+        detail = "; ".join(f"{name}: {type(e).__name__}: {e}" for name, e in self.failures.items())
+        super().__init__(f"all {len(self.failures)} members failed — {detail}")
+
+
+def check_members(router: UniRouter, member_names: Collection[str]) -> None:
+    """Raise :class:`MemberMismatchError` unless ``member_names`` are exactly the router's profiled models."""
+    models = router.models
+    no_profile = [m for m in member_names if m not in models]
+    no_member = [m for m in models if m not in member_names]
+    problems = []
+    if no_profile:
+        problems.append(
+            f"members {no_profile} have no profile in the router (add them with add_model(name, model, cost) "
+            "or router.add_model(name, cost, scores))"
+        )
+    if no_member:
+        problems.append(f"the router has profiles {no_member} with no member object (pass them in members=)")
+    if problems:
+        raise MemberMismatchError("; ".join(problems))
+    if not models:
+        raise MemberMismatchError("the pool is empty: give at least one member")
+
+
+@dataclass(frozen=True)
+class RoutingChoice:
+    """A decision plus the order to try members in (the chosen one first, then by routing score)."""
+
+    decision: RouteDecision | None
+    order: tuple[str, ...]
+    costs: Mapping[str, float]
+    forced: bool = False
+
+    @property
+    def member(self) -> str:
+        """The first member to try."""
+        return self.order[0]
+
+    def metadata(self, used: str, fallbacks: Sequence[Mapping[str, str]] = ()) -> dict[str, Any]:
+        """The ``uniroute`` entry adapters attach to a response."""
+        d = self.decision
+        return {
+            "member": used,
+            "expected_quality": dict(d.expected_quality) if d is not None else {},
+            "cost": self.costs[used],
+            "lam": d.lam if d is not None else None,
+            "mode": "forced" if self.forced else (d.mode if d is not None else None),
+            "fallbacks": [dict(f) for f in fallbacks],
+        }
+
+
+@dataclass
+class MemberSelector:
+    """Turns a routing text into a :class:`RoutingChoice` with the adapter's settings.
+
+    Attributes:
+        router: the core router.
+        lam / budget / min_quality: at most one; none means λ = 0.
+        fallback: whether members after the first may be tried when it fails.
+    """
+
+    router: UniRouter
+    lam: float | None = None
+    budget: float | None = None
+    min_quality: float | None = None
+    fallback: bool = True
+
+    def __post_init__(self) -> None:
+        given = [n for n, v in (("lam", self.lam), ("budget", self.budget), ("min_quality", self.min_quality)) if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"give only one of lam, budget, min_quality; got {given}")
+
+    def select(
+        self,
+        text: str,
+        *,
+        allowed: Collection[str] | None = None,
+        min_cost: float | None = None,
+        force: str | None = None,
+    ) -> RoutingChoice:
+        """Route ``text`` among ``allowed`` members (all by default) costing at least ``min_cost``.
+
+        ``force`` names a member to use without routing (it must be in the pool; fallback still follows the
+        routing order of the others when enabled).
+        """
+        costs = self.router.costs
+        candidates = list(costs) if allowed is None else [m for m in costs if m in set(allowed)]
+        if allowed is not None and not candidates:
+            raise ValueError(f"no member is allowed for this call (allowed={sorted(allowed)}, pool={list(costs)})")
+        if min_cost is not None:
+            dearer = [m for m in candidates if costs[m] >= min_cost]
+            candidates = dearer or [max(candidates, key=lambda m: costs[m])]
+        if force is not None and force not in costs:
+            raise KeyError(f"model {force!r} is not a member; members: {list(costs)}")
+        decision = self.router.route(
+            [text], self.lam, budget=self.budget, min_quality=self.min_quality, candidates=candidates
+        )[0]
+        order = list(decision.ranking)
+        if force is not None:
+            order = [force] + [m for m in order if m != force]
+        if not self.fallback:
+            order = order[:1]
+        return RoutingChoice(decision=decision, order=tuple(order), costs=costs, forced=force is not None)
+
+
+def _failure(name: str, exc: BaseException) -> dict[str, str]:
+    return {"member": name, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def call_with_fallback(
+    order: Sequence[str], call: Callable[[str], T], *, is_fatal: Callable[[BaseException], bool] | None = None
+) -> tuple[T, str, list[dict[str, str]]]:
+    """Call ``call(member)`` for each member of ``order`` until one returns.
+
+    Returns ``(result, member used, fallbacks)`` where ``fallbacks`` records each failed member and its error.
+    ``is_fatal(exc)`` True stops at once and re-raises (e.g. a user's KeyboardInterrupt-like cancellation).
+    """
+    failures: dict[str, BaseException] = {}
+    for name in order:
+        try:
+            return call(name), name, [_failure(n, e) for n, e in failures.items()]
+        except Exception as exc:  # noqa: BLE001 - a failing member is a normal event
+            if is_fatal is not None and is_fatal(exc):
+                raise
+            failures[name] = exc
+    if len(failures) == 1:
+        raise next(iter(failures.values()))
+    raise AllMembersFailedError(failures)
+
+
+async def acall_with_fallback(
+    order: Sequence[str],
+    call: Callable[[str], Awaitable[T]],
+    *,
+    is_fatal: Callable[[BaseException], bool] | None = None,
+) -> tuple[T, str, list[dict[str, str]]]:
+    """Async :func:`call_with_fallback`."""
+    failures: dict[str, BaseException] = {}
+    for name in order:
+        try:
+            return await call(name), name, [_failure(n, e) for n, e in failures.items()]
+        except Exception as exc:  # noqa: BLE001
+            if is_fatal is not None and is_fatal(exc):
+                raise
+            failures[name] = exc
+    if len(failures) == 1:
+        raise next(iter(failures.values()))
+    raise AllMembersFailedError(failures)
+
+
+def _probe_set(router: UniRouter, probes: ProbeSet | None) -> ProbeSet:
+    probes = probes or router.probes
+    if probes is None:
+        raise ValueError("the router has no probe set; call router.set_probes(ProbeSet(...)) first")
+    if probes.references is None:
+        raise ValueError(
+            "the router's probes have no reference answers, so a new model's answers cannot be graded; "
+            "set_probes(ProbeSet(prompts=..., references=..., grader=...)) or pass scores to router.add_model"
+        )
+    return probes
+
+
+def add_profiled_model(
+    router: UniRouter,
+    name: str,
+    answer: Callable[[str], str],
+    cost: float,
+    *,
+    replace: bool = False,
+    **profiling_kwargs: Any,
+) -> ModelProfile:
+    """Run ``answer`` on the router's probes, grade, and add the model: the one call that adds a member.
+
+    ``profiling_kwargs`` go to :func:`~uniroute_core.profiling.profile_answers` (``max_concurrency``, ``retries``,
+    ``max_failure_rate``, ``show_progress``...). Failed probes count as unknown, not wrong. Routing continues
+    on the old pool while profiling runs; the new pool is swapped in at the end.
+    """
+    if name in router.models and not replace:
+        raise ValueError(f"model {name!r} is already in the pool; pass replace=True to re-profile it")
+    result: ProfilingResult = profile_answers(answer, _probe_set(router, None), model_name=name, **profiling_kwargs)
+    return router.add_model(name, cost, result.scores, replace=replace)
+
+
+async def aadd_profiled_model(
+    router: UniRouter,
+    name: str,
+    answer: Callable[[str], Awaitable[str]],
+    cost: float,
+    *,
+    replace: bool = False,
+    **profiling_kwargs: Any,
+) -> ModelProfile:
+    """Async :func:`add_profiled_model`."""
+    if name in router.models and not replace:
+        raise ValueError(f"model {name!r} is already in the pool; pass replace=True to re-profile it")
+    result = await aprofile_answers(answer, _probe_set(router, None), model_name=name, **profiling_kwargs)
+    return router.add_model(name, cost, result.scores, replace=replace)
