@@ -1,0 +1,42 @@
+"""Shared fixtures: a fast deterministic embedder for logic tests, and the real data folder for slow tests."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+MMLU_PRO = SHARED_DATA / "mmlu_pro"
+
+
+def topic_embedder(texts: list[str]) -> np.ndarray:
+    """A deterministic 16-d bag-of-words embedder: texts sharing words land near each other.
+
+    Logic tests use it instead of the real model for speed; topics are words like "math", "law", "code".
+    """
+    out = np.zeros((len(texts), 16))
+    for i, t in enumerate(texts):
+        for w in t.lower().split():
+            h = int(hashlib.md5(w.encode()).hexdigest(), 16)
+            out[i, h % 16] += 1.0
+        n = np.linalg.norm(out[i])
+        if n > 0:
+            out[i] /= n
+    return out
+
+
+@pytest.fixture
+def embedder():
+    """The fast deterministic test embedder (callable list[str] -> array)."""
+    return topic_embedder
+
+
+@pytest.fixture(scope="session")
+def mmlu_pro_path() -> Path:
+    """The real MMLU-Pro routing folder; tests using it skip with a reason when it is absent."""
+    if not (MMLU_PRO / "scores.csv.gz").exists():
+        pytest.skip(f"real routing data not found at {MMLU_PRO} (the shared data folder is not beside this checkout)")
+    return MMLU_PRO
