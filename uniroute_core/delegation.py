@@ -14,6 +14,8 @@ only framework work; everything they share lives here, so it is written once:
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -33,6 +35,7 @@ __all__ = [
     "acall_with_fallback",
     "add_profiled_model",
     "aadd_profiled_model",
+    "ConversationFloors",
 ]
 
 T = TypeVar("T")
@@ -149,6 +152,52 @@ class MemberSelector:
         if not self.fallback:
             order = order[:1]
         return RoutingChoice(decision=decision, order=tuple(order), costs=costs, forced=force is not None)
+
+
+class ConversationFloors:
+    """Conversation stickiness bookkeeping: the dearest member cost used so far in each conversation.
+
+    With stickiness on, a later turn of a conversation is routed with ``min_cost = floor(conversation_id)`` (see
+    :meth:`MemberSelector.select`), so it may escalate to a dearer member but never downgrade to a cheaper one than
+    an earlier turn used — a cheap model should not pick up a thread a strong one started. Only the
+    ``max_conversations`` most recently used conversations are remembered (least recently used forgotten first),
+    so memory stays bounded in a long-running service. Thread-safe.
+    """
+
+    def __init__(self, max_conversations: int = 10_000) -> None:
+        if isinstance(max_conversations, bool) or not isinstance(max_conversations, int) or max_conversations < 1:
+            raise ValueError(f"max_conversations must be an integer >= 1, got {max_conversations!r}")
+        self.max_conversations = max_conversations
+        self._floors: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def floor(self, conversation_id: str | None) -> float | None:
+        """The dearest cost used so far in this conversation; ``None`` for a new (or unnamed) conversation."""
+        if conversation_id is None:
+            return None
+        with self._lock:
+            cost = self._floors.get(conversation_id)
+            if cost is not None:
+                self._floors.move_to_end(conversation_id)
+            return cost
+
+    def record(self, conversation_id: str | None, cost: float) -> None:
+        """Note that a turn of this conversation used a member costing ``cost`` (the floor only rises)."""
+        if conversation_id is None:
+            return
+        with self._lock:
+            old = self._floors.pop(conversation_id, None)
+            self._floors[conversation_id] = cost if old is None else max(old, cost)
+            while len(self._floors) > self.max_conversations:
+                self._floors.popitem(last=False)
+
+    def forget(self, conversation_id: str) -> None:
+        """Drop a conversation's floor (e.g. when the conversation is closed)."""
+        with self._lock:
+            self._floors.pop(conversation_id, None)
+
+    def __len__(self) -> int:
+        return len(self._floors)
 
 
 def _failure(name: str, exc: BaseException) -> dict[str, str]:
