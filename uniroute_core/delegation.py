@@ -36,6 +36,9 @@ __all__ = [
     "add_profiled_model",
     "aadd_profiled_model",
     "ConversationFloors",
+    "CHARS_PER_TOKEN",
+    "estimate_tokens",
+    "members_fitting",
 ]
 
 T = TypeVar("T")
@@ -198,6 +201,32 @@ class ConversationFloors:
 
     def __len__(self) -> int:
         return len(self._floors)
+
+
+CHARS_PER_TOKEN = 4
+"""Characters per token assumed by :func:`estimate_tokens` (the usual rule of thumb for English text)."""
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count, ``ceil(len(text) / CHARS_PER_TOKEN)``, for choosing members whose context fits.
+
+    Adapters use it when no tokenizer is given; it needs no model download. It is an estimate: code and
+    non-English text use more tokens per character, so :func:`members_fitting` never rejects the whole pool on it.
+    """
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def members_fitting(n_tokens: int, context_windows: Mapping[str, int | None]) -> list[str]:
+    """The members whose context window holds ``n_tokens`` (``None`` = unknown window, assumed to fit).
+
+    When no member fits, the members with the largest window are returned rather than none: the count is usually
+    an estimate, so the call is tried where it is most likely to fit and the member itself reports a real overflow.
+    """
+    fit = [m for m, w in context_windows.items() if w is None or w >= n_tokens]
+    if fit or not context_windows:
+        return fit
+    largest = max(w for w in context_windows.values() if w is not None)
+    return [m for m, w in context_windows.items() if w == largest]
 
 
 def _failure(name: str, exc: BaseException) -> dict[str, str]:
