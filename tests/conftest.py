@@ -40,3 +40,19 @@ def mmlu_pro_path() -> Path:
     if not (MMLU_PRO / "scores.csv.gz").exists():
         pytest.skip(f"real routing data not found at {MMLU_PRO} (the shared data folder is not beside this checkout)")
     return MMLU_PRO
+
+
+@pytest.fixture(scope="session")
+def real_embedder():
+    """The packaged default embedder behind the shared on-disk cache (real data is embedded once per machine)."""
+    from uniroute_core.embedding import CachedEmbedder, default_cache_dir, default_embedder
+
+    return CachedEmbedder(default_embedder(), default_cache_dir())
+
+
+@pytest.fixture(scope="session")
+def mmlu_pro_data(mmlu_pro_path):
+    """The real MMLU-Pro routing data, loaded once per session."""
+    from uniroute_core import load_routing_data
+
+    return load_routing_data(mmlu_pro_path)
