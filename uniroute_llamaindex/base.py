@@ -1,0 +1,471 @@
+"""UniRouteLLM: a pool of LlamaIndex LLMs behind one ``FunctionCallingLLM``, routing each call with UniRoute."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Union
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+)
+from llama_index.core.bridge.pydantic import Field, model_validator
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import LLM, ToolSelection
+
+from uniroute_core.delegation import (
+    MemberMismatchError,
+    MemberSelector,
+    RoutingChoice,
+    aadd_profiled_model,
+    acall_with_fallback,
+    add_profiled_model,
+    call_with_fallback,
+    check_members,
+    estimate_tokens,
+    members_fitting,
+)
+from uniroute_core.profile import ModelProfile
+from uniroute_core.router import UniRouter
+
+from ._undecorated import undecorated_method
+
+if TYPE_CHECKING:
+    from llama_index.core.tools.types import BaseTool
+
+__all__ = ["UniRouteLLM", "ToolRequest", "UNIROUTE_KEY"]
+
+UNIROUTE_KEY = "uniroute"
+"""The ``additional_kwargs`` key of every response (and streamed chunk) holding the routing record."""
+
+_TOOL_REQUEST_KWARG = "uniroute_tool_request"
+
+
+@dataclass(frozen=True)
+class ToolRequest:
+    """A ``chat_with_tools`` call whose tool formatting is left to the member the router picks.
+
+    :meth:`UniRouteLLM._prepare_chat_with_tools` returns it (under ``uniroute_tool_request``) instead of formatting the
+    tools itself, since each member formats tools its own way; the router's ``chat`` then routes among
+    function-calling members and calls the chosen one's ``_prepare_chat_with_tools`` with these arguments.
+    """
+
+    tools: Sequence[BaseTool]
+    user_msg: Union[str, ChatMessage, None] = None
+    chat_history: Optional[List[ChatMessage]] = None
+    verbose: bool = False
+    allow_parallel_tool_calls: bool = False
+    tool_required: bool = False
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+
+_EMPTY = object()
+
+
+def _tag(response: Any, record: Dict[str, Any]) -> Any:
+    """Attach the routing record to a response or chunk (a fresh dict: members may share theirs between chunks)."""
+    response.additional_kwargs = {**(response.additional_kwargs or {}), UNIROUTE_KEY: record}
+    return response
+
+
+def _first_chunk(stream: Any) -> tuple[Any, Any]:
+    """Pull the first chunk so that a member failing before its first token can still fall back."""
+    iterator = iter(stream)
+    try:
+        return next(iterator), iterator
+    except StopIteration:
+        return _EMPTY, iterator
+
+
+async def _afirst_chunk(stream: Any) -> tuple[Any, Any]:
+    iterator = stream.__aiter__()
+    try:
+        return await iterator.__anext__(), iterator
+    except StopAsyncIteration:
+        return _EMPTY, iterator
+
+
+class UniRouteLLM(FunctionCallingLLM):
+    """One LlamaIndex LLM over a pool of member LLMs: each call goes to the member UniRoute picks for its prompt.
+
+    ``UniRouteLLM(router=router, members={"small": llm_a, "large": llm_b}, lam=0.3)`` works wherever an LLM does
+    (``Settings.llm``, query engines, agents). Each response carries ``additional_kwargs["uniroute"]`` =
+    ``{"member", "expected_quality", "cost", "lam", "mode", "fallbacks"}``.
+
+    * Routing is the core's (:class:`~uniroute_core.delegation.MemberSelector`); this class only turns messages
+      into the routing text and delegates. Only members whose context window holds the prompt are candidates
+      (tokens counted by ``token_counter`` or estimated as ``ceil(chars / 4)``).
+    * Tool calls (``chat_with_tools``, ``predict_and_call``, ``structured_predict``, agents) are routed among
+      function-calling members only; the chosen member formats the tools and reads the tool calls back.
+    * A call emits its LLM events once, as this LLM: the member's own implementation is called without its event
+      wrappers. A member whose chat is built on its own ``complete`` (``CustomLLM``) still emits that inner
+      completion event, as it does when used directly.
+    * A member that raises (before its first streamed chunk) is a normal event: the next member by routing score is
+      tried and the failure is listed in ``fallbacks``.
+    """
+
+    router: UniRouter = Field(exclude=True, description="The fitted core router holding every member's profile.")
+    members: Dict[str, LLM] = Field(
+        exclude=True, description="The member LLMs by name; exactly the router's profiled models."
+    )
+    lam: Optional[float] = Field(
+        default=None, description="λ ≥ 0: the price of cost in the rule (1 − quality) + λ·cost. None with no "
+        "budget/min_quality means 0 (best expected quality)."
+    )
+    budget: Optional[float] = Field(
+        default=None, description="Average cost per call to aim for; λ is calibrated on the router's probes."
+    )
+    min_quality: Optional[float] = Field(
+        default=None, description="Use the cheapest member whose expected quality reaches this value."
+    )
+    fallback: bool = Field(
+        default=True, description="Try the next member by routing score when the chosen one raises."
+    )
+    route_on: Literal["last_user", "conversation"] = Field(
+        default="last_user",
+        description="Route chats on the last user message (system prompt excluded) or on the whole conversation "
+        "(system messages excluded).",
+    )
+    token_counter: Optional[Callable[[str], int]] = Field(
+        default=None,
+        exclude=True,
+        description="Counts a prompt's tokens for the context-window check; None estimates ceil(chars / 4).",
+    )
+
+    @model_validator(mode="after")
+    def _check_pool(self) -> UniRouteLLM:
+        if not isinstance(self.router, UniRouter):
+            raise TypeError(f"router must be a uniroute_core.UniRouter, got {type(self.router).__name__}")
+        for name, member in self.members.items():
+            if not isinstance(member, LLM):
+                raise TypeError(f"member {name!r} must be a llama_index LLM, got {type(member).__name__}")
+        check_members(self.router, list(self.members))
+        self._selector()  # validates lam / budget / min_quality together
+        return self
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "UniRouteLLM"
+
+    # ------------------------------------------------------------------ description
+    @property
+    def metadata(self) -> LLMMetadata:
+        """The pool as one LLM: smallest context window, largest output reservation, function calling if any member."""
+        metas = [m.metadata for m in self.members.values()]
+        return LLMMetadata(
+            context_window=min(m.context_window for m in metas),
+            num_output=max(m.num_output for m in metas),
+            is_chat_model=True,  # chats reach each member as chats, so each formats prompts its own way
+            is_function_calling_model=any(m.is_function_calling_model for m in metas),
+            model_name="uniroute",
+        )
+
+    def to_payload(self) -> Dict[str, Any]:
+        """Observability payload: the pool's metadata plus the member names and routing settings."""
+        return {
+            **super().to_payload(),
+            "members": list(self.members),
+            "lam": self.lam,
+            "budget": self.budget,
+            "min_quality": self.min_quality,
+        }
+
+    # ------------------------------------------------------------------ routing
+    def _selector(self) -> MemberSelector:
+        return MemberSelector(
+            self.router, lam=self.lam, budget=self.budget, min_quality=self.min_quality, fallback=self.fallback
+        )
+
+    def _function_calling_members(self) -> List[str]:
+        names = [n for n, m in self.members.items() if m.metadata.is_function_calling_model]
+        if not names:
+            raise ValueError(
+                f"no member supports function calling (members: {list(self.members)}), so tools cannot be used; "
+                "add a FunctionCallingLLM member whose metadata.is_function_calling_model is True"
+            )
+        return names
+
+    def _count_tokens(self, text: str) -> int:
+        return self.token_counter(text) if self.token_counter is not None else estimate_tokens(text)
+
+    def _choose(self, routing_text: str, full_prompt: str, *, tools: bool) -> RoutingChoice:
+        """Route ``routing_text`` among the members allowed for this call (tool-capable, context fits)."""
+        check_members(self.router, list(self.members))
+        allowed = self._function_calling_members() if tools else list(self.members)
+        windows = {n: self.members[n].metadata.context_window for n in allowed}
+        allowed = members_fitting(self._count_tokens(full_prompt), windows)
+        return self._selector().select(routing_text, allowed=allowed)
+
+    def _routing_text(self, messages: Sequence[ChatMessage]) -> str:
+        spoken = [m for m in messages if m.role != MessageRole.SYSTEM]
+        if self.route_on == "last_user":
+            users = [m for m in spoken if m.role == MessageRole.USER]
+            if users:
+                return users[-1].content or ""
+        return "\n".join(m.content or "" for m in spoken)
+
+    def _choose_for_chat(self, messages: Sequence[ChatMessage], request: Optional[ToolRequest]) -> RoutingChoice:
+        full = "\n".join(m.content or "" for m in messages)
+        return self._choose(self._routing_text(messages), full, tools=request is not None)
+
+    # ------------------------------------------------------------------ member calls
+    @staticmethod
+    def _chat_args(
+        member: LLM, messages: Sequence[ChatMessage], request: Optional[ToolRequest], kwargs: Dict[str, Any]
+    ) -> Dict[str, Any]:
+        """The member's chat arguments; with tools, the member formats them itself."""
+        if request is None:
+            return {"messages": messages, **kwargs}
+        prepared = member._prepare_chat_with_tools_compat(  # type: ignore[attr-defined]
+            request.tools,
+            user_msg=request.user_msg,
+            chat_history=request.chat_history,
+            verbose=request.verbose,
+            allow_parallel_tool_calls=request.allow_parallel_tool_calls,
+            tool_required=request.tool_required,
+            **request.kwargs,
+        )
+        return {**kwargs, **prepared}
+
+    @staticmethod
+    def _validated(member: LLM, response: ChatResponse, request: Optional[ToolRequest]) -> ChatResponse:
+        if request is None:
+            return response
+        return member._validate_chat_with_tools_response(  # type: ignore[attr-defined]
+            response, request.tools, allow_parallel_tool_calls=request.allow_parallel_tool_calls, **request.kwargs
+        )
+
+    def _call(self, name: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        member = self.members[name]
+        if member.rate_limiter is not None:
+            member.rate_limiter.acquire()
+        return undecorated_method(member, method)(*args, **kwargs)
+
+    async def _acall(self, name: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        member = self.members[name]
+        if member.rate_limiter is not None:
+            await member.rate_limiter.async_acquire()
+        return await undecorated_method(member, method)(*args, **kwargs)
+
+    # ------------------------------------------------------------------ chat
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        request: Optional[ToolRequest] = kwargs.pop(_TOOL_REQUEST_KWARG, None)
+        choice = self._choose_for_chat(messages, request)
+
+        def call(name: str) -> ChatResponse:
+            member = self.members[name]
+            response = self._call(name, "chat", **self._chat_args(member, messages, request, kwargs))
+            return self._validated(member, response, request)
+
+        response, used, fallbacks = call_with_fallback(choice.order, call)
+        return _tag(response, choice.metadata(used, fallbacks))
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        request: Optional[ToolRequest] = kwargs.pop(_TOOL_REQUEST_KWARG, None)
+        choice = self._choose_for_chat(messages, request)
+
+        async def call(name: str) -> ChatResponse:
+            member = self.members[name]
+            response = await self._acall(name, "achat", **self._chat_args(member, messages, request, kwargs))
+            return self._validated(member, response, request)
+
+        response, used, fallbacks = await acall_with_fallback(choice.order, call)
+        return _tag(response, choice.metadata(used, fallbacks))
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        request: Optional[ToolRequest] = kwargs.pop(_TOOL_REQUEST_KWARG, None)
+        choice = self._choose_for_chat(messages, request)
+
+        def call(name: str) -> tuple[Any, Any]:
+            member = self.members[name]
+            return _first_chunk(self._call(name, "stream_chat", **self._chat_args(member, messages, request, kwargs)))
+
+        (first, rest), used, fallbacks = call_with_fallback(choice.order, call)
+        return self._tagged_stream(first, rest, choice.metadata(used, fallbacks))
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        request: Optional[ToolRequest] = kwargs.pop(_TOOL_REQUEST_KWARG, None)
+        choice = self._choose_for_chat(messages, request)
+
+        async def call(name: str) -> tuple[Any, Any]:
+            member = self.members[name]
+            stream = await self._acall(name, "astream_chat", **self._chat_args(member, messages, request, kwargs))
+            return await _afirst_chunk(stream)
+
+        (first, rest), used, fallbacks = await acall_with_fallback(choice.order, call)
+        return self._atagged_stream(first, rest, choice.metadata(used, fallbacks))
+
+    # ------------------------------------------------------------------ completion
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        choice = self._choose(prompt, prompt, tools=False)
+        response, used, fallbacks = call_with_fallback(
+            choice.order, lambda name: self._call(name, "complete", prompt, formatted=formatted, **kwargs)
+        )
+        return _tag(response, choice.metadata(used, fallbacks))
+
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        choice = self._choose(prompt, prompt, tools=False)
+        response, used, fallbacks = await acall_with_fallback(
+            choice.order, lambda name: self._acall(name, "acomplete", prompt, formatted=formatted, **kwargs)
+        )
+        return _tag(response, choice.metadata(used, fallbacks))
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        choice = self._choose(prompt, prompt, tools=False)
+        (first, rest), used, fallbacks = call_with_fallback(
+            choice.order,
+            lambda name: _first_chunk(self._call(name, "stream_complete", prompt, formatted=formatted, **kwargs)),
+        )
+        return self._tagged_stream(first, rest, choice.metadata(used, fallbacks))
+
+    @llm_completion_callback()
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        choice = self._choose(prompt, prompt, tools=False)
+
+        async def call(name: str) -> tuple[Any, Any]:
+            stream = await self._acall(name, "astream_complete", prompt, formatted=formatted, **kwargs)
+            return await _afirst_chunk(stream)
+
+        (first, rest), used, fallbacks = await acall_with_fallback(choice.order, call)
+        return self._atagged_stream(first, rest, choice.metadata(used, fallbacks))
+
+    @staticmethod
+    def _tagged_stream(first: Any, rest: Any, record: Dict[str, Any]) -> Generator[Any, None, None]:
+        if first is not _EMPTY:
+            yield _tag(first, record)
+        for chunk in rest:
+            yield _tag(chunk, record)
+
+    @staticmethod
+    async def _atagged_stream(first: Any, rest: Any, record: Dict[str, Any]) -> AsyncGenerator[Any, None]:
+        if first is not _EMPTY:
+            yield _tag(first, record)
+        async for chunk in rest:
+            yield _tag(chunk, record)
+
+    # ------------------------------------------------------------------ tools
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence[BaseTool],
+        user_msg: Optional[Union[str, ChatMessage]] = None,
+        chat_history: Optional[List[ChatMessage]] = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        **kwargs: Any,
+    ) -> Dict[str, Any]:
+        """Defer tool formatting to the member chosen at call time (see :class:`ToolRequest`)."""
+        messages = list(chat_history or [])
+        if user_msg is not None:
+            messages.append(ChatMessage(role=MessageRole.USER, content=user_msg) if isinstance(user_msg, str) else user_msg)
+        request = ToolRequest(
+            tools=list(tools),
+            user_msg=user_msg,
+            chat_history=chat_history,
+            verbose=verbose,
+            allow_parallel_tool_calls=allow_parallel_tool_calls,
+            tool_required=tool_required,
+            kwargs=dict(kwargs),
+        )
+        return {"messages": messages, _TOOL_REQUEST_KWARG: request}
+
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> List[ToolSelection]:
+        """Read tool calls with the member that produced ``response`` (named in its ``uniroute`` entry)."""
+        record = (response.additional_kwargs or {}).get(UNIROUTE_KEY)
+        if not record or record.get("member") not in self.members:
+            raise ValueError(
+                "this response has no 'uniroute' entry naming one of this router's members "
+                f"({list(self.members)}), so it does not know which member's tool-call format to read; pass a "
+                "response returned by this UniRouteLLM"
+            )
+        member = self.members[record["member"]]
+        return member.get_tool_calls_from_response(  # type: ignore[attr-defined]
+            response, error_on_no_tool_call=error_on_no_tool_call, **kwargs
+        )
+
+    # ------------------------------------------------------------------ growing the pool
+    def _check_new_member(self, name: str, llm: LLM, replace: bool) -> None:
+        if not isinstance(llm, LLM):
+            raise TypeError(f"member {name!r} must be a llama_index LLM, got {type(llm).__name__}")
+        if llm is self:
+            raise ValueError("a UniRouteLLM cannot be a member of itself")
+        if name in self.members and not replace:
+            raise MemberMismatchError(f"member {name!r} already exists; pass replace=True to re-profile it")
+
+    @contextmanager
+    def _growing(self, name: str, llm: LLM, replace: bool) -> Iterator[None]:
+        """Keep ``members`` consistent with the router while ``name`` is profiled and added.
+
+        A new member object is registered before its profile so that the router can never pick a name without a
+        member; a replaced one is swapped in after, so the old object serves until the new profile is in. On
+        failure the members are left as they were.
+        """
+        previous = self.members
+        if not replace:
+            self.members = {**previous, name: llm}
+        try:
+            yield
+        except BaseException:
+            self.members = previous
+            raise
+        self.members = {**self.members, name: llm}
+
+    def add_model(
+        self, name: str, llm: LLM, cost: float, *, replace: bool = False, **profiling_kwargs: Any
+    ) -> ModelProfile:
+        """Profile ``llm`` on the router's probe set (answers via ``llm.complete``), add it, and return its profile.
+
+        One call adds a member: the probes are answered concurrently, graded with the probe set's grader, and the
+        member joins the pool atomically (calls in flight keep routing over the old pool). ``profiling_kwargs`` go
+        to :func:`uniroute_core.profiling.profile_answers` (``max_concurrency``, ``retries``, ``show_progress``...).
+        """
+        self._check_new_member(name, llm, replace)
+
+        def answer(prompt: str) -> str:
+            return llm.complete(prompt).text
+
+        with self._growing(name, llm, replace):
+            return add_profiled_model(self.router, name, answer, cost, replace=replace, **profiling_kwargs)
+
+    async def aadd_model(
+        self, name: str, llm: LLM, cost: float, *, replace: bool = False, **profiling_kwargs: Any
+    ) -> ModelProfile:
+        """Async :meth:`add_model` (answers via ``llm.acomplete``)."""
+        self._check_new_member(name, llm, replace)
+
+        async def answer(prompt: str) -> str:
+            return (await llm.acomplete(prompt)).text
+
+        with self._growing(name, llm, replace):
+            return await aadd_profiled_model(self.router, name, answer, cost, replace=replace, **profiling_kwargs)
+
+    def remove_model(self, name: str) -> ModelProfile:
+        """Remove a member and its profile from the pool; returns the removed profile."""
+        if name not in self.members:
+            raise KeyError(f"{name!r} is not a member; members: {list(self.members)}")
+        if len(self.members) == 1:
+            raise MemberMismatchError(f"cannot remove {name!r}: it is the last member and the pool would be empty")
+        profile = self.router.remove_model(name)
+        self.members = {n: m for n, m in self.members.items() if n != name}
+        return profile
