@@ -1,0 +1,554 @@
+"""ChatUniRoute: a pool of LangChain chat models that behaves as one chat model, routing each call with UniRoute."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableBinding
+from langchain_core.tools import BaseTool
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+
+from uniroute_core.delegation import (
+    ConversationFloors,
+    MemberSelector,
+    RoutingChoice,
+    aadd_profiled_model,
+    acall_with_fallback,
+    add_profiled_model,
+    call_with_fallback,
+    check_members,
+)
+from uniroute_core.profile import ModelProfile
+from uniroute_core.router import UniRouter
+
+from ._messages import conversation_text, last_human_text
+from .profiling import answer_function, async_answer_function
+
+__all__ = ["ChatUniRoute", "supports_tool_calling"]
+
+_CONVERSATION_KEYS = ("conversation_id", "thread_id", "session_id")
+"""Run metadata keys read as the conversation id for stickiness (LangGraph's ``thread_id`` among them)."""
+
+_NOT_ROUTER_SETTINGS = {
+    "api_key": "each member holds its own API key",
+    "timeout": "each member has its own timeout",
+    "max_retries": "each member retries on its own; a failing member falls back to the next one (fallback=True)",
+    "model": "members are chosen per call; pass model='<member>' to invoke() to force one",
+    "model_name": "members are chosen per call; pass model='<member>' to invoke() to force one",
+}
+
+
+def supports_tool_calling(chat_model: BaseChatModel) -> bool:
+    """Whether a chat model implements ``bind_tools`` (the ``BaseChatModel`` default only raises)."""
+    return type(chat_model).bind_tools is not BaseChatModel.bind_tools
+
+
+@dataclass
+class _CallPlan:
+    """One call's routing outcome and what to pass to whichever member ends up answering."""
+
+    choice: RoutingChoice
+    conversation_id: str | None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    member_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _unwrap_binding(runnable: Runnable, member: str) -> tuple[BaseChatModel, dict[str, Any]]:
+    """A member's ``bind_tools`` result as (chat model, bound call kwargs), so its ``_generate`` can be called."""
+    kwargs: dict[str, Any] = {}
+    while isinstance(runnable, RunnableBinding):
+        kwargs = {**runnable.kwargs, **kwargs}
+        runnable = runnable.bound
+    if not isinstance(runnable, BaseChatModel):
+        raise TypeError(
+            f"member {member!r}: bind_tools returned {type(runnable).__name__}, not a chat model bound with "
+            "keyword arguments, so ChatUniRoute cannot call it inside its own run"
+        )
+    return runnable, kwargs
+
+
+def _as_chunk(generation: ChatGeneration) -> ChatGenerationChunk:
+    """A whole generation as one final stream chunk (for members that cannot stream)."""
+    message = generation.message
+    tool_call_chunks = [
+        {"name": c["name"], "args": json.dumps(c["args"], ensure_ascii=False), "id": c.get("id"), "index": i}
+        for i, c in enumerate(getattr(message, "tool_calls", []) or [])
+    ]
+    chunk = AIMessageChunk(
+        content=message.content,
+        additional_kwargs=message.additional_kwargs,
+        response_metadata=message.response_metadata,
+        usage_metadata=getattr(message, "usage_metadata", None),
+        tool_call_chunks=tool_call_chunks,
+        id=message.id,
+        chunk_position="last",
+    )
+    return ChatGenerationChunk(message=chunk, generation_info=generation.generation_info)
+
+
+def _member_chunks(
+    model: BaseChatModel,
+    messages: list[BaseMessage],
+    stop: list[str] | None,
+    run_manager: CallbackManagerForLLMRun | None,
+    kwargs: dict[str, Any],
+) -> Iterator[ChatGenerationChunk]:
+    if type(model)._stream is not BaseChatModel._stream:
+        yield from model._stream(messages, stop=stop, run_manager=run_manager, **kwargs)
+    else:
+        for generation in model._generate(messages, stop=stop, run_manager=run_manager, **kwargs).generations:
+            yield _as_chunk(generation)
+
+
+async def _amember_chunks(
+    model: BaseChatModel,
+    messages: list[BaseMessage],
+    stop: list[str] | None,
+    run_manager: AsyncCallbackManagerForLLMRun | None,
+    kwargs: dict[str, Any],
+) -> AsyncIterator[ChatGenerationChunk]:
+    cls = type(model)
+    if cls._astream is not BaseChatModel._astream or cls._stream is not BaseChatModel._stream:
+        async for chunk in model._astream(messages, stop=stop, run_manager=run_manager, **kwargs):
+            yield chunk
+    else:
+        result = await model._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
+        for generation in result.generations:
+            yield _as_chunk(generation)
+
+
+class _StreamState:
+    """Adds the routing entry to the first chunk and the member's name as ``model_name`` if it gave none."""
+
+    def __init__(self, uniroute: dict[str, Any], member: str) -> None:
+        self.uniroute = uniroute
+        self.member = member
+        self.first = True
+        self.saw_model_name = False
+
+    def annotate(self, chunk: ChatGenerationChunk) -> ChatGenerationChunk:
+        metadata = dict(chunk.message.response_metadata)
+        self.saw_model_name = self.saw_model_name or "model_name" in metadata
+        if self.first:
+            metadata["uniroute"] = self.uniroute
+            self.first = False
+        if getattr(chunk.message, "chunk_position", None) == "last" and not self.saw_model_name:
+            metadata["model_name"] = self.member
+            self.saw_model_name = True
+        chunk.message.response_metadata = metadata
+        return chunk
+
+
+class ChatUniRoute(BaseChatModel):
+    """A pool of chat models that looks like one: each call goes to the cheapest member likely to answer it well.
+
+    Routing is UniRoute (arXiv 2502.08773) as implemented by :class:`uniroute_core.UniRouter`: the prompt's cluster
+    membership times each member's per-cluster quality, traded off against cost by ``lam`` (or a ``budget`` or a
+    ``min_quality``). This class only turns messages into the text to route, asks the router, and delegates to the
+    chosen member's ``_generate`` / ``_agenerate`` / ``_stream`` / ``_astream`` inside its own run, so one call is
+    one run: callbacks fire once, usage is counted once, tokens stream through.
+
+    Setup:
+        .. code-block:: python
+
+            from uniroute_core import UniRouter, ProbeSet
+            from uniroute_langchain import ChatUniRoute
+
+            router = UniRouter(n_clusters=20).fit(train_prompts)
+            router.set_probes(ProbeSet(prompts=probe_prompts, references=gold, grader="multiple_choice"))
+            chat = ChatUniRoute(router=router, members={}, lam=0.3)
+            chat.add_model("llama-8b", ChatOllama(model="llama3.1:8b"), cost=1.0)     # profiles it on the probes
+            chat.add_model("gemini-pro", ChatGoogleGenerativeAI(model="gemini-pro"), cost=8.0)
+
+    Invoke:
+        .. code-block:: python
+
+            msg = chat.invoke("What is the derivative of x**2?")
+            msg.response_metadata["uniroute"]
+            # {"member": "llama-8b", "expected_quality": {...}, "cost": 1.0, "lam": 0.3, "mode": "lam", "fallbacks": []}
+            chat.invoke("...", model="gemini-pro")     # force a member
+
+    Tools and structured output:
+        ``chat.bind_tools([...])`` restricts routing to members whose ``bind_tools`` is implemented and binds the
+        tools on the chosen member at call time; ``chat.with_structured_output(MyModel)`` works through it.
+
+    Conversations:
+        With ``sticky=True``, a later turn of a conversation is never routed to a cheaper member than an earlier
+        turn used. The conversation is named by ``conversation_id=...`` in the call, or by ``thread_id`` /
+        ``session_id`` / ``conversation_id`` in the run's config (``configurable`` or ``metadata``).
+
+    Not forwarded: members' own callbacks, caches and rate limiters are bypassed (this model's apply instead),
+    because the member runs inside this model's run.
+    """
+
+    router: UniRouter = Field(exclude=True, repr=False)
+    """The fitted :class:`~uniroute_core.UniRouter`; its profiled models must be exactly the ``members``."""
+
+    members: dict[str, BaseChatModel] = Field(exclude=True, repr=False)
+    """Member chat models by name (the router's model names). Never serialised: members hold credentials."""
+
+    lam: float | None = None
+    """Quality/cost trade-off λ ≥ 0: higher sends more traffic to cheaper members. ``None`` with no ``budget`` or
+    ``min_quality`` means λ = 0 (the member predicted best)."""
+
+    budget: float | None = None
+    """Target mean cost per call, in the members' cost unit; λ is calibrated on the router's probe prompts."""
+
+    min_quality: float | None = None
+    """Use the cheapest member whose expected quality is at least this (in [0, 1]), else the best."""
+
+    fallback: bool = True
+    """When the chosen member raises before producing output, try the next member by routing score."""
+
+    route_on: Literal["last_human", "conversation"] = "last_human"
+    """Text to route on: the last human message (default; system prompt excluded), or the whole conversation."""
+
+    sticky: bool = False
+    """Within one conversation, never route a later turn to a cheaper member than an earlier turn used."""
+
+    max_conversations: int = 10_000
+    """How many conversations stickiness remembers (least recently used forgotten first)."""
+
+    stop: list[str] | None = None
+    """Default stop sequences passed to the member (a call's own ``stop`` takes precedence)."""
+
+    temperature: float | None = None
+    """If set, passed to the member as the call keyword ``temperature`` (``None`` keeps each member's own)."""
+
+    max_tokens: int | None = None
+    """If set, passed to the member as the call keyword ``max_tokens`` (``None`` keeps each member's own)."""
+
+    streaming: bool = False
+    """Whether ``invoke`` streams from the member internally (so streaming callbacks receive tokens)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    _floors: ConversationFloors = PrivateAttr()
+
+    # ------------------------------------------------------------------ validation
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_settings(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
+            unknown = [k for k in data if k not in known]
+            if unknown:
+                reasons = [f"{k!r} ({_NOT_ROUTER_SETTINGS[k]})" for k in unknown if k in _NOT_ROUTER_SETTINGS]
+                others = [repr(k) for k in unknown if k not in _NOT_ROUTER_SETTINGS]
+                detail = "; ".join(reasons + ([f"{', '.join(others)} (not a ChatUniRoute field)"] if others else []))
+                raise ValueError(f"ChatUniRoute does not take {detail}. Fields: {sorted(cls.model_fields)}")
+        return data
+
+    @model_validator(mode="after")
+    def _check_pool(self) -> ChatUniRoute:
+        for name, member in self.members.items():
+            if member is self:
+                raise ValueError(f"member {name!r} is this ChatUniRoute itself")
+        if self.members or self.router.models:  # an empty pool may be filled with add_model
+            check_members(self.router, list(self.members))
+        self._selector()  # at most one of lam / budget / min_quality
+        if self.lam is not None and not self.lam >= 0:
+            raise ValueError(f"lam must be a number >= 0, got {self.lam}")
+        if self.budget is not None and not self.budget > 0:
+            raise ValueError(f"budget must be a mean cost per call > 0, got {self.budget}")
+        if self.min_quality is not None and not 0.0 <= self.min_quality <= 1.0:
+            raise ValueError(f"min_quality must be in [0, 1], got {self.min_quality}")
+        self._floors = ConversationFloors(self.max_conversations)
+        return self
+
+    # ------------------------------------------------------------------ LangChain plumbing
+
+    @property
+    def _llm_type(self) -> str:
+        return "uniroute"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "members": list(self.members),
+            "lam": self.lam,
+            "budget": self.budget,
+            "min_quality": self.min_quality,
+            "route_on": self.route_on,
+            "sticky": self.sticky,
+            "fallback": self.fallback,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        """Provider ``uniroute``; the model is the forced member, else the pool (the member is chosen in the run,
+        and reported in the response's ``model_name`` and ``uniroute`` metadata)."""
+        params = LangSmithParams(
+            ls_provider="uniroute",
+            ls_model_name=kwargs.get("model") or f"uniroute({'|'.join(self.members)})",
+            ls_model_type="chat",
+        )
+        if stop or self.stop:
+            params["ls_stop"] = stop or self.stop
+        if kwargs.get("temperature", self.temperature) is not None:
+            params["ls_temperature"] = kwargs.get("temperature", self.temperature)
+        if kwargs.get("max_tokens", self.max_tokens) is not None:
+            params["ls_max_tokens"] = kwargs.get("max_tokens", self.max_tokens)
+        return params
+
+    # ------------------------------------------------------------------ the pool
+
+    @property
+    def tool_capable_members(self) -> list[str]:
+        """Members that implement ``bind_tools`` (routing is restricted to them when tools are bound)."""
+        return [name for name, member in self.members.items() if supports_tool_calling(member)]
+
+    def _selector(self) -> MemberSelector:
+        return MemberSelector(
+            self.router, lam=self.lam, budget=self.budget, min_quality=self.min_quality, fallback=self.fallback
+        )
+
+    @staticmethod
+    def _check_new_member(name: str, chat_model: Any) -> None:
+        if not isinstance(chat_model, BaseChatModel):
+            raise TypeError(
+                f"member {name!r} must be a LangChain BaseChatModel, got {type(chat_model).__name__} "
+                "(bind tools on ChatUniRoute, not on the member)"
+            )
+
+    def add_model(
+        self, name: str, chat_model: BaseChatModel, cost: float, *, replace: bool = False, **profiling_kwargs: Any
+    ) -> ModelProfile:
+        """Profile ``chat_model`` on the router's probe set, grade it, and add it to the pool; returns its profile.
+
+        ``profiling_kwargs`` go to :func:`uniroute_core.profile_answers` (``max_concurrency`` (default 8),
+        ``retries``, ``max_failure_rate``, ``show_progress``...). A failed probe counts as unknown, not wrong; a
+        model whose answers are mostly errors is refused (:class:`uniroute_core.ProfilingError`) and not added.
+        Calls in flight keep routing on the old pool; the new member is swapped in at the end.
+        """
+        self._check_new_member(name, chat_model)
+        previous = self.members.get(name)
+        self.members = {**self.members, name: chat_model}  # not routable until the router has its profile
+        try:
+            return add_profiled_model(
+                self.router, name, answer_function(chat_model), cost, replace=replace, **profiling_kwargs
+            )
+        except BaseException:
+            self._restore_member(name, previous)
+            raise
+
+    async def aadd_model(
+        self, name: str, chat_model: BaseChatModel, cost: float, *, replace: bool = False, **profiling_kwargs: Any
+    ) -> ModelProfile:
+        """Async :meth:`add_model` (probes run concurrently on the event loop)."""
+        self._check_new_member(name, chat_model)
+        previous = self.members.get(name)
+        self.members = {**self.members, name: chat_model}
+        try:
+            return await aadd_profiled_model(
+                self.router, name, async_answer_function(chat_model), cost, replace=replace, **profiling_kwargs
+            )
+        except BaseException:
+            self._restore_member(name, previous)
+            raise
+
+    def _restore_member(self, name: str, previous: BaseChatModel | None) -> None:
+        members = dict(self.members)
+        if previous is None:
+            members.pop(name, None)
+        else:
+            members[name] = previous
+        self.members = members
+
+    def remove_model(self, name: str) -> ModelProfile:
+        """Take a member out of the pool (router profile and member object); returns its profile."""
+        profile = self.router.remove_model(name)
+        self.members = {k: v for k, v in self.members.items() if k != name}
+        return profile
+
+    # ------------------------------------------------------------------ routing one call
+
+    def _routing_text(self, messages: Sequence[BaseMessage]) -> str:
+        text = conversation_text(messages) if self.route_on == "conversation" else last_human_text(messages)
+        if not text.strip():
+            text = conversation_text(messages, include_system=True)
+        if not text.strip():
+            raise ValueError("nothing to route on: the messages contain no text")
+        return text
+
+    @staticmethod
+    def _conversation_id(kwargs: dict[str, Any], run_manager: Any) -> str | None:
+        given = kwargs.pop("conversation_id", None)
+        if given is not None:
+            return str(given)
+        metadata = getattr(run_manager, "metadata", None) or {}
+        for key in _CONVERSATION_KEYS:
+            if metadata.get(key) is not None:
+                return str(metadata[key])
+        return None
+
+    def _plan(self, messages: list[BaseMessage], kwargs: dict[str, Any], run_manager: Any) -> _CallPlan:
+        kwargs = dict(kwargs)
+        force = kwargs.pop("model", None)
+        conversation_id = self._conversation_id(kwargs, run_manager)
+        tools = kwargs.pop("tools", None)
+        tool_choice = kwargs.pop("tool_choice", None)
+        check_members(self.router, list(self.members))
+        allowed = None
+        if tools:
+            allowed = self.tool_capable_members
+            if not allowed:
+                raise ValueError(self._no_tool_member_message())
+            if force is not None and force in self.members and force not in allowed:
+                raise ValueError(
+                    f"model={force!r} was forced but it does not support tool calling; tool-capable members: {allowed}"
+                )
+        min_cost = self._floors.floor(conversation_id) if self.sticky else None
+        choice = self._selector().select(
+            self._routing_text(messages), allowed=allowed, min_cost=min_cost, force=force
+        )
+        for name, value in (("temperature", self.temperature), ("max_tokens", self.max_tokens)):
+            if value is not None:
+                kwargs.setdefault(name, value)
+        return _CallPlan(choice, conversation_id, list(tools) if tools else None, tool_choice, kwargs)
+
+    def _no_tool_member_message(self) -> str:
+        return (
+            f"no member of this pool supports tool calling (members: {list(self.members)}; none implements "
+            "bind_tools), so tools and structured output cannot be used; add a tool-capable member"
+        )
+
+    def _member_call(self, name: str, plan: _CallPlan) -> tuple[BaseChatModel, dict[str, Any]]:
+        """The member's chat model and call kwargs, with the tools bound on it when the call has tools."""
+        member = self.members[name]
+        if not plan.tools:
+            return member, dict(plan.member_kwargs)
+        extra = {} if plan.tool_choice is None else {"tool_choice": plan.tool_choice}
+        model, bound = _unwrap_binding(member.bind_tools(plan.tools, **extra), name)
+        return model, {**bound, **plan.member_kwargs}
+
+    def _finish(self, plan: _CallPlan, used: str) -> None:
+        if self.sticky:
+            self._floors.record(plan.conversation_id, plan.choice.costs[used])
+
+    def _annotate(self, result: ChatResult, plan: _CallPlan, used: str, fallbacks: list[dict[str, str]]) -> ChatResult:
+        self._finish(plan, used)
+        entry = plan.choice.metadata(used, fallbacks)
+        for generation in result.generations:
+            metadata = dict(generation.message.response_metadata)
+            metadata.setdefault("model_name", used)
+            metadata["uniroute"] = entry
+            generation.message.response_metadata = metadata
+        return result
+
+    # ------------------------------------------------------------------ BaseChatModel
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        plan = self._plan(messages, kwargs, run_manager)
+        stop = stop if stop is not None else self.stop
+
+        def attempt(name: str) -> ChatResult:
+            model, member_kwargs = self._member_call(name, plan)
+            return model._generate(messages, stop=stop, run_manager=run_manager, **member_kwargs)
+
+        result, used, fallbacks = call_with_fallback(plan.choice.order, attempt)
+        return self._annotate(result, plan, used, fallbacks)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        plan = self._plan(messages, kwargs, run_manager)
+        stop = stop if stop is not None else self.stop
+
+        async def attempt(name: str) -> ChatResult:
+            model, member_kwargs = self._member_call(name, plan)
+            return await model._agenerate(messages, stop=stop, run_manager=run_manager, **member_kwargs)
+
+        result, used, fallbacks = await acall_with_fallback(plan.choice.order, attempt)
+        return self._annotate(result, plan, used, fallbacks)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        plan = self._plan(messages, kwargs, run_manager)
+        stop = stop if stop is not None else self.stop
+
+        def start(name: str) -> tuple[Iterator[ChatGenerationChunk], ChatGenerationChunk]:
+            """Open the member's stream and take its first chunk: failing up to here may fall back."""
+            model, member_kwargs = self._member_call(name, plan)
+            chunks = iter(_member_chunks(model, messages, stop, run_manager, member_kwargs))
+            first = next(chunks, None)
+            if first is None:
+                raise RuntimeError(f"member {name!r} returned an empty stream")
+            return chunks, first
+
+        (chunks, first), used, fallbacks = call_with_fallback(plan.choice.order, start)
+        self._finish(plan, used)
+        state = _StreamState(plan.choice.metadata(used, fallbacks), used)
+        yield state.annotate(first)
+        for chunk in chunks:  # after the first token, a failure is the caller's (output was already sent)
+            yield state.annotate(chunk)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        plan = self._plan(messages, kwargs, run_manager)
+        stop = stop if stop is not None else self.stop
+
+        async def start(name: str) -> tuple[AsyncIterator[ChatGenerationChunk], ChatGenerationChunk]:
+            model, member_kwargs = self._member_call(name, plan)
+            chunks = _amember_chunks(model, messages, stop, run_manager, member_kwargs).__aiter__()
+            try:
+                first = await chunks.__anext__()
+            except StopAsyncIteration:
+                raise RuntimeError(f"member {name!r} returned an empty stream") from None
+            return chunks, first
+
+        (chunks, first), used, fallbacks = await acall_with_fallback(plan.choice.order, start)
+        self._finish(plan, used)
+        state = _StreamState(plan.choice.metadata(used, fallbacks), used)
+        yield state.annotate(first)
+        async for chunk in chunks:
+            yield state.annotate(chunk)
+
+    # ------------------------------------------------------------------ tools
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | dict[str, Any] | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools: calls are then routed among tool-capable members only, and the chosen member binds them.
+
+        ``tools`` and ``tool_choice`` are handed to the chosen member's own ``bind_tools`` unchanged (so each
+        provider formats them its way). Raises ``ValueError`` now if no member supports tool calling.
+        """
+        if not self.tool_capable_members:
+            raise ValueError(self._no_tool_member_message())
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        return self.bind(tools=list(tools), **kwargs)
