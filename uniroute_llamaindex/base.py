@@ -18,7 +18,7 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     MessageRole,
 )
-from llama_index.core.bridge.pydantic import Field, model_validator
+from llama_index.core.bridge.pydantic import Field
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
@@ -142,16 +142,11 @@ class UniRouteLLM(FunctionCallingLLM):
         description="Counts a prompt's tokens for the context-window check; None estimates ceil(chars / 4).",
     )
 
-    @model_validator(mode="after")
-    def _check_pool(self) -> UniRouteLLM:
-        if not isinstance(self.router, UniRouter):
-            raise TypeError(f"router must be a uniroute_core.UniRouter, got {type(self.router).__name__}")
-        for name, member in self.members.items():
-            if not isinstance(member, LLM):
-                raise TypeError(f"member {name!r} must be a llama_index LLM, got {type(member).__name__}")
+    def __init__(self, **data: Any) -> None:
+        super().__init__(**data)
+        # checked after pydantic so the specific errors (MemberMismatchError...) reach the caller unwrapped
         check_members(self.router, list(self.members))
         self._selector()  # validates lam / budget / min_quality together
-        return self
 
     @classmethod
     def class_name(cls) -> str:
