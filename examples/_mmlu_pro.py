@@ -1,0 +1,120 @@
+"""What every example shares: find the MMLU-Pro routing folder, split it, and build a fitted router with probes.
+
+The folder records what 29 real LLMs answered on 10,279 MMLU-Pro questions, so the examples replay real models
+offline. It is looked up, in order, from ``--data DIR``, the ``UNIROUTE_MMLU_PRO`` environment variable, and
+``<repo>/../shared/data/mmlu_pro``. Prompts are embedded by the real default embedder (all-MiniLM-L6-v2, packaged,
+offline) through the on-disk cache, so only the first run on a machine pays for embedding (~10 minutes on 2 cores).
+
+The split is fixed by ``seed``: 6,000 unlabelled training prompts fit the K-Means cluster map, 500 probe prompts
+(with their gold letters) profile each model, and the remaining ~3,600 unique questions are held out — no example ever scores the
+router on a prompt it was fitted or profiled on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from uniroute_core import ProbeSet, RoutingData, UniRouter, load_routing_data
+from uniroute_core.embedding import CachedEmbedder, default_cache_dir, default_embedder
+from uniroute_core.replay import ReplayBook
+
+DATA_ENV = "UNIROUTE_MMLU_PRO"
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mmlu_pro"
+
+N_TRAIN = 6000
+N_PROBES = 500
+
+# Ten real LLMs spanning the cost range (cost = active parameters, billions): the examples' default pool.
+POOL = [
+    "gemini-1.5-pro-002",
+    "Meta-Llama-3_1-70B-Instruct",
+    "jamba-1.5-large",
+    "Qwen1.5-72B-Chat",
+    "DeepSeek-Coder-V2",
+    "Mixtral-8x7B-Instruct-v0.1",
+    "Meta-Llama-3_1-8B-Instruct",
+    "gemini-1.5-flash-002",
+    "mathstral-7B",
+    "Phi-3-mini-4k-instruct",
+]
+
+
+def parse_args(description: str, extra: list[tuple[str, dict]] | None = None) -> argparse.Namespace:
+    """Command-line options every example takes (``--data``, ``--seed``) plus its own ``extra`` ones."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", default=None, help=f"MMLU-Pro routing folder (default: ${DATA_ENV} or {DEFAULT_DATA})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train / probe / held-out split")
+    for flag, kwargs in extra or []:
+        parser.add_argument(flag, **kwargs)
+    return parser.parse_args()
+
+
+def data_folder(cli_value: str | None) -> Path:
+    """The routing folder to use; exits with a clear message when it is missing."""
+    folder = Path(cli_value or os.environ.get(DATA_ENV) or DEFAULT_DATA)
+    if not (folder / "scores.csv.gz").exists():
+        sys.exit(
+            f"MMLU-Pro routing data not found at {folder}: pass --data DIR or set {DATA_ENV} to a folder holding "
+            "prompts.csv.gz, scores.csv.gz and models.csv"
+        )
+    return folder
+
+
+@dataclass
+class Setup:
+    """The data, its replay book, the split, and a fitted router with probes but no members yet."""
+
+    data: RoutingData
+    book: ReplayBook
+    router: UniRouter
+    embeddings: np.ndarray
+    train: np.ndarray
+    probes: np.ndarray
+    held_out: np.ndarray
+
+    def held_out_sample(self, n: int, seed: int = 1) -> np.ndarray:
+        """``n`` held-out prompt positions, drawn at random (fixed by ``seed``)."""
+        rng = np.random.default_rng(seed)
+        return np.sort(rng.choice(self.held_out, size=min(n, len(self.held_out)), replace=False))
+
+    def answer_fn(self, model: str):
+        """``prompt -> recorded answer sentence`` of a real model (for :func:`add_profiled_model`)."""
+        return lambda prompt: self.book.answer(model, prompt)
+
+
+def build(folder: Path, seed: int = 0, n_clusters: int = 20) -> Setup:
+    """Load the folder, embed its prompts once (cached), split them, fit K-Means and set the graded probe set."""
+    t0 = time.perf_counter()
+    data = load_routing_data(folder)
+    book = ReplayBook.from_routing_data(data)
+    embedder = CachedEmbedder(default_embedder(), default_cache_dir())
+    # Duplicate prompt texts (a few ids share a text) would leak between splits: split unique texts only.
+    first = {}
+    for i, p in enumerate(data.prompts):
+        first.setdefault(p, i)
+    unique = np.array(sorted(first.values()))
+    order = np.random.default_rng(seed).permutation(unique)
+    train, probes, held_out = order[:N_TRAIN], order[N_TRAIN : N_TRAIN + N_PROBES], order[N_TRAIN + N_PROBES :]
+    embeddings = embedder.embed(data.prompts)
+    router = UniRouter(embedder=embedder, n_clusters=n_clusters, seed=seed, show_progress=False)
+    router.fit_embeddings(embeddings[train])
+    probe_set = ProbeSet(
+        prompts=[data.prompts[i] for i in probes],
+        references=[data.references[i] for i in probes],  # type: ignore[index]
+        grader="multiple_choice",
+        prompt_ids=[data.prompt_ids[i] for i in probes],
+    )
+    router.set_probes(probe_set, embeddings=embeddings[probes])
+    print(
+        f"[setup] {data.n_prompts} MMLU-Pro prompts × {data.n_models} LLMs from {folder}; K-Means K={n_clusters} on "
+        f"{len(train)} training prompts, {len(probes)} probes, {len(held_out)} held out "
+        f"({time.perf_counter() - t0:.1f}s)"
+    )
+    return Setup(data, book, router, embeddings, train, probes, held_out)
