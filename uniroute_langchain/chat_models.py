@@ -35,7 +35,7 @@ from .profiling import answer_function, async_answer_function
 __all__ = ["ChatUniRoute", "supports_tool_calling"]
 
 _CONVERSATION_KEYS = ("conversation_id", "thread_id", "session_id")
-"""Run metadata keys read as the conversation id for stickiness (LangGraph's ``thread_id`` among them)."""
+"""Run metadata keys read as the conversation id for stickiness."""
 
 _NOT_ROUTER_SETTINGS = {
     "api_key": "each member holds its own API key",
@@ -183,8 +183,9 @@ class ChatUniRoute(BaseChatModel):
 
     Conversations:
         With ``sticky=True``, a later turn of a conversation is never routed to a cheaper member than an earlier
-        turn used. The conversation is named by ``conversation_id=...`` in the call, or by ``thread_id`` /
-        ``session_id`` / ``conversation_id`` in the run's config (``configurable`` or ``metadata``).
+        turn used. The conversation is named by ``conversation_id=...`` in the call (or ``.bind(conversation_id=...)``),
+        or by ``thread_id`` / ``session_id`` / ``conversation_id`` in the run's metadata
+        (``config={"metadata": {"thread_id": "..."}}``).
 
     Not forwarded: members' own callbacks, caches and rate limiters are bypassed (this model's apply instead),
     because the member runs inside this model's run.

@@ -1,0 +1,440 @@
+"""ChatUniRoute behaviour users rely on: routing, one run per call, fallback, tools, structured output, stickiness,
+adding a model by profiling it.
+
+Pool used throughout (fast topic embedder, K = 2 clusters: math prompts vs law prompts, probes = 10 of each):
+"cheap" (cost 1) is right on the math probes and wrong on law; "strong" (cost 10) is right on all. With the
+router's shrinkage α = 2 toward the member's overall mean, the per-cluster qualities are, by hand:
+cheap/math = (10·1 + 2·0.5)/12 = 11/12, cheap/law = (0 + 2·0.5)/12 = 1/12, strong = 1 everywhere.
+Normalised costs: cheap 0.1, strong 1. Loss (1 − q) + λ·c̃ at λ = 0.3: math → cheap 1/12 + 0.03 < strong 0.3;
+law → strong 0.3 < cheap 11/12 + 0.03. At λ = 2 cheap wins law too (11/12 + 0.2 < 2); at λ = 0 strong wins math.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from langchain_core.callbacks import BaseCallbackHandler, UsageMetadataCallbackHandler
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.load import dumpd
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.outputs import ChatGenerationChunk
+from langchain_core.prompts import ChatPromptTemplate
+from pydantic import BaseModel, Field
+
+from uniroute_core import ProbeSet, ProfilingError, UniRouter
+from uniroute_core.delegation import AllMembersFailedError
+from uniroute_langchain import ChatUniRoute, profile_model
+from uniroute_langchain.testing import FailingChatModel, FakeToolCallingChatModel, MemberFailure
+
+MATH = [f"math problem number {i}" for i in range(10)]
+LAW = [f"law case number {i}" for i in range(10)]
+CHEAP_MATH_Q = 11 / 12
+CHEAP_LAW_Q = 1 / 12
+
+
+@pytest.fixture
+def router(embedder) -> UniRouter:
+    r = UniRouter(embedder=embedder, n_clusters=2, show_progress=False).fit(MATH + LAW)
+    r.set_probes(ProbeSet(prompts=MATH + LAW, references=["A"] * 20, grader="multiple_choice"))
+    r.add_model("cheap", 1.0, [1.0] * 10 + [0.0] * 10)
+    r.add_model("strong", 10.0, [1.0] * 20)
+    return r
+
+
+def _members(**overrides: Any) -> dict[str, Any]:
+    members = {
+        "cheap": FakeToolCallingChatModel(model_name="fake-cheap"),
+        "strong": FakeToolCallingChatModel(model_name="fake-strong"),
+    }
+    members.update(overrides)
+    return members
+
+
+def _chat(router: UniRouter, **kwargs: Any) -> ChatUniRoute:
+    kwargs.setdefault("members", _members())
+    return ChatUniRoute(router=router, **kwargs)
+
+
+def _member(message: BaseMessage) -> str:
+    return message.response_metadata["uniroute"]["member"]
+
+
+class _RunCounter(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.starts = 0
+        self.ends = 0
+        self.tokens = 0
+
+    def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
+        self.starts += 1
+
+    def on_llm_end(self, *args: Any, **kwargs: Any) -> None:
+        self.ends += 1
+
+    def on_llm_new_token(self, *args: Any, **kwargs: Any) -> None:
+        self.tokens += 1
+
+
+# ----------------------------------------------------------------------------- construction
+
+
+def test_the_pool_must_match_the_router_profiles(router):
+    # MemberMismatchError is a ValueError; pydantic reports it as a ValidationError (also a ValueError)
+    with pytest.raises(ValueError, match=r"router has profiles \['strong'\] with no member"):
+        ChatUniRoute(router=router, members={"cheap": FakeToolCallingChatModel()})
+    extra = {**_members(), "other": FakeToolCallingChatModel()}
+    with pytest.raises(ValueError, match=r"members \['other'\] have no profile"):
+        ChatUniRoute(router=router, members=extra)
+
+
+def test_bad_settings_are_rejected_with_a_reason(router):
+    with pytest.raises(ValueError, match="api_key.*each member holds its own API key"):
+        _chat(router, api_key="sk-test")
+    with pytest.raises(ValueError, match="'lamda'.*not a ChatUniRoute field"):
+        _chat(router, lamda=0.3)
+    with pytest.raises(ValueError, match="only one of lam, budget, min_quality"):
+        _chat(router, lam=0.3, budget=2.0)
+    with pytest.raises(ValueError, match="lam must be a number >= 0"):
+        _chat(router, lam=-1.0)
+    with pytest.raises(ValueError, match="BaseChatModel"):
+        ChatUniRoute(router=router, members={"cheap": lambda s: s, "strong": FakeToolCallingChatModel()})
+
+
+def test_router_and_members_are_never_serialised(router):
+    members = _members(strong=FakeToolCallingChatModel(model_name="sk-SECRET-in-member"))
+    chat = _chat(router, members=members, lam=0.3)
+    dumped = chat.model_dump()
+    assert "router" not in dumped and "members" not in dumped
+    assert dumped["lam"] == 0.3
+    for text in (repr(chat), chat.model_dump_json(), json.dumps(dumpd(chat), default=str)):
+        assert "sk-SECRET" not in text
+    assert not ChatUniRoute.is_lc_serializable()
+
+
+def test_ls_params_report_uniroute_and_the_forced_member(router):
+    chat = _chat(router, lam=0.3, temperature=0.2)
+    params = chat._get_ls_params(model="strong")
+    assert params["ls_provider"] == "uniroute"
+    assert params["ls_model_name"] == "strong"
+    assert params["ls_temperature"] == 0.2
+    assert chat._get_ls_params()["ls_model_name"] == "uniroute(cheap|strong)"
+
+
+# ----------------------------------------------------------------------------- routing
+
+
+def test_each_topic_goes_where_it_should(router):
+    chat = _chat(router, lam=0.3)
+    math = chat.invoke("math problem number 42")
+    law = chat.invoke("law case number 7")
+    assert _member(math) == "cheap" and math.response_metadata["model_name"] == "fake-cheap"
+    assert _member(law) == "strong" and law.response_metadata["model_name"] == "fake-strong"
+    entry = math.response_metadata["uniroute"]
+    assert entry["expected_quality"] == pytest.approx({"cheap": CHEAP_MATH_Q, "strong": 1.0})
+    assert entry["cost"] == 1.0 and entry["lam"] == 0.3 and entry["fallbacks"] == []
+    assert law.response_metadata["uniroute"]["expected_quality"]["cheap"] == pytest.approx(CHEAP_LAW_Q)
+    assert math.usage_metadata == {"input_tokens": 4, "output_tokens": 6, "total_tokens": 10}
+
+
+def test_raising_lambda_moves_traffic_to_the_cheap_member(router):
+    prompts = ["math problem number 1", "law case number 2", "law case number 3", "math problem number 4"]
+
+    def cheap_share(lam: float) -> float:
+        replies = _chat(router, lam=lam).batch(prompts)
+        return sum(_member(m) == "cheap" for m in replies) / len(prompts)
+
+    assert cheap_share(0.0) == 0.0
+    assert cheap_share(0.3) == 0.5
+    assert cheap_share(2.0) == 1.0
+
+
+def test_min_quality_and_budget_modes(router):
+    chat = _chat(router, min_quality=0.9)
+    assert _member(chat.invoke("math problem number 1")) == "cheap"  # 11/12 >= 0.9
+    law = chat.invoke("law case number 1")
+    assert _member(law) == "strong" and law.response_metadata["uniroute"]["mode"] == "min_quality"
+    # a budget of the cheap cost buys no strong calls; a budget of the strong cost buys the best member everywhere
+    assert _member(_chat(router, budget=1.0).invoke("law case number 1")) == "cheap"
+    assert _member(_chat(router, budget=10.0).invoke("math problem number 1")) == "strong"
+
+
+def test_a_per_call_model_forces_a_member(router):
+    chat = _chat(router, lam=0.3)
+    message = chat.invoke("math problem number 1", model="strong")
+    assert _member(message) == "strong" and message.response_metadata["uniroute"]["mode"] == "forced"
+    with pytest.raises(KeyError, match="'gpt-9' is not a member"):
+        chat.invoke("math problem number 1", model="gpt-9")
+
+
+def test_routing_text_is_the_last_human_message_or_the_conversation(router):
+    messages = [
+        SystemMessage("law law law case case"),
+        HumanMessage("law case number 3"),
+        AIMessage("law case ruling number 3"),
+        HumanMessage("math problem"),
+    ]
+    assert _member(_chat(router, lam=0.3).invoke(messages)) == "cheap"  # system prompt and history ignored
+    whole = "law case number 3\nlaw case ruling number 3\nmath problem"
+    expected = router.route_one(whole, 0.3).model
+    assert expected == "strong"  # the history is mostly law
+    assert _member(_chat(router, lam=0.3, route_on="conversation").invoke(messages)) == expected
+
+
+def test_sticky_conversations_escalate_but_never_downgrade(router):
+    chat = _chat(router, lam=0.3, sticky=True)
+    assert _member(chat.invoke("law case number 1", conversation_id="c1")) == "strong"
+    assert _member(chat.invoke("math problem number 2", conversation_id="c1")) == "strong"  # no downgrade
+    assert _member(chat.invoke("math problem number 2", conversation_id="c2")) == "cheap"  # other conversation
+    assert _member(chat.invoke("law case number 3", conversation_id="c2")) == "strong"  # escalation is allowed
+    thread = {"metadata": {"thread_id": "t1"}}
+    assert _member(chat.invoke("law case number 1", config=thread)) == "strong"
+    assert _member(chat.invoke("math problem number 2", config=thread)) == "strong"
+    not_sticky = _chat(router, lam=0.3)
+    not_sticky.invoke("law case number 1", conversation_id="c3")
+    assert _member(not_sticky.invoke("math problem number 2", conversation_id="c3")) == "cheap"
+
+
+# ----------------------------------------------------------------------------- one run per call
+
+
+def test_one_call_is_one_run_with_the_members_usage_counted_once(router):
+    member_counter = _RunCounter()
+    cheap = FakeToolCallingChatModel(model_name="fake-cheap", callbacks=[member_counter])
+    chat = _chat(router, members=_members(cheap=cheap), lam=0.3)
+    counter, usage = _RunCounter(), UsageMetadataCallbackHandler()
+    message = chat.invoke("math problem number 1", config={"callbacks": [counter, usage]})
+    assert (counter.starts, counter.ends) == (1, 1)
+    assert (member_counter.starts, member_counter.ends) == (0, 0)  # the member ran inside our run
+    assert usage.usage_metadata == {"fake-cheap": message.usage_metadata}
+    assert cheap.calls == 1
+
+
+def test_streaming_through_a_chain_passes_tokens_through(router):
+    prompt = ChatPromptTemplate.from_messages([("system", "Be brief."), ("human", "{question}")])
+    chain = prompt | _chat(router, lam=0.3) | StrOutputParser()
+    counter = _RunCounter()
+    pieces = list(chain.stream({"question": "math problem number 5"}, config={"callbacks": [counter]}))
+    assert "".join(pieces) == "fake-cheap answers: math problem number 5"
+    assert len([p for p in pieces if p]) == 6  # word by word, not one block
+    assert (counter.starts, counter.ends) == (1, 1)
+    assert counter.tokens >= 6
+
+
+async def test_async_streaming_carries_the_routing_entry_once(router):
+    chat = _chat(router, lam=0.3)
+    full = None
+    async for chunk in chat.astream("law case number 1"):
+        full = chunk if full is None else full + chunk
+    assert full.content == "fake-strong answers: law case number 1"
+    assert full.response_metadata["uniroute"]["member"] == "strong"
+    assert full.response_metadata["model_name"] == "fake-strong"
+    assert full.usage_metadata["total_tokens"] == 4 + 6
+
+
+# ----------------------------------------------------------------------------- fallback
+
+
+def _failing_cheap_chat(router: UniRouter, **kwargs: Any) -> tuple[ChatUniRoute, FailingChatModel]:
+    cheap = FailingChatModel(model_name="fake-cheap", error_message="rate limited")
+    return _chat(router, members=_members(cheap=cheap), lam=0.3, **kwargs), cheap
+
+
+def _check_fell_back(message: BaseMessage) -> None:
+    entry = message.response_metadata["uniroute"]
+    assert entry["member"] == "strong"
+    assert len(entry["fallbacks"]) == 1 and entry["fallbacks"][0]["member"] == "cheap"
+    assert "MemberFailure" in entry["fallbacks"][0]["error"] and "rate limited" in entry["fallbacks"][0]["error"]
+    assert message.response_metadata["model_name"] == "fake-strong"
+
+
+def test_fallback_sync_invoke_and_stream(router):
+    chat, cheap = _failing_cheap_chat(router)
+    _check_fell_back(chat.invoke("math problem number 1"))
+    full = None
+    for chunk in chat.stream("math problem number 1"):
+        full = chunk if full is None else full + chunk
+    _check_fell_back(full)
+    assert cheap.calls == 2
+
+
+async def test_fallback_async_invoke_and_stream(router):
+    chat, cheap = _failing_cheap_chat(router)
+    _check_fell_back(await chat.ainvoke("math problem number 1"))
+    full = None
+    async for chunk in chat.astream("math problem number 1"):
+        full = chunk if full is None else full + chunk
+    _check_fell_back(full)
+    results = await asyncio.gather(*(chat.ainvoke(f"math problem number {i}") for i in range(3)))
+    for message in results:
+        _check_fell_back(message)
+
+
+def test_all_members_failing_raises_one_error_naming_each(router):
+    members = {"cheap": FailingChatModel(model_name="c"), "strong": FailingChatModel(model_name="s")}
+    chat = _chat(router, members=members, lam=0.3)
+    with pytest.raises(AllMembersFailedError, match="all 2 members failed") as info:
+        chat.invoke("law case number 1")
+    assert set(info.value.failures) == {"cheap", "strong"}
+    with pytest.raises(AllMembersFailedError):
+        list(chat.stream("law case number 1"))
+
+
+async def test_all_members_failing_async(router):
+    members = {"cheap": FailingChatModel(model_name="c"), "strong": FailingChatModel(model_name="s")}
+    with pytest.raises(AllMembersFailedError, match="cheap: MemberFailure.*strong: MemberFailure|strong.*cheap"):
+        await _chat(router, members=members, lam=0.3).ainvoke("law case number 1")
+
+
+def test_fallback_can_be_turned_off(router):
+    chat, _ = _failing_cheap_chat(router, fallback=False)
+    strong = chat.members["strong"]
+    with pytest.raises(MemberFailure, match="rate limited"):
+        chat.invoke("math problem number 1")
+    assert strong.calls == 0
+
+
+class _BreaksMidStream(FakeToolCallingChatModel):
+    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        chunks = super()._stream(*args, **kwargs)
+        yield next(chunks)
+        raise MemberFailure("connection dropped mid-stream")
+
+
+def test_no_fallback_once_tokens_were_streamed(router):
+    chat = _chat(router, members=_members(cheap=_BreaksMidStream(model_name="fake-cheap")), lam=0.3)
+    received = []
+    with pytest.raises(MemberFailure, match="mid-stream"):
+        for chunk in chat.stream("math problem number 1"):
+            received.append(chunk.content)
+    assert received == ["fake-cheap "]
+    assert chat.members["strong"].calls == 0
+
+
+# ----------------------------------------------------------------------------- tools and structured output
+
+
+def magic_adder(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+class Verdict(BaseModel):
+    """A court's decision."""
+
+    court: str = Field(description="name of the court")
+    years: int = Field(description="sentence in years")
+
+
+def test_tools_route_only_to_tool_capable_members(router):
+    plain_cheap = FakeListChatModel(responses=["plain answer"])  # cannot call tools
+    chat = _chat(router, members=_members(cheap=plain_cheap), lam=0.3)
+    assert chat.tool_capable_members == ["strong"]
+    assert _member(chat.invoke("math problem number 1")) == "cheap"
+    message = chat.bind_tools([magic_adder], tool_choice="any").invoke("math problem 3 + 4")
+    assert _member(message) == "strong"
+    assert message.tool_calls[0]["name"] == "magic_adder" and message.tool_calls[0]["args"] == {"a": 3, "b": 4}
+    with pytest.raises(ValueError, match="'cheap' was forced but it does not support tool calling"):
+        chat.bind_tools([magic_adder]).invoke("math problem 3 + 4", model="cheap")
+
+
+def test_a_pool_without_tool_calling_fails_at_bind_time(router):
+    members = {"cheap": FakeListChatModel(responses=["a"]), "strong": FakeListChatModel(responses=["b"])}
+    chat = _chat(router, members=members, lam=0.3)
+    with pytest.raises(ValueError, match="no member of this pool supports tool calling"):
+        chat.bind_tools([magic_adder])
+    with pytest.raises(ValueError, match="no member of this pool supports tool calling"):
+        chat.with_structured_output(Verdict)
+
+
+def test_tool_calls_end_to_end_sync_async_and_streamed(router):
+    chat = _chat(router, lam=0.3).bind_tools([magic_adder])
+    message = chat.invoke("math problem: what is 20 + 22?")
+    assert _member(message) == "cheap"
+    assert message.tool_calls[0]["args"] == {"a": 20, "b": 22}
+    full = None
+    for chunk in chat.stream("law case: 5 + 6"):
+        full = chunk if full is None else full + chunk
+    assert full.tool_calls[0]["args"] == {"a": 5, "b": 6}
+    assert full.response_metadata["uniroute"]["member"] == "strong"
+    async_message = asyncio.run(chat.ainvoke("law case: 1 + 1"))
+    assert async_message.tool_calls[0]["args"] == {"a": 1, "b": 1}
+
+
+def test_structured_output_end_to_end(router):
+    structured = _chat(router, lam=0.3).with_structured_output(Verdict, include_raw=True)
+    out = structured.invoke("law case: the 'Supreme Court' gave 12 years")
+    assert out["parsed"] == Verdict(court="Supreme Court", years=12)
+    assert _member(out["raw"]) == "strong"
+    plain = _chat(router, lam=0.3).with_structured_output(Verdict)
+    assert plain.invoke("math problem: 'Math Court', 3") == Verdict(court="Math Court", years=3)
+    assert list(plain.stream("math problem: 'Math Court', 3")) == [Verdict(court="Math Court", years=3)]
+
+
+# ----------------------------------------------------------------------------- adding a model
+
+
+def test_add_model_of_a_better_cheap_member_takes_traffic(router):
+    chat = _chat(router, lam=0.3)
+    assert _member(chat.invoke("math problem number 1")) == "cheap"
+    better = FakeToolCallingChatModel(model_name="fake-better", reply="The answer is (A).")
+    profile = chat.add_model("better", better, cost=0.5, show_progress=False)
+    np.testing.assert_array_equal(profile.probe_scores, np.ones(20))
+    assert chat.router.models == ["cheap", "strong", "better"] and chat.members["better"] is better
+    for prompt in ("math problem number 1", "law case number 1"):
+        assert _member(chat.invoke(prompt)) == "better"
+
+
+def test_add_model_grades_each_probe(router):
+    chat = _chat(router, lam=0.3)
+    math_only = FakeToolCallingChatModel(replies={"math": "The answer is (A)."}, reply="I think (B).")
+    profile = chat.add_model("math-only", math_only, cost=0.5, max_concurrency=3, show_progress=False)
+    np.testing.assert_array_equal(profile.probe_scores, [1.0] * 10 + [0.0] * 10)
+    assert math_only.calls == 20
+
+
+async def test_aadd_model_retries_transient_failures(router):
+    chat = _chat(router, lam=0.3)
+    flaky = FailingChatModel(failures=3, reply="The answer is (A).")
+    profile = await chat.aadd_model("flaky", flaky, cost=0.5, retries=3, retry_backoff=0.0, show_progress=False)
+    np.testing.assert_array_equal(profile.probe_scores, np.ones(20))
+    assert _member(await chat.ainvoke("law case number 1")) == "flaky"
+
+
+def test_a_mostly_failing_model_is_refused_and_not_added(router):
+    chat = _chat(router, lam=0.3)
+    with pytest.raises(ProfilingError, match="20 of 20 probes failed"):
+        chat.add_model("down", FailingChatModel(), cost=0.1, retries=0, show_progress=False)
+    assert chat.router.models == ["cheap", "strong"] and set(chat.members) == {"cheap", "strong"}
+    with pytest.raises(ValueError, match="already in the pool"):
+        chat.add_model("cheap", FakeToolCallingChatModel(), cost=1.0, show_progress=False)
+    assert chat.members["cheap"].model_name == "fake-cheap"  # the old member is kept
+
+
+def test_profile_model_scores_without_adding(router):
+    half = FakeToolCallingChatModel(replies={"law": "(A)"}, reply="(C)")
+    scores = profile_model(half, router.probes, max_concurrency=4, show_progress=False)
+    np.testing.assert_array_equal(scores, [0.0] * 10 + [1.0] * 10)
+    assert router.models == ["cheap", "strong"]
+
+
+def test_an_empty_pool_can_be_filled_with_add_model(router):
+    for name in list(router.models):
+        router.remove_model(name)
+    chat = ChatUniRoute(router=router, members={}, lam=0.3)
+    chat.add_model("only", FakeToolCallingChatModel(model_name="fake-only", reply="(A)"), 1.0, show_progress=False)
+    assert _member(chat.invoke("law case number 1")) == "only"
+    chat.remove_model("only")
+    assert chat.members == {} and router.models == []
+
+
+def test_a_router_profile_without_member_is_a_clear_error_at_call_time(router):
+    chat = _chat(router, lam=0.3)
+    router.add_model("ghost", 0.1, [1.0] * 20)  # added to the router directly, not through chat.add_model
+    with pytest.raises(ValueError, match=r"profiles \['ghost'\] with no member object"):
+        chat.invoke("math problem number 1")
