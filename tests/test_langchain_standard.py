@@ -45,7 +45,9 @@ def _params() -> dict[str, Any]:
 _STANDARD_PARAMS = {"temperature": 0, "max_tokens": 100, "stop": []}
 
 
-class TestChatUniRouteUnit(ChatModelUnitTests):
+class _ChatUniRouteSetup:
+    """What both standard suites need to build a ChatUniRoute."""
+
     @property
     def chat_model_class(self) -> type[ChatUniRoute]:
         return ChatUniRoute
@@ -63,19 +65,9 @@ class TestChatUniRouteUnit(ChatModelUnitTests):
         return "strong"
 
 
-class TestChatUniRouteIntegration(ChatModelIntegrationTests):
-    @property
-    def chat_model_class(self) -> type[ChatUniRoute]:
-        return ChatUniRoute
+class TestChatUniRouteUnit(_ChatUniRouteSetup, ChatModelUnitTests):
+    pass
 
-    @property
-    def chat_model_params(self) -> dict[str, Any]:
-        return _params()
 
-    @property
-    def standard_chat_model_params(self) -> dict[str, Any]:
-        return dict(_STANDARD_PARAMS)
-
-    @property
-    def model_override_value(self) -> str:
-        return "strong"
+class TestChatUniRouteIntegration(_ChatUniRouteSetup, ChatModelIntegrationTests):
+    pass
