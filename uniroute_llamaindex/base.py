@@ -17,6 +17,7 @@ from llama_index.core.base.llms.types import (
     CompletionResponseGen,
     LLMMetadata,
     MessageRole,
+    TextBlock,
 )
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
@@ -76,6 +77,13 @@ def _tag(response: Any, record: Dict[str, Any]) -> Any:
     """Attach the routing record to a response or chunk (a fresh dict: members may share theirs between chunks)."""
     response.additional_kwargs = {**(response.additional_kwargs or {}), UNIROUTE_KEY: record}
     return response
+
+
+def _is_blank(message: ChatMessage) -> bool:
+    """A message with no text, no blocks with content and no extra fields: it cannot hold a tool call."""
+    return not message.content and not message.additional_kwargs and not any(
+        not isinstance(b, TextBlock) for b in message.blocks
+    )
 
 
 def _first_chunk(stream: Any) -> tuple[Any, Any]:
@@ -388,6 +396,8 @@ class UniRouteLLM(FunctionCallingLLM):
     ) -> List[ToolSelection]:
         """Read tool calls with the member that produced ``response`` (named in its ``uniroute`` entry)."""
         record = (response.additional_kwargs or {}).get(UNIROUTE_KEY)
+        if not record and not error_on_no_tool_call and _is_blank(response.message):
+            return []  # e.g. the empty placeholder an agent reads when a stream yielded nothing
         if not record or record.get("member") not in self.members:
             raise ValueError(
                 "this response has no 'uniroute' entry naming one of this router's members "
