@@ -3,14 +3,11 @@ context windows, fallback, adding members, and clear errors. Offline: Mock membe
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import List
 
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, MessageRole, ToolCallBlock
 from llama_index.core.callbacks import CallbackManager, CBEventType, LlamaDebugHandler
-from llama_index.core.instrumentation import get_dispatcher
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler
-from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.llm import (
     LLMChatEndEvent,
     LLMChatStartEvent,
@@ -20,7 +17,7 @@ from llama_index.core.instrumentation.events.llm import (
 from llama_index.core.llms import MockLLM
 from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.tools import FunctionTool
-from llamaindex_pool import LAW, MATH, two_topic_router
+from llamaindex_helpers import LAW, MATH, event_log, two_topic_router  # noqa: F401 - event_log is a fixture
 
 from uniroute_core import ProfilingError
 from uniroute_core.delegation import AllMembersFailedError, MemberMismatchError
@@ -45,31 +42,6 @@ def router(embedder):
 @pytest.fixture
 def llm(router):
     return UniRouteLLM(router=router, members={"small": answered_by("small"), "big": answered_by("big")}, lam=0.3)
-
-
-class EventLog(BaseEventHandler):
-    """Collects instrumentation events (attached to the root dispatcher, so it sees every LLM's events)."""
-
-    events: List[BaseEvent] = []
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "EventLog"
-
-    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
-        self.events.append(event)
-
-    def count(self, kind: type) -> int:
-        return sum(isinstance(e, kind) for e in self.events)
-
-
-@pytest.fixture
-def event_log():
-    log = EventLog(events=[])
-    root = get_dispatcher()
-    root.add_event_handler(log)
-    yield log
-    root.event_handlers.remove(log)
 
 
 # ============================================================================ every call style
@@ -476,3 +448,78 @@ def test_router_changed_behind_the_adapters_back_is_reported(llm, router):
     router.add_model("ghost", cost=0.1, scores=[1] * 10)
     with pytest.raises(MemberMismatchError, match="ghost"):
         llm.complete(MATH)
+
+
+# ============================================================================ member plumbing
+
+
+def test_member_rate_limiter_is_still_honoured(router):
+    class CountingLimiter:
+        def __init__(self) -> None:
+            self.acquired = 0
+
+        def acquire(self) -> None:
+            self.acquired += 1
+
+        async def async_acquire(self) -> None:
+            self.acquired += 1
+
+    limiter = CountingLimiter()
+    small = MockFunctionCallingLLM(rate_limiter=limiter)
+    llm = UniRouteLLM(router=router, members={"small": small, "big": MockFunctionCallingLLM()}, lam=0.3)
+    llm.chat(user(MATH))
+    llm.complete(MATH)
+    assert limiter.acquired == 2
+
+
+def test_a_member_method_without_llamaindex_wrappers_is_called_as_is():
+    from uniroute_llamaindex._undecorated import undecorated_method
+
+    class Plain:
+        def chat(self, messages):
+            return ("plain", messages)
+
+    assert undecorated_method(Plain(), "chat")("hi") == ("plain", "hi")
+    mock = MockFunctionCallingLLM()
+    inner = undecorated_method(mock, "chat")
+    assert inner.__func__ is not type(mock).chat and inner(user("x")).message.content == "x"
+
+
+def test_blank_placeholder_response_has_no_tool_calls(tool_pool):
+    from llama_index.core.base.llms.types import ChatResponse
+
+    assert tool_pool.get_tool_calls_from_response(ChatResponse(message=ChatMessage()), error_on_no_tool_call=False) == []
+
+
+def test_replay_members_answer_as_recorded_and_unknown_prompts_fall_back(tmp_path, embedder):
+    import numpy as np
+
+    from uniroute_core import ProbeSet, UniRouter, write_routing_data
+    from uniroute_core.replay import UnknownPromptError
+    from uniroute_llamaindex.testing import ReplayLLM
+
+    prompts = ["math probe 0", "math probe 1", "law probe 0", "law probe 1"]
+    folder = write_routing_data(
+        tmp_path / "tiny", prompts=prompts, models=["m1", "m2"], costs=[1.0, 5.0],
+        scores=np.array([[1, 1], [1, 0], [0, 1], [0, 1]]), references=["A", "B", "C", "D"],
+        responses=np.array([["A", "A"], ["B", "C"], ["", "C"], ["B", "D"]]),
+    )
+    m1 = ReplayLLM.from_routing_data(folder, "m1")
+    assert m1.complete("math probe 1").text == "The answer is (B)."
+    assert m1.chat(user("math probe 0")).message.content == "The answer is (A)."  # the last user message
+    with pytest.raises(UnknownPromptError, match="no recorded answer"):
+        m1.complete("never recorded")
+    with pytest.raises(ValueError, match="'m9' is not in the replay book"):
+        ReplayLLM.from_routing_data(folder, "m9")
+
+    router = UniRouter(embedder=embedder, n_clusters=1, show_progress=False).fit(prompts)
+    probes = ProbeSet.from_routing_data(folder)
+    router.set_probes(probes)
+    router.add_model("m1", cost=1.0, scores=m1.book.recorded_scores("m1", probes.prompts))
+    llm = UniRouteLLM(router=router, members={"m1": m1}, lam=5.0)
+    profile = llm.add_model("m2", ReplayLLM.from_routing_data(m1.book, "m2"), cost=5.0, show_progress=False)
+    np.testing.assert_array_equal(profile.probe_scores, [1, 0, 1, 1])
+    # an unknown prompt is a member failure like any other: every replayed member refuses it
+    with pytest.raises(AllMembersFailedError) as info:
+        llm.complete("never recorded")
+    assert {name: type(e) for name, e in info.value.failures.items()} == {"m1": UnknownPromptError, "m2": UnknownPromptError}

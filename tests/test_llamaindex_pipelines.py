@@ -3,22 +3,17 @@ tool, structured output, and (slow, real data) profiling a replayed real model t
 
 from __future__ import annotations
 
-from typing import Any, List
-
 import numpy as np
 import pytest
 from llama_index.core import Document, MockEmbedding, Settings, VectorStoreIndex
 from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.base.llms.types import ChatMessage, MessageRole, ToolCallBlock
 from llama_index.core.bridge.pydantic import BaseModel
-from llama_index.core.instrumentation import get_dispatcher
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler
-from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMChatStartEvent
 from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
-from llamaindex_pool import MATH, two_topic_router
+from llamaindex_helpers import MATH, event_log, two_topic_router  # noqa: F401 - event_log is a fixture
 
 from uniroute_core import ProbeSet, UniRouter
 from uniroute_core.replay import ReplayBook
@@ -26,36 +21,10 @@ from uniroute_llamaindex import UniRouteLLM
 from uniroute_llamaindex.testing import ReplayLLM, ScriptedLLM
 
 
-class ChatEvents(BaseEventHandler):
-    """Collects chat start/end events from every LLM (attached to the root dispatcher)."""
-
-    events: List[BaseEvent] = []
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "ChatEvents"
-
-    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
-        if isinstance(event, (LLMChatStartEvent, LLMChatEndEvent)):
-            self.events.append(event)
-
-    def of(self, kind: type) -> list:
-        return [e for e in self.events if isinstance(e, kind)]
-
-
-@pytest.fixture
-def chat_events():
-    log = ChatEvents(events=[])
-    root = get_dispatcher()
-    root.add_event_handler(log)
-    yield log
-    root.event_handlers.remove(log)
-
-
 # ============================================================================ query engine
 
 
-def test_vector_index_query_engine_answers_through_settings_llm(embedder, chat_events, monkeypatch):
+def test_vector_index_query_engine_answers_through_settings_llm(embedder, event_log, monkeypatch):
     router = two_topic_router(embedder)
     members = {name: ScriptedLLM(answer_fn=lambda p, name=name: f"{name}: 42") for name in ("small", "big")}
     llm = UniRouteLLM(router=router, members=members, lam=0.3)
@@ -71,8 +40,8 @@ def test_vector_index_query_engine_answers_through_settings_llm(embedder, chat_e
     response = engine.query(MATH)
 
     # one LLM call for the compact synthesis, emitted once, by the router
-    (start,) = chat_events.of(LLMChatStartEvent)
-    (end,) = chat_events.of(LLMChatEndEvent)
+    (start,) = event_log.of(LLMChatStartEvent)
+    (end,) = event_log.of(LLMChatEndEvent)
     assert start.model_dict["class_name"] == "UniRouteLLM"
     member = end.response.additional_kwargs["uniroute"]["member"]
     assert str(response) == f"{member}: 42"
@@ -110,7 +79,7 @@ def scripted_tool_member(name: str) -> MockFunctionCallingLLM:
 
 
 @pytest.mark.parametrize("streaming", [True, False])
-async def test_function_agent_calls_a_tool_through_the_router(embedder, chat_events, streaming):
+async def test_function_agent_calls_a_tool_through_the_router(embedder, event_log, streaming):
     calls.clear()
     router = two_topic_router(embedder)
     llm = UniRouteLLM(
@@ -123,9 +92,9 @@ async def test_function_agent_calls_a_tool_through_the_router(embedder, chat_eve
     assert output.response.content == "small: the product is 42"  # math goes to small with λ = 0.3, both steps
     # tool-call step + answer step, one router event each (MockFunctionCallingLLM.achat runs its own chat, whose
     # inner event also fires in the non-streaming agent, exactly as when the mock is used alone)
-    starts = [e for e in chat_events.of(LLMChatStartEvent) if e.model_dict["class_name"] == "UniRouteLLM"]
+    starts = [e for e in event_log.of(LLMChatStartEvent) if e.model_dict["class_name"] == "UniRouteLLM"]
     assert len(starts) == 2
-    routed = [e.response.additional_kwargs.get("uniroute") for e in chat_events.of(LLMChatEndEvent)]
+    routed = [e.response.additional_kwargs.get("uniroute") for e in event_log.of(LLMChatEndEvent)]
     assert {r["member"] for r in routed if r} == {"small"}
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
-from typing import Any, Optional
+from typing import Any
 
 from llama_index.core.base.llms.types import (
     ChatMessage,

@@ -1,4 +1,5 @@
-"""A tiny two-topic pool shared by the LlamaIndex adapter tests (imported by tests/test_llamaindex_*.py).
+"""Shared by the LlamaIndex adapter tests (imported by tests/test_llamaindex_*.py): a tiny two-topic pool and an
+instrumentation event log.
 
 The router is fitted with the fast bag-of-words test embedder on "math …" and "law …" prompts (two clusters, no
 shrinkage), so expected routes can be worked out by hand. "small" (cost 1) is right on every math probe and wrong
@@ -8,6 +9,13 @@ on every law probe; "big" (cost 10) is right on all but one law probe. Normalise
 """
 
 from __future__ import annotations
+
+from typing import Any, List
+
+import pytest
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
 
 from uniroute_core import ProbeSet, UniRouter
 
@@ -26,3 +34,33 @@ def two_topic_router(embedder) -> UniRouter:
     router.add_model("small", cost=1.0, scores=SMALL_SCORES)
     router.add_model("big", cost=10.0, scores=BIG_SCORES)
     return router
+
+
+class EventLog(BaseEventHandler):
+    """Collects instrumentation events (attached to the root dispatcher, so it sees every LLM's events)."""
+
+    events: List[BaseEvent] = []
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "EventLog"
+
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type) -> list:
+        """The events of this type, in order."""
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def count(self, kind: type) -> int:
+        return len(self.of(kind))
+
+
+@pytest.fixture
+def event_log():
+    """An :class:`EventLog` attached to the root dispatcher for the duration of a test."""
+    log = EventLog(events=[])
+    root = get_dispatcher()
+    root.add_event_handler(log)
+    yield log
+    root.event_handlers.remove(log)
