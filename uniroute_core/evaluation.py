@@ -1,0 +1,490 @@
+"""The unseen-LLM evaluation protocol of the method note, on any routing data folder.
+
+One *trial*:
+
+1. split the prompts train / probe / test (default 60/10/30, stratified by category) and the LLMs training / test
+   (default 2/3 vs 1/3);
+2. fit each method using only the training prompts, the probe prompts, the *training* LLMs' scores, and the test
+   LLMs' scores on the probe prompts (their "profiling") — the test LLMs' scores on train/test prompts are never
+   used, except by the Clairvoyant upper bound, which is given their training-prompt scores on purpose;
+3. route the test prompts among the test LLMs with the one rule (:func:`uniroute_core.metrics.router_curve`) and
+   measure Area, Area(50%) and QNC.
+
+Hyper-parameters (K and the shrinkage α for the cluster maps, k for KNN) are chosen per trial by *validation Area*:
+a sixth of the training prompts is held out, the maps are fitted on the rest, the training LLMs are profiled on the
+probes, and the setting whose routing among the training LLMs has the best Area on the held-out prompts wins (ties:
+the simpler setting). The map fitted in that search is the one used on the test LLMs — nothing about the test LLMs
+enters the choice. ``n_clusters="auto"`` uses the grid of the method note, 3 … |S_val|/50.
+
+Trials are compared with a two-sided sign test on per-trial Area (:func:`sign_test`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .baselines import (
+    clairvoyant_quality,
+    cluster_quality,
+    knn_neighbours,
+    knn_quality,
+    random_router_curve,
+    zero_router_quality,
+)
+from .cluster_map import ClusterMap, KMeansClusterMap
+from .data import RoutingData
+from .learned_map import LearnedMapClusterMap
+from .metrics import DeferralCurve, area, qnc, router_curve
+
+__all__ = [
+    "METHODS",
+    "ROUTER_METHODS",
+    "EvaluationConfig",
+    "TrialSplit",
+    "TrialResult",
+    "EvaluationResult",
+    "split_prompts",
+    "split_models",
+    "make_trial_splits",
+    "auto_cluster_grid",
+    "curve_metrics",
+    "sign_test",
+    "run_trial",
+    "evaluate",
+    "format_table",
+]
+
+METHODS: tuple[str, ...] = ("kmeans", "learned_map", "knn", "zero", "clairvoyant", "random")
+"""Every method the harness knows, in report order."""
+
+ROUTER_METHODS: tuple[str, ...] = ("kmeans", "learned_map")
+"""The UniRoute variants; each is sign-tested against KNN and ZeroRouter (as is every other method)."""
+
+CURVE_GRID = np.linspace(0.0, 1.0, 101)
+"""Normalised cost points at which each trial's curve is sampled for the mean curve."""
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Settings of one evaluation run.
+
+    Attributes:
+        trials: number of random splits.
+        seed: master seed; trial t uses an independent child seed, so trial t is the same whatever ``trials`` is.
+        methods: which of :data:`METHODS` to run.
+        prompt_fractions: train / probe / test shares of the prompts.
+        train_model_fraction: share of the LLMs used as training LLMs (the rest are the unseen test pool).
+        n_clusters: ``"auto"`` (validation over :func:`auto_cluster_grid`) or a fixed K for both cluster maps.
+        shrinkage_grid: α values tried on validation with each K (see :mod:`uniroute_core.profile`).
+        knn_grid: k values tried on validation for KNN.
+        validation_fraction: share of the training prompts held out to choose K / α / k.
+        kmeans_grid_size / learned_map_grid_size: how many K values of the auto grid each map tries (LearnedMap
+            training dominates the run time, so it gets a coarser grid over the same range).
+        validation_curve_points: λ values per validation curve (test curves use ``router_curve``'s default).
+    """
+
+    trials: int = 20
+    seed: int = 0
+    methods: tuple[str, ...] = METHODS
+    prompt_fractions: tuple[float, float, float] = (0.6, 0.1, 0.3)
+    train_model_fraction: float = 2 / 3
+    n_clusters: int | str = "auto"
+    shrinkage_grid: tuple[float, ...] = (0.0, 2.0, 10.0)
+    knn_grid: tuple[int, ...] = (5, 10, 20, 40, 80)
+    validation_fraction: float = 1 / 6
+    kmeans_grid_size: int = 5
+    learned_map_grid_size: int = 3
+    validation_curve_points: int = 200
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; known: {list(METHODS)}")
+        if not self.methods:
+            raise ValueError("methods is empty: name at least one of " + ", ".join(METHODS))
+        if self.trials < 1:
+            raise ValueError(f"trials must be >= 1, got {self.trials}")
+        fr = self.prompt_fractions
+        if len(fr) != 3 or min(fr) <= 0 or abs(sum(fr) - 1.0) > 1e-6:
+            raise ValueError(f"prompt_fractions must be three positive shares summing to 1, got {fr}")
+        if not (0 < self.train_model_fraction < 1):
+            raise ValueError(f"train_model_fraction must be in (0, 1), got {self.train_model_fraction}")
+        if self.n_clusters != "auto" and (not isinstance(self.n_clusters, int) or self.n_clusters < 1):
+            raise ValueError(f"n_clusters must be 'auto' or a positive integer, got {self.n_clusters!r}")
+
+
+@dataclass(frozen=True)
+class TrialSplit:
+    """Indices of one trial: prompts (rows of the data) and models (columns)."""
+
+    train: np.ndarray
+    probe: np.ndarray
+    test: np.ndarray
+    train_models: np.ndarray
+    test_models: np.ndarray
+
+
+def split_prompts(
+    categories: Sequence[str], rng: np.random.Generator, fractions: tuple[float, float, float] = (0.6, 0.1, 0.3)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified train / probe / test split: each category (blank = one group) is split in the given shares."""
+    cats = np.asarray(list(categories), dtype=object)
+    train, probe, test = [], [], []
+    for c in sorted(set(cats.tolist())):
+        idx = rng.permutation(np.nonzero(cats == c)[0])
+        n_train = int(round(fractions[0] * len(idx)))
+        n_probe = int(round(fractions[1] * len(idx)))
+        train.append(idx[:n_train])
+        probe.append(idx[n_train : n_train + n_probe])
+        test.append(idx[n_train + n_probe :])
+    out = tuple(np.sort(np.concatenate(parts)).astype(np.int64) for parts in (train, probe, test))
+    for name, part in zip(("train", "probe", "test"), out):
+        if len(part) < 2:
+            raise ValueError(
+                f"the {name} split has {len(part)} prompts; the data has {len(cats)} prompts, too few for shares {fractions}"
+            )
+    return out  # type: ignore[return-value]
+
+
+def split_models(n_models: int, rng: np.random.Generator, train_fraction: float = 2 / 3) -> tuple[np.ndarray, np.ndarray]:
+    """Random training / test LLM split (at least 2 of each: a pool of one has nothing to route between)."""
+    if n_models < 4:
+        raise ValueError(f"the unseen-LLM protocol needs at least 4 models (2 training, 2 test); the data has {n_models}")
+    n_train = min(max(int(round(train_fraction * n_models)), 2), n_models - 2)
+    perm = rng.permutation(n_models)
+    return np.sort(perm[:n_train]), np.sort(perm[n_train:])
+
+
+def make_trial_splits(data: RoutingData, config: EvaluationConfig) -> list[tuple[TrialSplit, np.random.Generator]]:
+    """One (split, generator) per trial; the generator seeds everything random inside that trial."""
+    out = []
+    for child in np.random.SeedSequence(config.seed).spawn(config.trials):
+        rng = np.random.default_rng(child)
+        train, probe, test = split_prompts(data.categories, rng, config.prompt_fractions)
+        tr_m, te_m = split_models(data.n_models, rng, config.train_model_fraction)
+        out.append((TrialSplit(train, probe, test, tr_m, te_m), rng))
+    return out
+
+
+def auto_cluster_grid(n_probes: int, n_train: int, n_values: int = 5) -> list[int]:
+    """The method note's K grid: about ``n_values`` geometric steps from 3 to |S_val|/50 (at least [3])."""
+    top = max(3, n_probes // 50)
+    grid = sorted({int(round(v)) for v in np.geomspace(3, top, n_values)}) if top > 3 else [3]
+    return [k for k in grid if k <= n_train] or [1]
+
+
+def curve_metrics(curve: DeferralCurve, target_quality: float, reference_cost: float) -> dict[str, Any]:
+    """Area, Area(50%) and QNC of one curve (QNC ``None`` when the target quality is never reached, or when the
+    reference model is free so that a cost ratio means nothing)."""
+    q = qnc(curve, target_quality, reference_cost)
+    return {"area": area(curve), "area50": area(curve, 0.5), "qnc": q if q is not None and math.isfinite(q) else None}
+
+
+def sign_test(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """Two-sided sign test of paired per-trial values: wins (a > b), losses (a < b), ties dropped, binomial p."""
+    from scipy.stats import binomtest
+
+    a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a_arr.shape != b_arr.shape:
+        raise ValueError(f"sign_test needs paired values, got {a_arr.shape} and {b_arr.shape}")
+    wins, losses = int((a_arr > b_arr).sum()), int((a_arr < b_arr).sum())
+    n = wins + losses
+    p = float(binomtest(wins, n, 0.5, alternative="two-sided").pvalue) if n else 1.0
+    return {"wins": wins, "losses": losses, "ties": int(len(a_arr) - n), "p": p}
+
+
+@dataclass
+class TrialResult:
+    """One trial's outcome: per method its metrics, chosen hyper-parameters and curve samples."""
+
+    split: TrialSplit
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    curves: dict[str, np.ndarray] = field(default_factory=dict)
+    single_norm_cost: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    single_quality: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    best_model: int = -1
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _sample_curve(curve: DeferralCurve) -> np.ndarray:
+    return np.interp(CURVE_GRID, curve.normalised(curve.cost), curve.quality)
+
+
+def _select_cluster_map(
+    make_map: Callable[[int], ClusterMap],
+    grid_size: int,
+    fit_kwargs: Callable[[np.ndarray], dict[str, Any]],
+    x: np.ndarray,
+    scores: np.ndarray,
+    costs: np.ndarray,
+    split: TrialSplit,
+    fit_idx: np.ndarray,
+    val_idx: np.ndarray,
+    config: EvaluationConfig,
+) -> tuple[ClusterMap, float, dict[str, Any]]:
+    """Fit a map per K of the grid on ``fit_idx``; keep the (map, α) with the best validation Area among the
+    training LLMs on ``val_idx`` (ties: smaller K, then smaller α). A fixed K skips the search (fit on all train)."""
+    tr_m = split.train_models
+    probe_x, probe_s = x[split.probe], scores[np.ix_(split.probe, tr_m)]
+    if config.n_clusters != "auto":
+        k = int(config.n_clusters)
+        cmap = make_map(k).fit(x[split.train], **fit_kwargs(split.train))
+        alpha = 2.0 if 2.0 in config.shrinkage_grid else config.shrinkage_grid[0]
+        return cmap, alpha, {"n_clusters": k, "shrinkage": alpha, "validation_area": None}
+    val_true, val_costs = scores[np.ix_(val_idx, tr_m)], costs[tr_m]
+    best: tuple[float, ClusterMap, float, int] | None = None
+    for k in auto_cluster_grid(len(split.probe), len(fit_idx), grid_size):
+        cmap = make_map(k).fit(x[fit_idx], **fit_kwargs(fit_idx))
+        for alpha in config.shrinkage_grid:
+            pred = cluster_quality(cmap, probe_x, probe_s, x[val_idx], alpha)
+            a = area(router_curve(pred, val_true, val_costs, max_points=config.validation_curve_points))
+            if best is None or a > best[0] + 1e-12:
+                best = (a, cmap, alpha, k)
+    assert best is not None
+    return best[1], best[2], {"n_clusters": best[3], "shrinkage": best[2], "validation_area": best[0]}
+
+
+def run_trial(
+    x: np.ndarray, data: RoutingData, split: TrialSplit, rng: np.random.Generator, config: EvaluationConfig
+) -> TrialResult:
+    """Run every configured method on one split (``x`` = embeddings of all the data's prompts)."""
+    scores, costs = data.scores, np.asarray(data.costs, dtype=float)
+    te_m, tr_m = split.test_models, split.train_models
+    test_true, test_costs = scores[np.ix_(split.test, te_m)], costs[te_m]
+    probe_test_s = scores[np.ix_(split.probe, te_m)]
+    single_q = np.nanmean(test_true, axis=0)
+    best = int(np.argmax(single_q))
+    target, ref_cost = float(single_q[best]), float(test_costs[best])
+    span = test_costs.max() - test_costs.min()
+    result = TrialResult(
+        split=split,
+        single_norm_cost=(test_costs - test_costs.min()) / span if span > 0 else np.zeros_like(test_costs),
+        single_quality=single_q,
+        best_model=int(te_m[best]),
+    )
+    perm = rng.permutation(split.train)
+    n_val = max(1, int(round(config.validation_fraction * len(perm))))
+    val_idx, fit_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    seed = int(rng.integers(2**31 - 1))
+
+    def record(name: str, curve: DeferralCurve, params: dict[str, Any], started: float) -> None:
+        result.metrics[name] = curve_metrics(curve, target, ref_cost)
+        result.params[name] = params
+        result.curves[name] = _sample_curve(curve)
+        result.seconds[name] = time.perf_counter() - started
+
+    for name in config.methods:
+        t0 = time.perf_counter()
+        if name in ("kmeans", "learned_map"):
+            if name == "kmeans":
+                grid_size = config.kmeans_grid_size
+                make: Callable[[int], ClusterMap] = lambda k: KMeansClusterMap(n_clusters=k, seed=seed, n_init=1)  # noqa: E731
+                kwargs: Callable[[np.ndarray], dict[str, Any]] = lambda idx: {}  # noqa: E731
+            else:
+                grid_size = config.learned_map_grid_size
+                make = lambda k: LearnedMapClusterMap(n_clusters=k, seed=seed)  # noqa: E731
+                kwargs = lambda idx: {  # noqa: E731
+                    "train_scores": scores[np.ix_(idx, tr_m)],
+                    "train_models": [data.models[j] for j in tr_m],
+                    "probe_embeddings": x[split.probe],
+                    "probe_scores": scores[np.ix_(split.probe, tr_m)],
+                }
+            cmap, alpha, params = _select_cluster_map(make, grid_size, kwargs, x, scores, costs, split, fit_idx, val_idx, config)
+            pred = cluster_quality(cmap, x[split.probe], probe_test_s, x[split.test], alpha)
+            record(name, router_curve(pred, test_true, test_costs), params, t0)
+        elif name == "zero":
+            pred = zero_router_quality(probe_test_s, len(split.test))
+            record(name, router_curve(pred, test_true, test_costs), {"n_clusters": 1}, t0)
+        elif name == "knn":
+            grid = [k for k in config.knn_grid if k <= len(split.probe)] or [len(split.probe)]
+            val_nb = knn_neighbours(x[split.probe], x[val_idx], max(grid))
+            probe_train_s = scores[np.ix_(split.probe, tr_m)]
+            val_true = scores[np.ix_(val_idx, tr_m)]
+            val_area = {
+                k: area(router_curve(knn_quality(val_nb, probe_train_s, k), val_true, costs[tr_m], config.validation_curve_points))
+                for k in grid
+            }
+            k_best = max(grid, key=lambda k: (val_area[k], -k))
+            nb = knn_neighbours(x[split.probe], x[split.test], k_best)
+            pred = knn_quality(nb, probe_test_s, k_best)
+            record(name, router_curve(pred, test_true, test_costs), {"k": k_best, "validation_area": val_area[k_best]}, t0)
+        elif name == "clairvoyant":
+            pred = clairvoyant_quality(x[split.train], scores[np.ix_(split.train, te_m)], x[split.test], seed=seed)
+            record(name, router_curve(pred, test_true, test_costs), {}, t0)
+        elif name == "random":
+            record(name, random_router_curve(test_true, test_costs, probe_test_s, rng), {}, t0)
+    return result
+
+
+@dataclass
+class EvaluationResult:
+    """All trials of one run plus what is needed to report them (see :meth:`to_json`)."""
+
+    data: RoutingData
+    config: EvaluationConfig
+    embedder: str
+    trials: list[TrialResult]
+    seconds: float = 0.0
+
+    def values(self, method: str, metric: str) -> list[Any]:
+        """Per-trial values of one metric (``"area"``, ``"area50"``, ``"qnc"``) for one method."""
+        return [t.metrics[method][metric] for t in self.trials]
+
+    def mean_curve(self, method: str) -> np.ndarray:
+        """Mean over trials of the method's curve sampled at :data:`CURVE_GRID` (normalised cost)."""
+        return np.mean([t.curves[method] for t in self.trials], axis=0)
+
+    def single_model_summary(self) -> dict[str, dict[str, float]]:
+        """Per model, over the trials where it was a test LLM: mean normalised cost, mean test quality, count."""
+        acc: dict[int, list[tuple[float, float]]] = {}
+        for t in self.trials:
+            for j, m in enumerate(t.split.test_models):
+                acc.setdefault(int(m), []).append((float(t.single_norm_cost[j]), float(t.single_quality[j])))
+        return {
+            self.data.models[m]: {
+                "norm_cost": float(np.mean([c for c, _ in v])),
+                "quality": float(np.mean([q for _, q in v])),
+                "cost": float(self.data.costs[m]),
+                "n_trials": len(v),
+            }
+            for m, v in sorted(acc.items())
+        }
+
+    def best_single(self) -> dict[str, Any]:
+        """The single model with the highest mean quality over all prompts of the data, and its cost."""
+        q = np.nanmean(self.data.scores, axis=0)
+        j = int(np.argmax(q))
+        return {"model": self.data.models[j], "quality": float(q[j]), "cost": float(self.data.costs[j])}
+
+    def sign_tests(self) -> dict[str, dict[str, Any]]:
+        """Every method against KNN and against ZeroRouter (when both ran), on per-trial Area."""
+        out = {}
+        for ref in ("knn", "zero"):
+            if ref not in self.config.methods:
+                continue
+            for m in self.config.methods:
+                if m != ref:
+                    out[f"{m}_vs_{ref}"] = sign_test(self.values(m, "area"), self.values(ref, "area"))
+        return out
+
+    def method_summary(self, method: str) -> dict[str, Any]:
+        """The ``methods[<name>]`` entry of results.json."""
+        areas = self.values(method, "area")
+        area50 = self.values(method, "area50")
+        qncs = self.values(method, "qnc")
+        reached = [q for q in qncs if q is not None]
+        params = [t.params[method] for t in self.trials]
+        out: dict[str, Any] = {
+            "area": areas,
+            "area_mean": float(np.mean(areas)),
+            "area_std": float(np.std(areas)),
+            "area50": area50,
+            "area50_mean": float(np.mean(area50)),
+            "area50_std": float(np.std(area50)),
+            "qnc": qncs,
+            "qnc_mean": float(np.mean(reached)) if reached else None,
+            "qnc_reached": len(reached),
+            "seconds_mean": float(np.mean([t.seconds[method] for t in self.trials])),
+            "mean_curve": {"norm_cost": CURVE_GRID.round(4).tolist(), "quality": self.mean_curve(method).tolist()},
+        }
+        for key in ("n_clusters", "shrinkage", "k"):
+            if all(key in p for p in params):
+                out[key] = [p[key] for p in params]
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The results.json document (schema of issue 4, plus extra keys)."""
+        return {
+            "data": self.data.name,
+            "n_prompts": self.data.n_prompts,
+            "n_models": self.data.n_models,
+            "trials": self.config.trials,
+            "seed": self.config.seed,
+            "embedder": self.embedder,
+            "methods": {m: self.method_summary(m) for m in self.config.methods},
+            "best_single": self.best_single(),
+            "single_models": self.single_model_summary(),
+            "sign_test": self.sign_tests(),
+            "protocol": {
+                "prompt_fractions": list(self.config.prompt_fractions),
+                "train_model_fraction": self.config.train_model_fraction,
+                "n_clusters": self.config.n_clusters,
+                "shrinkage_grid": list(self.config.shrinkage_grid),
+                "knn_grid": list(self.config.knn_grid),
+                "validation_fraction": self.config.validation_fraction,
+                "cost_unit": self.data.cost_unit,
+            },
+            "seconds": self.seconds,
+        }
+
+
+def evaluate(
+    data: RoutingData,
+    embeddings: np.ndarray,
+    config: EvaluationConfig | None = None,
+    *,
+    embedder_name: str = "",
+    progress: bool = True,
+) -> EvaluationResult:
+    """Run ``config.trials`` trials of the unseen-LLM protocol; ``embeddings`` ``(n_prompts, d)`` are computed once
+    by the caller (row i = prompt i of ``data``) and sliced per split."""
+    from tqdm.auto import tqdm
+
+    config = config or EvaluationConfig()
+    x = np.asarray(embeddings, dtype=np.float32)
+    if x.ndim != 2 or len(x) != data.n_prompts:
+        raise ValueError(f"embeddings must be ({data.n_prompts}, d) for {data.n_prompts} prompts, got {x.shape}")
+    started = time.perf_counter()
+    trials = []
+    for split, rng in tqdm(make_trial_splits(data, config), desc="trials", disable=not progress, unit="trial"):
+        trials.append(run_trial(x, data, split, rng, config))
+    return EvaluationResult(data=data, config=config, embedder=embedder_name, trials=trials, seconds=time.perf_counter() - started)
+
+
+def _fmt(values: Sequence[float | None]) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "never"
+    s = f"{np.mean(vals):.4f} ± {np.std(vals):.4f}"
+    return s if len(vals) == len(values) else f"{s} ({len(vals)}/{len(values)})"
+
+
+def format_table(result: EvaluationResult) -> str:
+    """A plain-text report: mean ± std of Area, Area(50%), QNC per method, then the sign tests."""
+    header = f"{'method':<13} {'Area':>17} {'Area(50%)':>17} {'QNC':>24}  chosen"
+    lines = [
+        f"{result.data.name}: {result.data.n_prompts} prompts x {result.data.n_models} models, {result.config.trials} trials, "
+        f"seed {result.config.seed}, embedder {result.embedder}",
+        header,
+        "-" * len(header),
+    ]
+    for m in result.config.methods:
+        params = [t.params[m] for t in result.trials]
+        chosen = ""
+        if params and "n_clusters" in params[0] and m != "zero":
+            ks = [p["n_clusters"] for p in params]
+            chosen = f"K median {int(np.median(ks))}"
+            if "shrinkage" in params[0]:
+                chosen += f", alpha median {np.median([p['shrinkage'] for p in params]):g}"
+        elif params and "k" in params[0]:
+            chosen = f"k median {int(np.median([p['k'] for p in params]))}"
+        lines.append(
+            f"{m:<13} {_fmt(result.values(m, 'area')):>17} {_fmt(result.values(m, 'area50')):>17} "
+            f"{_fmt(result.values(m, 'qnc')):>24}  {chosen}"
+        )
+    b = result.best_single()
+    lines.append(f"best single model: {b['model']} (quality {b['quality']:.4f} on all prompts, cost {b['cost']:g})")
+    tests = result.sign_tests()
+    if tests:
+        lines.append("sign test on per-trial Area (wins / losses / ties, two-sided p):")
+        for key, t in tests.items():
+            lines.append(f"  {key:<26} {t['wins']:>3} / {t['losses']:>3} / {t['ties']:>3}   p = {t['p']:.3g}")
+    lines.append(f"wall time {result.seconds:.1f} s ({result.seconds / max(1, len(result.trials)):.1f} s per trial)")
+    return "\n".join(lines)
