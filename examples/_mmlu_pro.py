@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -89,8 +90,12 @@ class Setup:
         return lambda prompt: self.book.answer(model, prompt)
 
 
-def build(folder: Path, seed: int = 0, n_clusters: int = 20) -> Setup:
-    """Load the folder, embed its prompts once (cached), split them, fit K-Means and set the graded probe set."""
+def build(folder: Path, seed: int = 0, n_clusters: int = 20, router_embedder: Any = None) -> Setup:
+    """Load the folder, embed its prompts once (cached), split them, fit K-Means and set the graded probe set.
+
+    The router embeds new prompts through the same cache unless ``router_embedder`` is given (benchmarks pass the
+    bare default embedder so that routing pays for real encoding).
+    """
     t0 = time.perf_counter()
     data = load_routing_data(folder)
     book = ReplayBook.from_routing_data(data)
@@ -103,7 +108,7 @@ def build(folder: Path, seed: int = 0, n_clusters: int = 20) -> Setup:
     order = np.random.default_rng(seed).permutation(unique)
     train, probes, held_out = order[:N_TRAIN], order[N_TRAIN : N_TRAIN + N_PROBES], order[N_TRAIN + N_PROBES :]
     embeddings = embedder.embed(data.prompts)
-    router = UniRouter(embedder=embedder, n_clusters=n_clusters, seed=seed, show_progress=False)
+    router = UniRouter(embedder=router_embedder or embedder, n_clusters=n_clusters, seed=seed, show_progress=False)
     router.fit_embeddings(embeddings[train])
     probe_set = ProbeSet(
         prompts=[data.prompts[i] for i in probes],
