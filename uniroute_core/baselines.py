@@ -121,7 +121,7 @@ def clairvoyant_quality(
     train_scores: np.ndarray,
     query_embeddings: np.ndarray,
     *,
-    l2_grid: Sequence[float] = (1e-4, 1e-3, 1e-2),
+    l2_grid: Sequence[float] = (0.03, 0.1, 0.3, 1.0, 3.0),
     validation_fraction: float = 0.2,
     seed: int = 0,
 ) -> np.ndarray:

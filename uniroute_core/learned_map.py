@@ -200,10 +200,12 @@ class LearnedMapClusterMap(ClusterMap):
                     idx = order[start : start + bs]
                     if len(idx) < 2:  # batch norm needs two rows
                         continue
-                    phi_probe = net(tpx)  # (P, K)
+                    # one pass over probes + batch (batch norm sees both; both are prompts of the same kind)
+                    phi = net(torch.cat([tpx, tx[idx]]))
+                    phi_probe, phi_batch = phi[: len(tpx)], phi[len(tpx) :]
                     # Ψ_train(h)_k = Σ_P Φ_k ℓ / Σ_P Φ_k over the probes each LLM answered
                     psi = (phi_probe.T @ (probe_loss * probe_known)) / (phi_probe.T @ probe_known).clamp_min(1e-8)
-                    p = (net(tx[idx]) @ psi).clamp(1e-6, 1 - 1e-6)  # (b, m) predicted error
+                    p = (phi_batch @ psi).clamp(1e-6, 1 - 1e-6)  # (b, m) predicted error
                     mask = known_t[idx]
                     bce = torch.nn.functional.binary_cross_entropy(p[mask], loss_t[idx][mask])
                     opt.zero_grad()

@@ -1,0 +1,212 @@
+"""Evaluation protocol and metrics: hand-computed curves, the sign test, splits, baselines, no test-LLM leakage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from uniroute_core.baselines import (
+    clairvoyant_quality,
+    knn_neighbours,
+    knn_quality,
+    random_router_curve,
+    zero_router_quality,
+)
+from uniroute_core.data import RoutingData
+from uniroute_core.evaluation import (
+    EvaluationConfig,
+    auto_cluster_grid,
+    curve_metrics,
+    evaluate,
+    format_table,
+    sign_test,
+    split_models,
+    split_prompts,
+)
+from uniroute_core.metrics import area, deferral_curve, qnc, router_curve
+
+
+# ---------------------------------------------------------------- metrics on hand-computed curves
+def test_area_of_known_piecewise_curve():
+    # vertices (0, .4), (.5, .6), (1, .8) on cost range [0, 1]; a dominated point (0.7, 0.5) is dropped
+    curve = deferral_curve(np.array([0.0, 0.5, 0.7, 1.0]), np.array([0.4, 0.6, 0.5, 0.8]), 0.0, 1.0)
+    assert curve.cost.tolist() == [0.0, 0.5, 1.0]
+    assert area(curve) == pytest.approx(0.5 * (0.4 + 0.6) / 2 + 0.5 * (0.6 + 0.8) / 2)  # 0.6
+    assert area(curve, 0.5) == pytest.approx(0.5)  # mean of the line from .4 to .6
+
+
+def test_area_of_step_curve_in_real_cost_units():
+    # costs 2 and 10: a router at (2, 0.3) and (6, 0.7); flat at 0.7 beyond cost 6
+    curve = deferral_curve(np.array([2.0, 6.0]), np.array([0.3, 0.7]), 2.0, 10.0)
+    # normalised: (0, .3) → (.5, .7) then flat: 0.5 * 0.5 + 0.5 * 0.7
+    assert area(curve) == pytest.approx(0.25 + 0.35)
+    assert area(curve, 0.5) == pytest.approx(0.5)
+
+
+def test_qnc_found_and_not_found():
+    curve = deferral_curve(np.array([1.0, 3.0, 5.0]), np.array([0.4, 0.6, 0.8]), 1.0, 5.0)
+    assert qnc(curve, 0.7, reference_cost=5.0) == pytest.approx(4.0 / 5.0)  # halfway between cost 3 and 5
+    assert qnc(curve, 0.4, reference_cost=5.0) == pytest.approx(1.0 / 5.0)
+    assert qnc(curve, 0.81, reference_cost=5.0) is None
+    m = curve_metrics(curve, 0.81, 5.0)
+    assert m["qnc"] is None and m["area"] == pytest.approx(area(curve))
+    assert curve_metrics(curve, 0.5, 0.0)["qnc"] is None  # a free reference model: no meaningful ratio
+
+
+def test_router_curve_by_hand():
+    # two prompts, members cheap (cost 1) and dear (cost 4); the predictions send prompt 0 to dear first
+    true = np.array([[0.0, 1.0], [1.0, 1.0]])
+    pred = np.array([[0.2, 0.9], [0.8, 0.85]])
+    curve = router_curve(pred, true, np.array([1.0, 4.0]))
+    # λ=0: both dear (cost 4, q 1); middle: prompt 0 dear, prompt 1 cheap (2.5, 1); large λ: both cheap (1, .5)
+    assert curve.cost.tolist() == [1.0, 2.5]
+    assert curve.quality.tolist() == [0.5, 1.0]
+    assert area(curve) == pytest.approx(0.5 * (0.5 + 1.0) / 2 + 0.5 * 1.0)
+
+
+# ---------------------------------------------------------------- sign test
+def test_sign_test_counts_and_p_value():
+    t = sign_test([1, 2, 3, 4, 5, 6], [0, 1, 2, 3, 4, 6])
+    assert (t["wins"], t["losses"], t["ties"]) == (5, 0, 1)
+    assert t["p"] == pytest.approx(2 * 0.5**5)  # two-sided binomial, ties dropped
+    t = sign_test([0, 0, 1], [1, 1, 0])
+    assert (t["wins"], t["losses"]) == (1, 2) and t["p"] == pytest.approx(1.0)
+    assert sign_test([1, 1], [1, 1])["p"] == 1.0
+    with pytest.raises(ValueError, match="paired"):
+        sign_test([1, 2], [1])
+
+
+# ---------------------------------------------------------------- splits
+def test_split_prompts_is_stratified_disjoint_and_complete():
+    cats = ["a"] * 50 + ["b"] * 30 + [""] * 20
+    tr, pr, te = split_prompts(cats, np.random.default_rng(0), (0.6, 0.1, 0.3))
+    assert len(set(tr) | set(pr) | set(te)) == 100 and len(tr) + len(pr) + len(te) == 100
+    cats_arr = np.array(cats)
+    assert [int((cats_arr[tr] == c).sum()) for c in ("a", "b", "")] == [30, 18, 12]
+    assert [int((cats_arr[pr] == c).sum()) for c in ("a", "b", "")] == [5, 3, 2]
+    with pytest.raises(ValueError, match="too few"):
+        split_prompts(["a"] * 5, np.random.default_rng(0))
+
+
+def test_split_models_and_auto_grid():
+    tr, te = split_models(29, np.random.default_rng(0))
+    assert len(tr) == 19 and len(te) == 10 and not set(tr) & set(te)
+    with pytest.raises(ValueError, match="at least 4 models"):
+        split_models(3, np.random.default_rng(0))
+    grid = auto_cluster_grid(n_probes=1028, n_train=5000)
+    assert grid[0] == 3 and grid[-1] == 20 and grid == sorted(set(grid))
+    assert auto_cluster_grid(n_probes=40, n_train=100) == [3]
+
+
+# ---------------------------------------------------------------- baselines
+def test_knn_and_zero_by_hand():
+    probe_emb = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    probe_scores = np.array([[1.0, 0.0], [0.0, np.nan], [1.0, 1.0]])
+    nb = knn_neighbours(probe_emb, np.array([[1.0, 0.05]]), 2)
+    assert nb.tolist() == [[0, 1]]
+    np.testing.assert_allclose(knn_quality(nb, probe_scores, 1), [[1.0, 0.0]])
+    np.testing.assert_allclose(knn_quality(nb, probe_scores, 2), [[0.5, 0.0]])  # NaN skipped
+    np.testing.assert_allclose(zero_router_quality(probe_scores, 2), [[2 / 3, 0.5], [2 / 3, 0.5]])
+
+
+def test_random_router_ends_at_cheapest_and_best_members():
+    rng = np.random.default_rng(0)
+    true = rng.random((400, 3))
+    true[:, 2] += 0.5  # member 2 best
+    curve = random_router_curve(true, np.array([1.0, 2.0, 8.0]), true[:50], rng, n_points=11)
+    assert curve.raw_cost[0] == 1.0 and curve.raw_cost[-1] == 8.0
+    assert curve.raw_quality[-1] == pytest.approx(true[:, 2].mean())
+
+
+def test_clairvoyant_learns_a_separable_member():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5))
+    s = np.stack([(x[:, 0] > 0).astype(float), np.full(300, 0.5)], axis=1)  # member 1: soft constant scores
+    xq = np.array([[2.0, 0, 0, 0, 0], [-2.0, 0, 0, 0, 0]])
+    q = clairvoyant_quality(x, s, xq)
+    assert q[0, 0] > 0.8 and q[1, 0] < 0.2
+    np.testing.assert_allclose(q[:, 1], 0.5, atol=0.05)
+
+
+# ---------------------------------------------------------------- the protocol end to end on toy data
+def _toy_data(seed: int = 0) -> tuple[RoutingData, np.ndarray]:
+    """Two topics; among 6 LLMs the cheap ones are good on one topic only, so topic-aware routing pays."""
+    rng = np.random.default_rng(seed)
+    n, topic = 400, np.arange(400) % 2
+    x = np.eye(2)[topic] * 2.0 + rng.normal(scale=0.5, size=(n, 2))
+    x = np.concatenate([x, rng.normal(size=(n, 2))], axis=1).astype(np.float32)
+    p = np.stack(
+        [np.where(topic == 0, 0.9, 0.1), np.where(topic == 1, 0.9, 0.1), np.where(topic == 0, 0.85, 0.2),
+         np.where(topic == 1, 0.85, 0.2), np.full(n, 0.8), np.full(n, 0.9)], axis=1,
+    )
+    scores = (rng.random(p.shape) < p).astype(float)
+    data = RoutingData(
+        name="toy", prompt_ids=[f"p{i}" for i in range(n)], prompts=[f"prompt {i}" for i in range(n)],
+        categories=["t0" if t == 0 else "t1" for t in topic], split_hints=[""] * n,
+        models=["a", "b", "c", "d", "e", "f"], scores=scores, costs=np.array([1.0, 1.0, 1.5, 1.5, 6.0, 10.0]),
+    )
+    return data, x
+
+
+FAST = dict(trials=3, seed=0, shrinkage_grid=(0.0, 2.0), knn_grid=(5, 10))
+
+
+def test_evaluate_on_toy_data_routers_beat_zero_and_report_everything():
+    data, x = _toy_data()
+    res = evaluate(data, x, EvaluationConfig(**FAST), embedder_name="toy", progress=False)
+    doc = res.to_json()
+    assert doc["trials"] == 3 and doc["n_prompts"] == 400 and doc["n_models"] == 6 and doc["embedder"] == "toy"
+    for m in ("kmeans", "learned_map", "knn", "zero", "clairvoyant", "random"):
+        entry = doc["methods"][m]
+        assert len(entry["area"]) == 3 and entry["area_mean"] == pytest.approx(np.mean(entry["area"]))
+        assert len(entry["qnc"]) == 3
+    assert doc["methods"]["kmeans"]["area_mean"] > doc["methods"]["zero"]["area_mean"]
+    assert doc["methods"]["learned_map"]["area_mean"] > doc["methods"]["zero"]["area_mean"]
+    assert doc["methods"]["zero"]["area_mean"] > doc["methods"]["random"]["area_mean"] - 0.02
+    assert set(doc["sign_test"]) >= {"kmeans_vs_knn", "kmeans_vs_zero", "learned_map_vs_knn", "learned_map_vs_zero"}
+    assert doc["best_single"]["model"] == "f"
+    assert "kmeans" in format_table(res) and "sign test" in format_table(res)
+
+
+def test_trials_are_reproducible_and_independent_of_trial_count():
+    data, x = _toy_data()
+    cfg = dict(FAST, methods=("kmeans", "knn", "zero"))
+    a = evaluate(data, x, EvaluationConfig(**cfg), progress=False)
+    b = evaluate(data, x, EvaluationConfig(**dict(cfg, trials=2)), progress=False)
+    assert a.values("kmeans", "area")[:2] == b.values("kmeans", "area")
+
+
+def test_test_llms_scores_outside_the_probes_are_never_used():
+    """Only Clairvoyant may see the test LLMs' train-prompt scores; no method sees their test-prompt scores
+    except to measure the curve. Scrambling those scores must leave every unseen-LLM method unchanged."""
+    data, x = _toy_data()
+    cfg = EvaluationConfig(**dict(FAST, trials=1, methods=("kmeans", "learned_map", "knn", "zero")))
+    from uniroute_core.evaluation import make_trial_splits, run_trial
+
+    (split, _), = make_trial_splits(data, cfg)
+    base = run_trial(x, data, split, np.random.default_rng(1), cfg)
+    scrambled = data.scores.copy()
+    rows = split.train
+    scrambled[np.ix_(rows, split.test_models)] = 1.0 - scrambled[np.ix_(rows, split.test_models)]
+    other = RoutingData(**{**data.__dict__, "scores": scrambled})
+    again = run_trial(x, other, split, np.random.default_rng(1), cfg)
+    for m in cfg.methods:
+        assert again.metrics[m] == base.metrics[m], m
+
+
+def test_config_validation_names_the_problem():
+    with pytest.raises(ValueError, match="unknown methods"):
+        EvaluationConfig(methods=("kmeans", "bogus"))
+    with pytest.raises(ValueError, match="prompt_fractions"):
+        EvaluationConfig(prompt_fractions=(0.5, 0.1, 0.1))
+    with pytest.raises(ValueError, match="n_clusters"):
+        EvaluationConfig(n_clusters="many")
+    data, x = _toy_data()
+    with pytest.raises(ValueError, match="embeddings must be"):
+        evaluate(data, x[:10], EvaluationConfig(trials=1), progress=False)
+
+
+def test_fixed_n_clusters_is_used_as_given():
+    data, x = _toy_data()
+    res = evaluate(data, x, EvaluationConfig(**dict(FAST, trials=1, n_clusters=2, methods=("kmeans", "zero"))), progress=False)
+    assert res.to_json()["methods"]["kmeans"]["n_clusters"] == [2]
