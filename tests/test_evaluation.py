@@ -210,3 +210,21 @@ def test_fixed_n_clusters_is_used_as_given():
     data, x = _toy_data()
     res = evaluate(data, x, EvaluationConfig(**dict(FAST, trials=1, n_clusters=2, methods=("kmeans", "zero"))), progress=False)
     assert res.to_json()["methods"]["kmeans"]["n_clusters"] == [2]
+
+
+# ---------------------------------------------------------------- real data
+@pytest.mark.slow
+def test_mmlu_pro_unseen_llms_routers_beat_zero_router(mmlu_pro_path):
+    """Three trials of the real protocol on MMLU-Pro (embeddings from the shared on-disk cache)."""
+    from uniroute_core.data import load_routing_data
+    from uniroute_core.embedding import CachedEmbedder, default_cache_dir, default_embedder
+
+    data = load_routing_data(mmlu_pro_path)
+    emb = CachedEmbedder(default_embedder(), default_cache_dir())
+    x = emb.embed(data.prompts, show_progress=False)
+    cfg = EvaluationConfig(trials=3, seed=0, methods=("kmeans", "learned_map", "knn", "zero"))
+    doc = evaluate(data, x, cfg, embedder_name=emb.name, progress=False).to_json()
+    zero = doc["methods"]["zero"]["area_mean"]
+    assert doc["methods"]["kmeans"]["area_mean"] > zero
+    assert doc["methods"]["learned_map"]["area_mean"] > zero
+    assert doc["sign_test"]["learned_map_vs_zero"]["wins"] >= 2
