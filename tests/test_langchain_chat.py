@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from langchain_core.caches import InMemoryCache
 from langchain_core.callbacks import BaseCallbackHandler, UsageMetadataCallbackHandler
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.load import dumpd
@@ -25,7 +26,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.prompts import ChatPromptTemplate
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from uniroute_core import ProbeSet, ProfilingError, UniRouter
 from uniroute_core.delegation import AllMembersFailedError
@@ -81,6 +82,47 @@ class _RunCounter(BaseCallbackHandler):
         self.tokens += 1
 
 
+class _TraceRecorder(BaseCallbackHandler):
+    """What tracing sees of each run: its metadata (LangSmith params) and invocation params."""
+
+    def __init__(self) -> None:
+        self.starts: list[dict[str, Any]] = []
+        self.ends = 0
+        self.errors = 0
+
+    def on_chat_model_start(self, *args: Any, metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self.starts.append({"metadata": dict(metadata or {}), "invocation_params": kwargs.get("invocation_params")})
+
+    def on_llm_end(self, *args: Any, **kwargs: Any) -> None:
+        self.ends += 1
+
+    def on_llm_error(self, *args: Any, **kwargs: Any) -> None:
+        self.errors += 1
+
+    def model_names(self) -> list[str]:
+        return [start["metadata"]["ls_model_name"] for start in self.starts]
+
+
+def _count_routing(monkeypatch: pytest.MonkeyPatch, router: UniRouter) -> list[str]:
+    """Spy on ``router.route``: the returned list receives every text routed."""
+    routed: list[str] = []
+    route = router.route
+
+    def spy(prompts: list[str], *args: Any, **kwargs: Any) -> Any:
+        routed.extend(prompts)
+        return route(prompts, *args, **kwargs)
+
+    monkeypatch.setattr(router, "route", spy)
+    return routed
+
+
+def _joined(chunks: list[Any]) -> Any:
+    full = chunks[0]
+    for chunk in chunks[1:]:
+        full = full + chunk
+    return full
+
+
 # ----------------------------------------------------------------------------- construction
 
 
@@ -124,6 +166,91 @@ def test_ls_params_report_uniroute_and_the_forced_member(router):
     assert params["ls_model_name"] == "strong"
     assert params["ls_temperature"] == 0.2
     assert chat._get_ls_params()["ls_model_name"] == "uniroute(cheap|strong)"
+
+
+async def _call(chat: ChatUniRoute, how: str, prompt: str, config: dict[str, Any]) -> BaseMessage:
+    if how == "invoke":
+        return chat.invoke(prompt, config=config)
+    if how == "ainvoke":
+        return await chat.ainvoke(prompt, config=config)
+    if how == "stream":
+        return _joined(list(chat.stream(prompt, config=config)))
+    return _joined([chunk async for chunk in chat.astream(prompt, config=config)])
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "stream", "astream"])
+async def test_the_run_is_traced_under_the_routed_member_after_routing_once(router, monkeypatch, how):
+    routed = _count_routing(monkeypatch, router)
+    chat = _chat(router, lam=0.3)
+    for prompt, member, cost in (("math problem number 1", "cheap", 1.0), ("law case number 2", "strong", 10.0)):
+        recorder = _TraceRecorder()
+        message = await _call(chat, how, prompt, {"callbacks": [recorder]})
+        assert routed == [prompt]  # routed before the run started, and not again inside it
+        routed.clear()
+        assert len(recorder.starts) == 1 and (recorder.ends, recorder.errors) == (1, 0)
+        metadata = recorder.starts[0]["metadata"]
+        assert (metadata["ls_provider"], metadata["ls_model_name"]) == ("uniroute", member)
+        assert "_uniroute_plan" not in recorder.starts[0]["invocation_params"]
+        entry = message.response_metadata["uniroute"]
+        assert set(entry) == {"member", "expected_quality", "cost", "lam", "mode", "fallbacks"}
+        assert (entry["member"], entry["cost"], entry["lam"], entry["fallbacks"]) == (member, cost, 0.3, [])
+        assert entry["expected_quality"]["strong"] == pytest.approx(1.0)
+        assert message.response_metadata["model_name"] == f"fake-{member}"
+
+
+def test_batch_traces_each_run_under_its_own_member(router, monkeypatch):
+    routed = _count_routing(monkeypatch, router)
+    recorder = _TraceRecorder()
+    prompts = ["math problem number 1", "law case number 2", "math problem number 3"]
+    replies = _chat(router, lam=0.3).batch(prompts, config={"callbacks": [recorder]})
+    assert [_member(m) for m in replies] == ["cheap", "strong", "cheap"]
+    assert sorted(routed) == sorted(prompts)
+    assert sorted(recorder.model_names()) == ["cheap", "cheap", "strong"] and recorder.ends == 3
+
+
+def test_generate_with_several_message_lists_routes_each_and_traces_the_pool(router, monkeypatch):
+    routed = _count_routing(monkeypatch, router)
+    recorder = _TraceRecorder()
+    chat = _chat(router, lam=0.3)
+    result = chat.generate(
+        [[HumanMessage("math problem number 1")], [HumanMessage("law case number 2")]], callbacks=[recorder]
+    )
+    assert [_member(g[0].message) for g in result.generations] == ["cheap", "strong"]
+    assert routed == ["math problem number 1", "law case number 2"]
+    # one trace metadata is shared by all the lists' runs, so it names the pool, not a member
+    assert recorder.model_names() == ["uniroute(cheap|strong)"] * 2
+    routed.clear()
+    assert _member(chat._generate([HumanMessage("law case number 3")]).generations[0].message) == "strong"
+    assert routed == ["law case number 3"]  # called directly, _generate routes by itself
+
+
+def test_a_routing_error_is_still_raised_inside_the_run(router):
+    recorder = _TraceRecorder()
+    with pytest.raises(KeyError, match="'gpt-9' is not a member"):
+        _chat(router, lam=0.3).invoke("math problem number 1", model="gpt-9", config={"callbacks": [recorder]})
+    assert len(recorder.starts) == 1 and (recorder.ends, recorder.errors) == (0, 1)
+    assert recorder.model_names() == ["gpt-9"]
+
+
+class _KwargsRecordingChatModel(FakeToolCallingChatModel):
+    """Records the call keywords each generation receives."""
+
+    _seen: list[dict[str, Any]] = PrivateAttr(default_factory=list)
+
+    def _response(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> AIMessage:
+        self._seen.append(dict(kwargs))
+        return super()._response(messages, stop, kwargs)
+
+
+def test_the_routing_outcome_reaches_neither_the_member_nor_the_cache_key(router):
+    cheap = _KwargsRecordingChatModel(model_name="fake-cheap")
+    chat = _chat(router, members=_members(cheap=cheap), lam=0.3, temperature=0.2, cache=InMemoryCache())
+    first = chat.invoke("math problem number 1")
+    again = chat.invoke("math problem number 1")  # same prompt and parameters: served from the cache
+    list(chat.stream("math problem number 2"))
+    assert first.content == again.content and cheap.calls == 2
+    assert cheap._seen == [{"temperature": 0.2}, {"temperature": 0.2}]
+    assert "_uniroute_plan" not in chat._get_llm_string(_uniroute_plan=object())
 
 
 # ----------------------------------------------------------------------------- routing
@@ -195,6 +322,9 @@ def test_sticky_conversations_escalate_but_never_downgrade(router):
     thread = {"metadata": {"thread_id": "t1"}}
     assert _member(chat.invoke("law case number 1", config=thread)) == "strong"
     assert _member(chat.invoke("math problem number 2", config=thread)) == "strong"
+    streamed = {"metadata": {"thread_id": "t2"}}
+    assert _member(_joined(list(chat.stream("law case number 1", config=streamed)))) == "strong"
+    assert _member(_joined(list(chat.stream("math problem number 2", config=streamed)))) == "strong"
     not_sticky = _chat(router, lam=0.3)
     not_sticky.invoke("law case number 1", conversation_id="c3")
     assert _member(not_sticky.invoke("math problem number 2", conversation_id="c3")) == "cheap"

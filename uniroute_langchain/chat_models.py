@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, BaseCallbackManager, CallbackManagerForLLMRun
+from langchain_core.callbacks.base import Callbacks
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableBinding
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, ensure_config
 from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
@@ -45,6 +47,14 @@ _NOT_ROUTER_SETTINGS = {
     "model_name": "members are chosen per call; pass model='<member>' to invoke() to force one",
 }
 
+_PLAN_KWARG = "_uniroute_plan"
+"""Private call keyword carrying a call's routing outcome from ``generate`` / ``stream`` (which route up front, so
+the run is traced under the chosen member) to ``_generate`` / ``_stream`` (which then do not route again). It is
+removed from invocation params and cache keys and never reaches a member."""
+
+_TRACING_ONLY_KWARGS = ("ls_structured_output_format", "structured_output_format")
+"""Call keywords langchain-core strips before ``_generate`` / ``_stream``; routing up front must ignore them too."""
+
 
 def supports_tool_calling(chat_model: BaseChatModel) -> bool:
     """Whether a chat model implements ``bind_tools`` (the ``BaseChatModel`` default only raises)."""
@@ -60,6 +70,17 @@ class _CallPlan:
     tools: list[Any] | None = None
     tool_choice: Any = None
     member_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _run_metadata(
+    callbacks: Callbacks, metadata: Mapping[str, Any] | None, own: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The metadata the run manager of a call will carry (parent run's, then the call's, then the model's own),
+    merged as ``CallbackManager.configure`` does, so routing up front sees the same conversation keys."""
+    merged = dict(callbacks.metadata) if isinstance(callbacks, BaseCallbackManager) else {}
+    merged.update(metadata or {})
+    merged.update(own or {})
+    return merged
 
 
 def _unwrap_binding(runnable: Runnable, member: str) -> tuple[BaseChatModel, dict[str, Any]]:
@@ -286,11 +307,21 @@ class ChatUniRoute(BaseChatModel):
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        """Provider ``uniroute``; the model is the forced member, else the pool (the member is chosen in the run,
-        and reported in the response's ``model_name`` and ``uniroute`` metadata)."""
+        """Provider ``uniroute``; the model is the member routing chose for the call.
+
+        ``invoke`` / ``ainvoke`` / ``stream`` / ``astream`` / ``batch`` (and ``generate`` with one message list)
+        route before the run starts, so the run is traced under the chosen member (the first one tried: if it
+        fails and another answers, the response's ``model_name`` and ``uniroute`` metadata name the one that
+        answered). Where no routing outcome is known yet, the model is the forced ``model=`` member, else the pool
+        ``uniroute(a|b|...)``: ``generate`` with several message lists (one trace metadata for all of them, while
+        each list is routed on its own), a call whose routing failed (the error is raised inside the run), and
+        ``stream_events(version="v3")``.
+        """
+        plan = kwargs.get(_PLAN_KWARG)
+        routed = plan.choice.member if isinstance(plan, _CallPlan) else None
         params = LangSmithParams(
             ls_provider="uniroute",
-            ls_model_name=kwargs.get("model") or f"uniroute({'|'.join(self.members)})",
+            ls_model_name=routed or kwargs.get("model") or f"uniroute({'|'.join(self.members)})",
             ls_model_type="chat",
         )
         if stop or self.stop:
@@ -300,6 +331,126 @@ class ChatUniRoute(BaseChatModel):
         if kwargs.get("max_tokens", self.max_tokens) is not None:
             params["ls_max_tokens"] = kwargs.get("max_tokens", self.max_tokens)
         return params
+
+    def _get_invocation_params(self, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+        kwargs.pop(_PLAN_KWARG, None)  # a routing outcome is not a call parameter (kwargs is this call's own dict)
+        return super()._get_invocation_params(stop=stop, **kwargs)
+
+    def _get_llm_string(self, stop: list[str] | None = None, **kwargs: Any) -> str:
+        kwargs.pop(_PLAN_KWARG, None)  # cache keys stay what they were: the call's parameters, not its routing
+        return super()._get_llm_string(stop=stop, **kwargs)
+
+    # ------------------------------------------------------------------ routing before the run starts
+
+    def _with_plan(
+        self, messages: list[BaseMessage], kwargs: dict[str, Any], metadata: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """``kwargs`` plus the call's routing outcome under :data:`_PLAN_KWARG` (unless it already has one).
+
+        A routing error is carried instead of a plan and raised by ``_generate`` / ``_stream``, so it still
+        happens inside the run (``on_chat_model_start`` then ``on_llm_error``), as when routing ran there.
+        """
+        if _PLAN_KWARG in kwargs:
+            return kwargs
+        routing_kwargs = {k: v for k, v in kwargs.items() if k not in _TRACING_ONLY_KWARGS}
+        try:
+            plan: _CallPlan | Exception = self._plan(messages, routing_kwargs, metadata)
+        except Exception as exc:  # noqa: BLE001 - re-raised inside the run by _call_plan
+            plan = exc
+        return {**kwargs, _PLAN_KWARG: plan}
+
+    def _input_with_plan(
+        self, input: LanguageModelInput, config: RunnableConfig | None, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        if _PLAN_KWARG in kwargs:
+            return kwargs
+        config = ensure_config(config)
+        metadata = _run_metadata(config.get("callbacks"), config.get("metadata"), self.metadata)
+        return self._with_plan(self._convert_input(input).to_messages(), kwargs, metadata)
+
+    def _call_plan(self, messages: list[BaseMessage], kwargs: dict[str, Any], run_manager: Any) -> _CallPlan:
+        """The plan routed before the run (taken out of ``kwargs``), else route now (``_generate`` called directly,
+        or ``generate`` with several message lists)."""
+        given = kwargs.pop(_PLAN_KWARG, None)
+        if isinstance(given, Exception):
+            raise given
+        if given is not None:
+            return given
+        return self._plan(messages, kwargs, getattr(run_manager, "metadata", None) or {})
+
+    def _generate_kwargs(
+        self,
+        messages: list[list[BaseMessage]],
+        callbacks: Callbacks,
+        metadata: dict[str, Any] | None,
+        kwargs: dict[str, Any],
+    ) -> dict[str, Any]:
+        """A ``generate`` call's keywords, with the routing outcome when it has a single message list."""
+        if len(messages) != 1:
+            return kwargs
+        return self._with_plan(messages[0], kwargs, _run_metadata(callbacks, metadata, self.metadata))
+
+    def generate(
+        self,
+        messages: list[list[BaseMessage]],
+        stop: list[str] | None = None,
+        callbacks: Callbacks = None,
+        *,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        run_name: str | None = None,
+        run_id: uuid.UUID | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        """``BaseChatModel.generate``, routing a single message list before the run starts (see ``_get_ls_params``).
+
+        With several message lists each is still routed on its own, inside its run.
+        """
+        kwargs = self._generate_kwargs(messages, callbacks, metadata, kwargs)
+        return super().generate(
+            messages, stop, callbacks, tags=tags, metadata=metadata, run_name=run_name, run_id=run_id, **kwargs
+        )
+
+    async def agenerate(
+        self,
+        messages: list[list[BaseMessage]],
+        stop: list[str] | None = None,
+        callbacks: Callbacks = None,
+        *,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        run_name: str | None = None,
+        run_id: uuid.UUID | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        """Async :meth:`generate`."""
+        kwargs = self._generate_kwargs(messages, callbacks, metadata, kwargs)
+        return await super().agenerate(
+            messages, stop, callbacks, tags=tags, metadata=metadata, run_name=run_name, run_id=run_id, **kwargs
+        )
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        """``BaseChatModel.stream``, routing before the run starts (see ``_get_ls_params``)."""
+        yield from super().stream(input, config, stop=stop, **self._input_with_plan(input, config, kwargs))
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        """``BaseChatModel.astream``, routing before the run starts (see ``_get_ls_params``)."""
+        async for chunk in super().astream(input, config, stop=stop, **self._input_with_plan(input, config, kwargs)):
+            yield chunk
 
     # ------------------------------------------------------------------ the pool
 
@@ -382,20 +533,20 @@ class ChatUniRoute(BaseChatModel):
         return text
 
     @staticmethod
-    def _conversation_id(kwargs: dict[str, Any], run_manager: Any) -> str | None:
+    def _conversation_id(kwargs: dict[str, Any], metadata: Mapping[str, Any]) -> str | None:
         given = kwargs.pop("conversation_id", None)
         if given is not None:
             return str(given)
-        metadata = getattr(run_manager, "metadata", None) or {}
         for key in _CONVERSATION_KEYS:
             if metadata.get(key) is not None:
                 return str(metadata[key])
         return None
 
-    def _plan(self, messages: list[BaseMessage], kwargs: dict[str, Any], run_manager: Any) -> _CallPlan:
+    def _plan(self, messages: list[BaseMessage], kwargs: dict[str, Any], metadata: Mapping[str, Any]) -> _CallPlan:
+        """Route one call: ``kwargs`` are its call keywords, ``metadata`` its run's metadata (conversation id)."""
         kwargs = dict(kwargs)
         force = kwargs.pop("model", None)
-        conversation_id = self._conversation_id(kwargs, run_manager)
+        conversation_id = self._conversation_id(kwargs, metadata)
         tools = kwargs.pop("tools", None)
         tool_choice = kwargs.pop("tool_choice", None)
         check_members(self.router, list(self.members))
@@ -455,7 +606,7 @@ class ChatUniRoute(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        plan = self._plan(messages, kwargs, run_manager)
+        plan = self._call_plan(messages, kwargs, run_manager)
         stop = stop if stop is not None else self.stop
 
         def attempt(name: str) -> ChatResult:
@@ -472,7 +623,7 @@ class ChatUniRoute(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        plan = self._plan(messages, kwargs, run_manager)
+        plan = self._call_plan(messages, kwargs, run_manager)
         stop = stop if stop is not None else self.stop
 
         async def attempt(name: str) -> ChatResult:
@@ -489,7 +640,7 @@ class ChatUniRoute(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        plan = self._plan(messages, kwargs, run_manager)
+        plan = self._call_plan(messages, kwargs, run_manager)
         stop = stop if stop is not None else self.stop
 
         def start(name: str) -> tuple[Iterator[ChatGenerationChunk], ChatGenerationChunk]:
@@ -515,7 +666,7 @@ class ChatUniRoute(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        plan = self._plan(messages, kwargs, run_manager)
+        plan = self._call_plan(messages, kwargs, run_manager)
         stop = stop if stop is not None else self.stop
 
         async def start(name: str) -> tuple[AsyncIterator[ChatGenerationChunk], ChatGenerationChunk]:
