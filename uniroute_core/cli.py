@@ -149,7 +149,14 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMAND_REGISTRARS: list[Callable[[Any], None]] = [register_eval]
+def register_replay(subparsers: Any) -> None:
+    """``uniroute replay``: preview a saved router on logged prompts (see :mod:`uniroute_core.preview`)."""
+    from .preview import add_replay_parser
+
+    add_replay_parser(subparsers)
+
+
+COMMAND_REGISTRARS: list[Callable[[Any], None]] = [register_eval, register_replay]
 """One ``register(subparsers)`` per subcommand; append yours here."""
 
 
