@@ -11,7 +11,15 @@ import pytest
 from uniroute_core import NotFittedError, UniRouter, UnreachableBudgetWarning
 from uniroute_core.cluster_map import KMeansClusterMap
 from uniroute_core.profile import build_profile
-from uniroute_core.rule import calibrate_lambda, choose_by_lambda, choose_cheapest_adequate, normalised_costs
+from uniroute_core.rule import (
+    adequacy_keys,
+    calibrate_lambda,
+    choose_by_lambda,
+    choose_cheapest_adequate,
+    lambda_keys,
+    normalised_costs,
+    rank,
+)
 
 TRAIN = [f"math question number {i}" for i in range(15)] + [f"law question number {i}" for i in range(15)]
 PROBES = [f"math probe {i}" for i in range(6)] + [f"law probe {i}" for i in range(4)]
@@ -88,12 +96,14 @@ def test_rule_by_hand():
     costs = np.array([10.0, 2.0, 1.0])
     np.testing.assert_allclose(normalised_costs(costs), [1.0, 0.2, 0.1])
     # objectives at λ=0.5: 0.1+0.5, 0.5+0.1, 0.6+0.05 → tie 0.6/0.6 goes to the cheaper member (index 1)
-    choice, ranking = choose_by_lambda(q, costs, 0.5)
-    assert choice[0] == 1 and list(ranking[0]) == [1, 0, 2]
-    assert choose_by_lambda(q, costs, 0.0)[0][0] == 0
-    assert choose_by_lambda(q, costs, 100.0)[0][0] == 2
-    assert choose_cheapest_adequate(q, costs, 0.45)[0][0] == 1
-    assert choose_cheapest_adequate(q, costs, 0.95)[0][0] == 0  # none adequate → the best
+    assert choose_by_lambda(q, costs, 0.5)[0] == 1
+    assert list(rank(lambda_keys(q, costs, 0.5)[0], costs)) == [1, 0, 2]
+    assert choose_by_lambda(q, costs, 0.0)[0] == 0
+    assert choose_by_lambda(q, costs, 100.0)[0] == 2
+    assert choose_cheapest_adequate(q, costs, 0.45)[0] == 1
+    assert list(rank(adequacy_keys(q, costs, 0.45)[0], costs)) == [1, 0, 2]  # adequate by cost, then by quality
+    assert choose_cheapest_adequate(q, costs, 0.95)[0] == 0  # none adequate → the best
+    assert list(rank(lambda_keys(q, costs, 0.5, allowed=np.array([True, False, True]))[0], costs)) == [0, 2]
 
 
 def test_cost_unit_does_not_change_decisions(embedder):
@@ -141,12 +151,12 @@ def test_routed_cost_never_rises_with_lambda():
     rng = np.random.default_rng(0)
     q = rng.uniform(size=(200, 6))
     costs = rng.uniform(0.5, 20, size=6)
-    spent = [costs[choose_by_lambda(q, costs, lam)[0]].mean() for lam in np.linspace(0, 3, 61)]
+    spent = [costs[choose_by_lambda(q, costs, lam)].mean() for lam in np.linspace(0, 3, 61)]
     assert all(b <= a + 1e-12 for a, b in zip(spent, spent[1:]))
     for budget in (costs.min(), np.median(costs), costs.max()):
         cal = calibrate_lambda(q, costs, budget)
         assert cal.reachable and cal.expected_cost <= budget + 1e-9
-        assert costs[choose_by_lambda(q, costs, cal.lam)[0]].mean() == pytest.approx(cal.expected_cost)
+        assert costs[choose_by_lambda(q, costs, cal.lam)].mean() == pytest.approx(cal.expected_cost)
 
 
 def test_unreachable_budget_warns_and_routes_to_cheapest(embedder):

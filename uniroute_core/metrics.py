@@ -94,7 +94,7 @@ def router_curve(
     rows = np.arange(len(true_quality))
     pts_c, pts_q = np.empty(len(lams)), np.empty(len(lams))
     for t, lam in enumerate(lams):
-        pick = choose_by_lambda(predicted_quality, costs, float(lam))[0]
+        pick = choose_by_lambda(predicted_quality, costs, float(lam))
         pts_c[t] = costs[pick].mean()
         pts_q[t] = true_quality[rows, pick].mean()
     return deferral_curve(pts_c, pts_q, costs.min(), costs.max(), lams=lams)

@@ -29,7 +29,7 @@ from .cluster_map import ClusterMap, KMeansClusterMap
 from .embedding import Embedder, resolve_embedder, validate_texts
 from .probes import ProbeSet
 from .profile import ModelProfile, build_profile, validate_cost, validate_scores
-from .rule import Calibration, calibrate_lambda, choose_by_lambda, choose_cheapest_adequate
+from .rule import Calibration, adequacy_keys, calibrate_lambda, lambda_keys, pick, rank
 
 __all__ = ["UniRouter", "RouteDecision", "RouterState", "NotFittedError", "UnreachableBudgetWarning"]
 
@@ -42,25 +42,75 @@ class UnreachableBudgetWarning(UserWarning):
     """The budget is below the cost of the cheapest member: every call goes to the cheapest member."""
 
 
-@dataclass(frozen=True)
 class RouteDecision:
     """The router's choice for one prompt.
 
     Attributes:
         model: the chosen member.
-        expected_quality: predicted quality (1 − expected loss) of every candidate member on this prompt.
         cost: the chosen member's per-call cost.
         lam: the λ used (``None`` in "cheapest adequate" mode).
-        ranking: candidate members best-first by the same rule — the fallback order when a member fails.
         mode: ``"lam"``, ``"budget"`` or ``"min_quality"``.
+        expected_quality: predicted quality (1 − expected loss) of every candidate member on this prompt.
+        ranking: candidate members best-first by the same rule — the fallback order when a member fails.
+
+    ``expected_quality`` and ``ranking`` are built on first access from the row the router computed, so routing a
+    large batch over a large pool costs O(M) array work per prompt, not O(M) Python objects.
     """
 
-    model: str
-    expected_quality: dict[str, float]
-    cost: float
-    lam: float | None
-    ranking: tuple[str, ...]
-    mode: str = "lam"
+    __slots__ = ("model", "cost", "lam", "mode", "_pool", "_quality", "_keys", "_costs", "_eq", "_ranking")
+
+    def __init__(
+        self,
+        model: str,
+        cost: float,
+        lam: float | None,
+        mode: str,
+        *,
+        pool: Sequence[str],
+        quality_row: np.ndarray,
+        key_row: np.ndarray,
+        costs: np.ndarray,
+    ) -> None:
+        self.model = model
+        self.cost = cost
+        self.lam = lam
+        self.mode = mode
+        self._pool = pool
+        self._quality = quality_row
+        self._keys = key_row
+        self._costs = costs
+        self._eq: dict[str, float] | None = None
+        self._ranking: tuple[str, ...] | None = None
+
+    @property
+    def expected_quality(self) -> dict[str, float]:
+        """Predicted quality of each candidate member (members excluded by ``candidates`` are absent)."""
+        if self._eq is None:
+            allowed = np.isfinite(self._keys)
+            self._eq = {name: float(q) for name, q, ok in zip(self._pool, self._quality, allowed) if ok}
+        return dict(self._eq)
+
+    @property
+    def ranking(self) -> tuple[str, ...]:
+        """Candidate members best-first by the rule (ties to the cheaper member): the fallback order."""
+        if self._ranking is None:
+            self._ranking = tuple(self._pool[j] for j in rank(self._keys, self._costs))
+        return self._ranking
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RouteDecision):
+            return NotImplemented
+        return (self.model, self.cost, self.lam, self.mode, self.expected_quality, self.ranking) == (
+            other.model, other.cost, other.lam, other.mode, other.expected_quality, other.ranking
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"RouteDecision(model={self.model!r}, cost={self.cost}, lam={self.lam}, mode={self.mode!r}, "
+            f"expected_quality={self.expected_quality})"
+        )
 
 
 @dataclass(frozen=True)
@@ -404,7 +454,7 @@ class UniRouter:
         q = self._quality(state, texts, embeddings) if texts else np.zeros((0, len(state.profiles)))
         mode = "lam"
         if min_quality is not None:
-            choice, ranking = choose_cheapest_adequate(q, state.costs, float(min_quality), allowed)
+            keys = adequacy_keys(q, state.costs, float(min_quality), allowed)
             lam_used: float | None = None
             mode = "min_quality"
         else:
@@ -413,20 +463,15 @@ class UniRouter:
                 mode = "budget"
             else:
                 lam_used = 0.0 if lam is None else float(lam)
-            choice, ranking = choose_by_lambda(q, state.costs, lam_used, allowed)
+            keys = lambda_keys(q, state.costs, lam_used, allowed)
+        choice = pick(keys, state.costs)
         names = state.names
-        n_allowed = len(names) if allowed is None else int(allowed.sum())
-        cand_idx = range(len(names)) if allowed is None else np.nonzero(allowed)[0]
         return [
             RouteDecision(
-                model=names[choice[i]],
-                expected_quality={names[j]: float(q[i, j]) for j in cand_idx},
-                cost=float(state.costs[choice[i]]),
-                lam=lam_used,
-                ranking=tuple(names[j] for j in ranking[i, :n_allowed]),
-                mode=mode,
+                names[c], float(state.costs[c]), lam_used, mode, pool=names, quality_row=q[i], key_row=keys[i],
+                costs=state.costs,
             )
-            for i in range(len(texts))
+            for i, c in enumerate(choice)
         ]
 
     def route_one(self, prompt: str, lam: float | None = None, **kwargs: Any) -> RouteDecision:

@@ -20,6 +20,10 @@ import numpy as np
 __all__ = [
     "normalised_costs",
     "route_scores",
+    "lambda_keys",
+    "adequacy_keys",
+    "pick",
+    "rank",
     "choose_by_lambda",
     "choose_cheapest_adequate",
     "lambda_grid",
@@ -36,10 +40,11 @@ def normalised_costs(costs: np.ndarray) -> np.ndarray:
     return costs / top if top > 0 else np.zeros_like(costs)
 
 
-def _masked(values: np.ndarray, allowed: np.ndarray | None, fill: float) -> np.ndarray:
+def _masked(values: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
+    """Disallowed members get an infinite key: never chosen, ranked out."""
     if allowed is None:
         return values
-    return np.where(allowed[None, :], values, fill)
+    return np.where(np.asarray(allowed, dtype=bool)[None, :], values, np.inf)
 
 
 def route_scores(expected_quality: np.ndarray, norm_costs: np.ndarray, lam: float) -> np.ndarray:
@@ -47,45 +52,62 @@ def route_scores(expected_quality: np.ndarray, norm_costs: np.ndarray, lam: floa
     return (1.0 - expected_quality) + lam * norm_costs[None, :]
 
 
+def lambda_keys(
+    expected_quality: np.ndarray, costs: np.ndarray, lam: float, allowed: np.ndarray | None = None
+) -> np.ndarray:
+    """Sort keys ``(n, M)`` of the λ rule (lower is better; ``inf`` for members not allowed)."""
+    if lam is None or lam < 0 or not np.isfinite(lam):
+        raise ValueError(f"lam must be a finite number >= 0, got {lam}")
+    return _masked(route_scores(np.asarray(expected_quality, dtype=float), normalised_costs(costs), lam), allowed)
+
+
+def adequacy_keys(
+    expected_quality: np.ndarray, costs: np.ndarray, min_quality: float, allowed: np.ndarray | None = None
+) -> np.ndarray:
+    """Sort keys ``(n, M)`` of "cheapest adequate": adequate members by cost, then the rest by quality.
+
+    An adequate member's key is its cost rank (0 … M−1); an inadequate one's is M + (1 − q), so every adequate
+    member comes first, cheapest first, then the others best-first.
+    """
+    if min_quality is None or not (0.0 <= min_quality <= 1.0):
+        raise ValueError(f"min_quality must lie in [0, 1], got {min_quality}")
+    q = np.asarray(expected_quality, dtype=float)
+    cost_rank = np.empty(len(costs))
+    cost_rank[_cheapest_first(np.asarray(costs, dtype=float))] = np.arange(len(costs))
+    keys = np.where(q >= min_quality, cost_rank[None, :], len(costs) + (1.0 - q))
+    return _masked(keys, allowed)
+
+
 def _cheapest_first(costs: np.ndarray) -> np.ndarray:
     """Member order used to break ties toward the cheaper member (stable for equal costs)."""
     return np.argsort(costs, kind="stable")
 
 
+def pick(keys: np.ndarray, costs: np.ndarray) -> np.ndarray:
+    """The best member per row of ``keys`` — ties go to the cheaper member. O(n·M), no sorting."""
+    order = _cheapest_first(np.asarray(costs, dtype=float))
+    return order[np.argmin(keys[:, order], axis=1)]
+
+
+def rank(key_row: np.ndarray, costs: np.ndarray) -> np.ndarray:
+    """Members best-first for one prompt (same tie-break as :func:`pick`), without the disallowed ones."""
+    order = _cheapest_first(np.asarray(costs, dtype=float))
+    ranked = order[np.argsort(key_row[order], kind="stable")]
+    return ranked[np.isfinite(key_row[ranked])]
+
+
 def choose_by_lambda(
     expected_quality: np.ndarray, costs: np.ndarray, lam: float, allowed: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Apply the rule. Returns ``(choice (n,), ranking (n, M))``: ranking lists members best-first by the rule.
-
-    ``allowed`` (bool per member) restricts the choice; disallowed members are ranked last.
-    """
-    if lam < 0 or not np.isfinite(lam):
-        raise ValueError(f"lam must be a finite number >= 0, got {lam}")
-    order = _cheapest_first(costs)
-    s = route_scores(expected_quality, normalised_costs(costs), lam)
-    s = _masked(s, allowed, np.inf)[:, order]
-    ranking = order[np.argsort(s, axis=1, kind="stable")]
-    return ranking[:, 0], ranking
+) -> np.ndarray:
+    """Apply the rule argmin (1 − q) + λ·c̃: the chosen member per prompt. ``allowed`` restricts the choice."""
+    return pick(lambda_keys(expected_quality, costs, lam, allowed), costs)
 
 
 def choose_cheapest_adequate(
     expected_quality: np.ndarray, costs: np.ndarray, min_quality: float, allowed: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cheapest member whose expected quality ≥ ``min_quality``; if none is, the one with the highest quality.
-
-    Ranking: adequate members by cost, then the others by expected quality (ties to the cheaper).
-    """
-    if not (0.0 <= min_quality <= 1.0):
-        raise ValueError(f"min_quality must lie in [0, 1], got {min_quality}")
-    order = _cheapest_first(costs)
-    q = expected_quality[:, order]
-    adequate = q >= min_quality
-    n_members = len(order)
-    # adequate: key = position by cost (0..M-1); inadequate: M + rank by descending quality
-    key = np.where(adequate, np.arange(n_members)[None, :], n_members + (1.0 - q))
-    key = _masked(key, None if allowed is None else allowed[order], np.inf)
-    ranking = order[np.argsort(key, axis=1, kind="stable")]
-    return ranking[:, 0], ranking
+) -> np.ndarray:
+    """Cheapest member whose expected quality ≥ ``min_quality``; if none is, the one with the highest quality."""
+    return pick(adequacy_keys(expected_quality, costs, min_quality, allowed), costs)
 
 
 def lambda_grid(
@@ -127,7 +149,7 @@ def routed_cost_curve(
     """Mean routed cost (in the user's units) at each λ of ``lams``; ``weights`` counts repeated rows."""
     costs = np.asarray(costs, dtype=float)
     return np.array(
-        [np.average(costs[choose_by_lambda(expected_quality, costs, float(x), allowed)[0]], weights=weights) for x in lams]
+        [np.average(costs[choose_by_lambda(expected_quality, costs, float(x), allowed)], weights=weights) for x in lams]
     )
 
 
