@@ -24,6 +24,7 @@ import numpy as np
 
 from uniroute_core import ProbeSet, RoutingData, UniRouter, load_routing_data
 from uniroute_core.embedding import CachedEmbedder, default_cache_dir, default_embedder
+from uniroute_core.preview import PolicyOutcome, format_comparison, single_model_outcome, summarise_calls
 from uniroute_core.replay import ReplayBook
 
 DATA_ENV = "UNIROUTE_MMLU_PRO"
@@ -57,6 +58,15 @@ def parse_args(description: str, extra: list[tuple[str, dict]] | None = None) ->
     return parser.parse_args()
 
 
+def quickstart_options(through: str) -> list[tuple[str, dict]]:
+    """The quickstarts' own options (``--n`` held-out questions, ``--budgets``), with the same defaults in both so
+    that the LangChain and LlamaIndex quickstarts answer the same questions at the same budgets."""
+    return [
+        ("--n", {"type": int, "default": 400, "help": f"held-out questions to run through {through}"}),
+        ("--budgets", {"default": "20,80", "help": "two (or more) mean costs per call, comma-separated"}),
+    ]
+
+
 def data_folder(cli_value: str | None) -> Path:
     """The routing folder to use; exits with a clear message when it is missing."""
     folder = Path(cli_value or os.environ.get(DATA_ENV) or DEFAULT_DATA)
@@ -66,6 +76,20 @@ def data_folder(cli_value: str | None) -> Path:
             "prompts.csv.gz, scores.csv.gz and models.csv"
         )
     return folder
+
+
+def verdict(label: str, routed: PolicyOutcome, most_accurate: PolicyOutcome) -> str:
+    """One line: the router's accuracy gap (points) and mean-cost saving vs always the most accurate member, judged
+    against the quickstarts' claim "within 1 point of its accuracy at clearly (≥ 20 %) lower cost"."""
+    gap = 100 * (routed.mean_quality - most_accurate.mean_quality)
+    saving = 100 * (1 - routed.mean_cost / most_accurate.mean_cost)
+    if gap < -1.0:
+        judged = "NOT within 1 point of the most accurate member"
+    elif saving < 20.0:
+        judged = "within 1 point but the saving is small"
+    else:
+        judged = "within 1 point at clearly lower cost"
+    return f"  {label}: {gap:+.2f} points at {saving:.1f}% lower cost — {judged}"
 
 
 @dataclass
@@ -88,6 +112,46 @@ class Setup:
     def answer_fn(self, model: str):
         """``prompt -> recorded answer sentence`` of a real model (for :func:`add_profiled_model`)."""
         return lambda prompt: self.book.answer(model, prompt)
+
+    def single_member_policies(
+        self, prompts: np.ndarray, members: list[str], costs: dict[str, float]
+    ) -> tuple[PolicyOutcome, PolicyOutcome]:
+        """"Always the most accurate member" and "always the cheapest member" on ``prompts``, from recorded scores.
+
+        The most accurate member is picked on these very prompts (ties: the cheaper one), i.e. the best single
+        choice in hindsight: the hardest baseline a router can be compared with.
+        """
+        logged = self.data.subset(prompts, members)
+        acc = logged.scores.mean(axis=0)
+        best = max(range(len(members)), key=lambda j: (acc[j], -costs[members[j]]))
+        cheap = min(range(len(members)), key=lambda j: (costs[members[j]], -acc[j]))
+        return tuple(  # type: ignore[return-value]
+            single_model_outcome(f"always {members[j]}", members[j], logged.scores[:, j], costs[members[j]])
+            for j in (best, cheap)
+        )
+
+    def report_budget(
+        self,
+        policy: str,
+        budget: float,
+        members: list[str],
+        scores: list[float],
+        baselines: tuple[PolicyOutcome, PolicyOutcome],
+        through: str,
+    ) -> str:
+        """Print one budget's table — the router (call ``i`` went to ``members[i]`` and scored ``scores[i]``) against
+        ``baselines`` = (always the most accurate, always the cheapest) — and return its :func:`verdict` line."""
+        routed = summarise_calls(f"{policy} budget={budget:g}", members, scores, self.router.costs)
+        lam = self.router.calibrate(budget, warn=False)
+        print(f"\n== budget {budget:g} per call (λ={lam:.4f}): {len(members)} held-out questions through {through} ==")
+        print(format_comparison([routed, *baselines], reference=baselines[0], unit=self.data.cost_unit))
+        return verdict(f"budget {budget:g}", routed, baselines[0])
+
+
+def print_verdicts(verdicts: list[str]) -> None:
+    """The quickstarts' closing lines: one :func:`verdict` per budget."""
+    print("\nVerdict (accuracy in points vs always the most accurate member, and mean-cost saving):")
+    print("\n".join(verdicts))
 
 
 def build(folder: Path, seed: int = 0, n_clusters: int = 20, router_embedder: Any = None) -> Setup:
