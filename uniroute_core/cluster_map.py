@@ -55,6 +55,15 @@ class ClusterMap(ABC):
     def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> ClusterMap:
         """Rebuild a fitted map from :meth:`get_config` and :meth:`get_arrays`."""
 
+    def assign_compact(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Assignments as ``(row index (n,), distinct weight rows (R, K))``: row i of Φ is ``table[index[i]]``.
+
+        Routing works on the R distinct rows and shares the result between prompts. A soft map has one row per
+        prompt; a hard map (K-Means) has the K one-hot rows, so routing a batch costs O(K·M + n), not O(n·M).
+        """
+        weights = self.assign(embeddings)
+        return np.arange(len(weights)), weights
+
     @property
     def is_fitted(self) -> bool:
         """Whether :meth:`fit` (or :meth:`from_state`) has run."""
@@ -115,6 +124,10 @@ class KMeansClusterMap(ClusterMap):
         c = self.cluster_centers_
         d2 = (x * x).sum(1, keepdims=True) - 2.0 * x @ c.T + (c * c).sum(1)[None, :]
         return np.argmin(d2, axis=1)
+
+    def assign_compact(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest-centroid index per prompt and the K one-hot rows."""
+        return self.predict(embeddings), np.eye(self.n_clusters_)
 
     def assign(self, embeddings: np.ndarray) -> np.ndarray:
         """One-hot of the nearest centroid."""

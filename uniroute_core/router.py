@@ -123,19 +123,32 @@ class RouterState:
     profiles: tuple[ModelProfile, ...] = ()
     costs: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     quality: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)  # (M, K)
+    pool: tuple[str, ...] = ()
+    """Member names in insertion order (the columns of ``costs`` and rows of ``quality``)."""
+    cost_order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    """Members cheapest first (stable): the rule's tie-break order, computed once per pool."""
     calibrations: dict[tuple[Any, ...], Calibration] = field(default_factory=dict, repr=False, compare=False)
     """Budget → λ results on the probe prompts for this exact state (a new state starts empty)."""
 
     @property
     def names(self) -> list[str]:
-        return [p.name for p in self.profiles]
+        """Member names in insertion order (a fresh list)."""
+        return list(self.pool)
 
     def with_profiles(self, profiles: Sequence[ModelProfile]) -> RouterState:
         """A new state with this pool (costs and the Ψ matrix restacked)."""
         k = self.cluster_map.n_clusters_ if self.cluster_map is not None else 0
         quality = np.stack([p.cluster_quality for p in profiles]) if profiles else np.zeros((0, k))
         costs = np.array([p.cost for p in profiles], dtype=float)
-        return dataclasses.replace(self, profiles=tuple(profiles), costs=costs, quality=quality, calibrations={})
+        return dataclasses.replace(
+            self,
+            profiles=tuple(profiles),
+            costs=costs,
+            quality=quality,
+            pool=tuple(p.name for p in profiles),
+            cost_order=np.argsort(costs, kind="stable"),
+            calibrations={},
+        )
 
 
 class UniRouter:
@@ -451,7 +464,13 @@ class UniRouter:
         allowed = self._allowed_mask(state, candidates)
         if embeddings is not None and len(embeddings) != len(texts):
             raise ValueError(f"embeddings has {len(embeddings)} rows for {len(texts)} prompts")
-        q = self._quality(state, texts, embeddings) if texts else np.zeros((0, len(state.profiles)))
+        if not texts:
+            return []
+        if embeddings is None:
+            embeddings = self.embed(texts)
+        rows, table = state.cluster_map.assign_compact(embeddings)  # type: ignore[union-attr]
+        used, rows = np.unique(rows, return_inverse=True)
+        q = table[used] @ state.quality.T  # predicted quality of each distinct assignment row in use
         mode = "lam"
         if min_quality is not None:
             keys = adequacy_keys(q, state.costs, float(min_quality), allowed)
@@ -464,14 +483,14 @@ class UniRouter:
             else:
                 lam_used = 0.0 if lam is None else float(lam)
             keys = lambda_keys(q, state.costs, lam_used, allowed)
-        choice = pick(keys, state.costs)
-        names = state.names
+        choice = pick(keys, state.costs, state.cost_order)
+        names = state.pool
         return [
             RouteDecision(
-                names[c], float(state.costs[c]), lam_used, mode, pool=names, quality_row=q[i], key_row=keys[i],
-                costs=state.costs,
+                names[choice[r]], float(state.costs[choice[r]]), lam_used, mode, pool=names, quality_row=q[r],
+                key_row=keys[r], costs=state.costs,
             )
-            for i, c in enumerate(choice)
+            for r in rows
         ]
 
     def route_one(self, prompt: str, lam: float | None = None, **kwargs: Any) -> RouteDecision:

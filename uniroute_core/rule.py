@@ -83,9 +83,13 @@ def _cheapest_first(costs: np.ndarray) -> np.ndarray:
     return np.argsort(costs, kind="stable")
 
 
-def pick(keys: np.ndarray, costs: np.ndarray) -> np.ndarray:
-    """The best member per row of ``keys`` — ties go to the cheaper member. O(n·M), no sorting."""
-    order = _cheapest_first(np.asarray(costs, dtype=float))
+def pick(keys: np.ndarray, costs: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+    """The best member per row of ``keys`` — ties go to the cheaper member. O(n·M), no sorting.
+
+    ``order`` may pass the members' cheapest-first order when the caller has it already.
+    """
+    if order is None:
+        order = _cheapest_first(np.asarray(costs, dtype=float))
     return order[np.argmin(keys[:, order], axis=1)]
 
 
