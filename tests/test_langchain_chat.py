@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -568,3 +571,109 @@ def test_a_router_profile_without_member_is_a_clear_error_at_call_time(router):
     router.add_model("ghost", 0.1, [1.0] * 20)  # added to the router directly, not through chat.add_model
     with pytest.raises(ValueError, match=r"profiles \['ghost'\] with no member object"):
         chat.invoke("math problem number 1")
+
+
+# ----------------------------------------------------------------------------- changing the pool under load
+
+
+class _GatedChatModel(FakeToolCallingChatModel):
+    """A member whose answers wait until the test opens its gate, so profiling it (or a call to it) lasts as long as
+    the test needs; ``entered`` counts the calls that reached it."""
+
+    _async_gate: asyncio.Event = PrivateAttr(default_factory=asyncio.Event)
+    _thread_gate: threading.Event = PrivateAttr(default_factory=threading.Event)
+    _entered: int = PrivateAttr(default=0)
+
+    @property
+    def entered(self) -> int:
+        return self._entered
+
+    def open_gate(self) -> None:
+        self._async_gate.set()
+        self._thread_gate.set()
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
+        self._entered += 1
+        self._thread_gate.wait(timeout=60)
+        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+    async def _agenerate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> Any:
+        self._entered += 1
+        await self._async_gate.wait()
+        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+
+def _prompts(n: int) -> list[str]:
+    return [f"math problem number {i % 10}" if i % 2 else f"law case number {i % 10}" for i in range(n)]
+
+
+async def test_calls_during_aadd_model_keep_routing_on_the_old_pool(router):
+    chat = _chat(router, lam=0.3)
+    newcomer = _GatedChatModel(model_name="fake-better", reply="The answer is (A).")
+    adding = asyncio.create_task(chat.aadd_model("better", newcomer, cost=0.5, max_concurrency=2, show_progress=False))
+    while newcomer.entered == 0:  # profiling has started and is now held at the gate
+        await asyncio.sleep(0)
+    during = await asyncio.gather(*(chat.ainvoke(p) for p in _prompts(200)), return_exceptions=True)
+    assert [r for r in during if isinstance(r, BaseException)] == []
+    assert {_member(r) for r in during} == {"cheap", "strong"}  # the newcomer has no profile yet
+    assert not adding.done() and "better" in chat.members and router.models == ["cheap", "strong"]
+
+    newcomer.open_gate()
+    across_the_swap = asyncio.gather(*(chat.ainvoke(p) for p in _prompts(200)), return_exceptions=True)
+    profile, results = await asyncio.gather(adding, across_the_swap)
+    np.testing.assert_array_equal(profile.probe_scores, np.ones(20))
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    assert {_member(r) for r in results} <= {"cheap", "strong", "better"}
+    after = await asyncio.gather(*(chat.ainvoke(p) for p in _prompts(20)))
+    assert {_member(r) for r in after} == {"better"}  # right everywhere and cheapest: it takes all traffic
+
+
+def test_threaded_calls_during_add_model_never_fail(router):
+    chat = _chat(router, lam=0.3)
+    newcomer = _GatedChatModel(model_name="fake-better", reply="The answer is (A).")
+    adder = ThreadPoolExecutor(max_workers=1)
+    adding = adder.submit(chat.add_model, "better", newcomer, 0.5, max_concurrency=2, show_progress=False)
+    while newcomer.entered == 0 and not adding.done():
+        time.sleep(0.001)
+    with ThreadPoolExecutor(max_workers=8) as callers:
+        during = [f.exception() or f.result() for f in [callers.submit(chat.invoke, p) for p in _prompts(100)]]
+        assert [r for r in during if isinstance(r, BaseException)] == []
+        assert {_member(r) for r in during} == {"cheap", "strong"}
+        across = [callers.submit(chat.invoke, p) for p in _prompts(200)]
+        newcomer.open_gate()
+        adding.result(timeout=60)
+        results = [f.exception() or f.result() for f in across]
+    adder.shutdown()
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    assert {_member(r) for r in results} <= {"cheap", "strong", "better"}
+    assert _member(chat.invoke("law case number 3")) == "better"
+
+
+async def test_remove_model_under_concurrent_calls(router):
+    cheap = _GatedChatModel(model_name="fake-cheap", reply="math answer")
+    chat = _chat(router, lam=0.3, members=_members(cheap=cheap))
+    in_flight = [asyncio.create_task(chat.ainvoke(p)) for p in MATH * 5]  # math goes to cheap, held at its gate
+    while cheap.entered < len(in_flight):
+        await asyncio.sleep(0)
+    profile = chat.remove_model("cheap")
+    assert profile.name == "cheap" and router.models == ["strong"] and list(chat.members) == ["strong"]
+    later = [asyncio.create_task(chat.ainvoke(p)) for p in _prompts(50)]
+    cheap.open_gate()
+    routed_before = await asyncio.gather(*in_flight)
+    assert {_member(r) for r in routed_before} == {"cheap"}  # finished on the member they were routed to
+    assert all(r.response_metadata["uniroute"]["fallbacks"] == [] for r in routed_before)
+    assert {_member(r) for r in await asyncio.gather(*later)} == {"strong"}
+
+
+def test_threaded_calls_during_remove_model_never_fail(router):
+    chat = _chat(router, lam=0.3)
+    with ThreadPoolExecutor(max_workers=8) as callers:
+        futures = [callers.submit(chat.invoke, p) for p in _prompts(300)]
+        chat.remove_model("cheap")
+        results = [f.exception() or f.result() for f in futures]
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    assert {_member(r) for r in results} <= {"cheap", "strong"}
+    assert all(r.response_metadata["uniroute"]["fallbacks"] == [] for r in results)
+    assert _member(chat.invoke("math problem number 1")) == "strong"

@@ -3,10 +3,12 @@ context windows, fallback, adding members, and clear errors. Offline: Mock membe
 
 from __future__ import annotations
 
-from typing import List
+import asyncio
+from typing import Any, List
 
 import pytest
-from llama_index.core.base.llms.types import ChatMessage, MessageRole, ToolCallBlock
+from llama_index.core.base.llms.types import ChatMessage, CompletionResponse, MessageRole, ToolCallBlock
+from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.callbacks import CallbackManager, CBEventType, LlamaDebugHandler
 from llama_index.core.instrumentation.events.llm import (
     LLMChatEndEvent,
@@ -15,6 +17,7 @@ from llama_index.core.instrumentation.events.llm import (
     LLMCompletionStartEvent,
 )
 from llama_index.core.llms import MockLLM
+from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.tools import FunctionTool
 from llamaindex_helpers import LAW, MATH, event_log, two_topic_router  # noqa: F401 - event_log is a fixture
@@ -523,3 +526,71 @@ def test_replay_members_answer_as_recorded_and_unknown_prompts_fall_back(tmp_pat
     with pytest.raises(AllMembersFailedError) as info:
         llm.complete("never recorded")
     assert {name: type(e) for name, e in info.value.failures.items()} == {"m1": UnknownPromptError, "m2": UnknownPromptError}
+
+
+# ============================================================================ changing the pool under load
+
+
+class GatedLLM(ScriptedLLM):
+    """A member whose async answers wait until the test opens its gate, so profiling it (or a call to it) lasts as
+    long as the test needs; ``entered`` counts the async calls that reached it."""
+
+    _gate: asyncio.Event = PrivateAttr(default_factory=asyncio.Event)
+    _entered: int = PrivateAttr(default=0)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "GatedLLM"
+
+    @property
+    def entered(self) -> int:
+        return self._entered
+
+    def open_gate(self) -> None:
+        self._gate.set()
+
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        self._entered += 1
+        await self._gate.wait()
+        return CompletionResponse(text=self._answer(prompt))
+
+
+def _mixed(n: int) -> list[str]:
+    return [MATH if i % 2 else LAW for i in range(n)]
+
+
+async def test_calls_during_aadd_model_keep_routing_on_the_old_pool(llm, router):
+    tiny = GatedLLM(answer_fn=lambda prompt: prompt)  # right on every probe, and cheaper than small
+    adding = asyncio.create_task(llm.aadd_model("tiny", tiny, cost=0.5, show_progress=False))
+    while tiny.entered == 0:  # profiling has started and is now held at the gate
+        await asyncio.sleep(0)
+    during = await asyncio.gather(*(llm.acomplete(p) for p in _mixed(200)), return_exceptions=True)
+    assert [r for r in during if isinstance(r, BaseException)] == []
+    assert {r.additional_kwargs["uniroute"]["member"] for r in during} == {"small", "big"}
+    assert not adding.done() and "tiny" in llm.members and router.models == ["small", "big"]
+
+    tiny.open_gate()
+    across_the_swap = asyncio.gather(*(llm.achat(user(p)) for p in _mixed(200)), return_exceptions=True)
+    profile, results = await asyncio.gather(adding, across_the_swap)
+    assert profile.overall_quality == pytest.approx(1.0)
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    assert {r.additional_kwargs["uniroute"]["member"] for r in results} <= {"small", "big", "tiny"}
+    after = await asyncio.gather(*(llm.acomplete(p) for p in _mixed(10)))
+    assert {r.additional_kwargs["uniroute"]["member"] for r in after} == {"tiny"}
+
+
+async def test_remove_model_under_concurrent_calls(router):
+    small = GatedLLM(answer_fn=lambda prompt: f"small answers: {prompt}")
+    llm = UniRouteLLM(router=router, members={"small": small, "big": answered_by("big")}, lam=0.3)
+    in_flight = [asyncio.create_task(llm.acomplete(MATH)) for _ in range(50)]  # math goes to small, held at its gate
+    while small.entered < len(in_flight):
+        await asyncio.sleep(0)
+    llm.remove_model("small")
+    assert router.models == ["big"] and list(llm.members) == ["big"]
+    later = [asyncio.create_task(llm.acomplete(p)) for p in _mixed(50)]
+    small.open_gate()
+    routed_before = await asyncio.gather(*in_flight)
+    assert {r.text for r in routed_before} == {f"small answers: {MATH}"}
+    assert all(r.additional_kwargs["uniroute"]["fallbacks"] == [] for r in routed_before)
+    assert {r.additional_kwargs["uniroute"]["member"] for r in await asyncio.gather(*later)} == {"big"}

@@ -4,6 +4,8 @@ Both adapters (LangChain's ``ChatUniRoute`` and LlamaIndex's ``UniRouteLLM``) ho
 only framework work; everything they share lives here, so it is written once:
 
 * :func:`check_members` — the members given must be exactly the router's profiled models;
+* :class:`PoolChanges` — members being added or removed while calls are routed: the order of the two steps (member
+  object / router profile) and the names the check must tolerate until both are done;
 * :class:`MemberSelector` — one routing decision for a text, in lam / budget / min_quality mode, restricted to
   allowed members (tool-capable, context fits, no cheaper than an earlier turn), or forced to a named member;
 * :func:`call_with_fallback` / :func:`acall_with_fallback` — try the chosen member, then the next ones by routing
@@ -15,8 +17,9 @@ only framework work; everything they share lives here, so it is written once:
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -29,6 +32,7 @@ __all__ = [
     "MemberMismatchError",
     "AllMembersFailedError",
     "check_members",
+    "PoolChanges",
     "RoutingChoice",
     "MemberSelector",
     "call_with_fallback",
@@ -42,6 +46,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+MemberT = TypeVar("MemberT")
 
 
 class MemberMismatchError(ValueError):
@@ -57,11 +62,16 @@ class AllMembersFailedError(RuntimeError):
         super().__init__(f"all {len(self.failures)} members failed — {detail}")
 
 
-def check_members(router: UniRouter, member_names: Collection[str]) -> None:
-    """Raise :class:`MemberMismatchError` unless ``member_names`` are exactly the router's profiled models."""
+def check_members(router: UniRouter, member_names: Collection[str], *, changing: Collection[str] = ()) -> None:
+    """Raise :class:`MemberMismatchError` unless ``member_names`` are exactly the router's profiled models.
+
+    ``changing`` names members an adapter is adding or removing right now (see :class:`PoolChanges`): for them
+    a member object without a profile, or a profile without a member object, is the expected halfway state and is
+    not reported. Everything else is (at construction, or when the router was changed behind the adapter's back).
+    """
     models = router.models
-    no_profile = [m for m in member_names if m not in models]
-    no_member = [m for m in models if m not in member_names]
+    no_profile = [m for m in member_names if m not in models and m not in changing]
+    no_member = [m for m in models if m not in member_names and m not in changing]
     problems = []
     if no_profile:
         problems.append(
@@ -74,6 +84,99 @@ def check_members(router: UniRouter, member_names: Collection[str]) -> None:
         raise MemberMismatchError("; ".join(problems))
     if not models:
         raise MemberMismatchError("the pool is empty: give at least one member")
+
+
+class PoolChanges:
+    """Members an adapter is adding to or removing from its pool while calls keep being routed. Thread-safe.
+
+    Adding or removing a member takes two steps, the member object (held by the adapter) and its profile (held by
+    the router), and adding runs a slow profiling in between. Calls routed meanwhile must neither fail nor pick a
+    name the adapter cannot call, so:
+
+    * :meth:`adding` publishes a new member object *before* its profile is added (and withdraws it if adding
+      fails); a replacement object is published *after* the new profile, so the old object serves until then;
+    * :meth:`removing` removes the router profile *before* the member object;
+    * until both steps are done the name is *changing*, and :meth:`steady_members` (the check every call makes)
+      tolerates its halfway state; the name stops changing in a ``finally``, so a failed change leaves no trace.
+
+    :meth:`steady_members` reads the adapter's members under the same lock as the publish / withdraw steps, so it
+    never sees a member published without its name changing (or vice versa), even from another thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._changing: Counter[str] = Counter()
+
+    @property
+    def changing(self) -> frozenset[str]:
+        """Names being added or removed right now."""
+        with self._lock:
+            return frozenset(self._changing)
+
+    def steady_members(
+        self, router: UniRouter, read_members: Callable[[], Mapping[str, MemberT]]
+    ) -> Mapping[str, MemberT]:
+        """The adapter's members (``read_members()``), checked against the router with :func:`check_members`.
+
+        Raises :class:`MemberMismatchError` on a mismatch other than a change in progress. A call should route
+        only among, and call only, the members returned: every one of them stays callable for the whole call.
+        """
+        with self._lock:
+            members = read_members()
+            check_members(router, list(members), changing=frozenset(self._changing))
+        return members
+
+    @contextmanager
+    def _changing_name(self, name: str, first_step: Callable[[], None] | None = None) -> Iterator[None]:
+        with self._lock:
+            if first_step is not None:
+                first_step()
+            self._changing[name] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._changing[name] -= 1
+                if self._changing[name] <= 0:
+                    del self._changing[name]
+
+    @contextmanager
+    def adding(
+        self,
+        name: str,
+        publish_member: Callable[[], None],
+        withdraw_member: Callable[[], None],
+        *,
+        replacing: bool,
+    ) -> Iterator[None]:
+        """Bracket adding member ``name``: the ``with`` body profiles it and adds its router profile.
+
+        ``publish_member()`` puts the member object into the adapter's members; ``withdraw_member()`` takes it out
+        again when the body raises (only for a new member: a replaced one was never taken out). ``replacing``:
+        the adapter already holds a member of this name, whose object is swapped only after the body succeeded.
+        """
+        with self._changing_name(name, None if replacing else publish_member):
+            try:
+                yield
+            except BaseException:
+                if not replacing:
+                    with self._lock:
+                        withdraw_member()
+                raise
+            if replacing:
+                with self._lock:
+                    publish_member()
+
+    def removing(self, name: str, router: UniRouter, withdraw_member: Callable[[], None]) -> ModelProfile:
+        """Remove member ``name``: its router profile first, then its object (``withdraw_member()``).
+
+        Returns the removed profile.
+        """
+        with self._changing_name(name):
+            profile = router.remove_model(name)
+            with self._lock:
+                withdraw_member()
+        return profile
 
 
 @dataclass(frozen=True)

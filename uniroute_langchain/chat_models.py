@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from uniroute_core.delegation import (
     ConversationFloors,
     MemberSelector,
+    PoolChanges,
     RoutingChoice,
     aadd_profiled_model,
     acall_with_fallback,
@@ -67,6 +69,8 @@ class _CallPlan:
 
     choice: RoutingChoice
     conversation_id: str | None
+    members: Mapping[str, BaseChatModel]
+    """The members as routed on (a consistent snapshot): the call uses these objects even if the pool changes."""
     tools: list[Any] | None = None
     tool_choice: Any = None
     member_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -255,6 +259,7 @@ class ChatUniRoute(BaseChatModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     _floors: ConversationFloors = PrivateAttr()
+    _pool_changes: PoolChanges = PrivateAttr(default_factory=PoolChanges)
 
     # ------------------------------------------------------------------ validation
 
@@ -483,44 +488,40 @@ class ChatUniRoute(BaseChatModel):
         Calls in flight keep routing on the old pool; the new member is swapped in at the end.
         """
         self._check_new_member(name, chat_model)
-        previous = self.members.get(name)
-        self.members = {**self.members, name: chat_model}  # not routable until the router has its profile
-        try:
+        with self._adding(name, chat_model):
             return add_profiled_model(
                 self.router, name, answer_function(chat_model), cost, replace=replace, **profiling_kwargs
             )
-        except BaseException:
-            self._restore_member(name, previous)
-            raise
 
     async def aadd_model(
         self, name: str, chat_model: BaseChatModel, cost: float, *, replace: bool = False, **profiling_kwargs: Any
     ) -> ModelProfile:
         """Async :meth:`add_model` (probes run concurrently on the event loop)."""
         self._check_new_member(name, chat_model)
-        previous = self.members.get(name)
-        self.members = {**self.members, name: chat_model}
-        try:
+        with self._adding(name, chat_model):
             return await aadd_profiled_model(
                 self.router, name, async_answer_function(chat_model), cost, replace=replace, **profiling_kwargs
             )
-        except BaseException:
-            self._restore_member(name, previous)
-            raise
 
-    def _restore_member(self, name: str, previous: BaseChatModel | None) -> None:
-        members = dict(self.members)
-        if previous is None:
-            members.pop(name, None)
-        else:
-            members[name] = previous
-        self.members = members
+    def _adding(self, name: str, chat_model: BaseChatModel) -> AbstractContextManager[None]:
+        """Bracket profiling and adding ``name`` so that calls routed meanwhile keep working (see PoolChanges)."""
+
+        def publish() -> None:
+            self.members = {**self.members, name: chat_model}
+
+        return self._pool_changes.adding(
+            name, publish, lambda: self._withdraw_member(name), replacing=name in self.members
+        )
+
+    def _withdraw_member(self, name: str) -> None:
+        self.members = {k: v for k, v in self.members.items() if k != name}
 
     def remove_model(self, name: str) -> ModelProfile:
-        """Take a member out of the pool (router profile and member object); returns its profile."""
-        profile = self.router.remove_model(name)
-        self.members = {k: v for k, v in self.members.items() if k != name}
-        return profile
+        """Take a member out of the pool (router profile, then member object); returns its profile.
+
+        Calls routed before the removal still finish on the removed member; later calls never pick it.
+        """
+        return self._pool_changes.removing(name, self.router, lambda: self._withdraw_member(name))
 
     # ------------------------------------------------------------------ routing one call
 
@@ -549,13 +550,13 @@ class ChatUniRoute(BaseChatModel):
         conversation_id = self._conversation_id(kwargs, metadata)
         tools = kwargs.pop("tools", None)
         tool_choice = kwargs.pop("tool_choice", None)
-        check_members(self.router, list(self.members))
-        allowed = None
+        members = self._pool_changes.steady_members(self.router, lambda: self.members)
+        allowed = list(members)  # a member being added has no profile yet, so routing cannot pick it
         if tools:
-            allowed = self.tool_capable_members
+            allowed = [name for name, member in members.items() if supports_tool_calling(member)]
             if not allowed:
                 raise ValueError(self._no_tool_member_message())
-            if force is not None and force in self.members and force not in allowed:
+            if force is not None and force in members and force not in allowed:
                 raise ValueError(
                     f"model={force!r} was forced but it does not support tool calling; tool-capable members: {allowed}"
                 )
@@ -566,7 +567,7 @@ class ChatUniRoute(BaseChatModel):
         for name, value in (("temperature", self.temperature), ("max_tokens", self.max_tokens)):
             if value is not None:
                 kwargs.setdefault(name, value)
-        return _CallPlan(choice, conversation_id, list(tools) if tools else None, tool_choice, kwargs)
+        return _CallPlan(choice, conversation_id, members, list(tools) if tools else None, tool_choice, kwargs)
 
     def _no_tool_member_message(self) -> str:
         return (
@@ -576,7 +577,7 @@ class ChatUniRoute(BaseChatModel):
 
     def _member_call(self, name: str, plan: _CallPlan) -> tuple[BaseChatModel, dict[str, Any]]:
         """The member's chat model and call kwargs, with the tools bound on it when the call has tools."""
-        member = self.members[name]
+        member = plan.members[name]
         if not plan.tools:
             return member, dict(plan.member_kwargs)
         extra = {} if plan.tool_choice is None else {"tool_choice": plan.tool_choice}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Union
 
@@ -19,7 +19,7 @@ from llama_index.core.base.llms.types import (
     MessageRole,
     TextBlock,
 )
-from llama_index.core.bridge.pydantic import Field
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
@@ -27,6 +27,7 @@ from llama_index.core.llms.llm import LLM, ToolSelection
 from uniroute_core.delegation import (
     MemberMismatchError,
     MemberSelector,
+    PoolChanges,
     RoutingChoice,
     aadd_profiled_model,
     acall_with_fallback,
@@ -150,6 +151,8 @@ class UniRouteLLM(FunctionCallingLLM):
         description="Counts a prompt's tokens for the context-window check; None estimates ceil(chars / 4).",
     )
 
+    _pool_changes: PoolChanges = PrivateAttr(default_factory=PoolChanges)
+
     def __init__(self, **data: Any) -> None:
         super().__init__(**data)
         # checked after pydantic so the specific errors (MemberMismatchError...) reach the caller unwrapped
@@ -189,11 +192,12 @@ class UniRouteLLM(FunctionCallingLLM):
             self.router, lam=self.lam, budget=self.budget, min_quality=self.min_quality, fallback=self.fallback
         )
 
-    def _function_calling_members(self) -> List[str]:
-        names = [n for n, m in self.members.items() if m.metadata.is_function_calling_model]
+    @staticmethod
+    def _function_calling_members(members: Dict[str, LLM]) -> List[str]:
+        names = [n for n, m in members.items() if m.metadata.is_function_calling_model]
         if not names:
             raise ValueError(
-                f"no member supports function calling (members: {list(self.members)}), so tools cannot be used; "
+                f"no member supports function calling (members: {list(members)}), so tools cannot be used; "
                 "add a FunctionCallingLLM member whose metadata.is_function_calling_model is True"
             )
         return names
@@ -203,9 +207,9 @@ class UniRouteLLM(FunctionCallingLLM):
 
     def _choose(self, routing_text: str, full_prompt: str, *, tools: bool) -> RoutingChoice:
         """Route ``routing_text`` among the members allowed for this call (tool-capable, context fits)."""
-        check_members(self.router, list(self.members))
-        allowed = self._function_calling_members() if tools else list(self.members)
-        windows = {n: self.members[n].metadata.context_window for n in allowed}
+        members = self._pool_changes.steady_members(self.router, lambda: self.members)
+        allowed = self._function_calling_members(members) if tools else list(members)
+        windows = {n: members[n].metadata.context_window for n in allowed}
         allowed = members_fitting(self._count_tokens(full_prompt), windows)
         return self._selector().select(routing_text, allowed=allowed)
 
@@ -418,23 +422,18 @@ class UniRouteLLM(FunctionCallingLLM):
         if name in self.members and not replace:
             raise MemberMismatchError(f"member {name!r} already exists; pass replace=True to re-profile it")
 
-    @contextmanager
-    def _growing(self, name: str, llm: LLM, replace: bool) -> Iterator[None]:
-        """Keep ``members`` consistent with the router while ``name`` is profiled and added.
+    def _growing(self, name: str, llm: LLM) -> AbstractContextManager[None]:
+        """Bracket profiling and adding ``name`` so that calls routed meanwhile keep working (see PoolChanges)."""
 
-        A new member object is registered before its profile so that the router can never pick a name without a
-        member; a replaced one is swapped in after, so the old object serves until the new profile is in. On
-        failure the members are left as they were.
-        """
-        previous = self.members
-        if not replace:
-            self.members = {**previous, name: llm}
-        try:
-            yield
-        except BaseException:
-            self.members = previous
-            raise
-        self.members = {**self.members, name: llm}
+        def publish() -> None:
+            self.members = {**self.members, name: llm}
+
+        return self._pool_changes.adding(
+            name, publish, lambda: self._withdraw_member(name), replacing=name in self.members
+        )
+
+    def _withdraw_member(self, name: str) -> None:
+        self.members = {n: m for n, m in self.members.items() if n != name}
 
     def add_model(
         self, name: str, llm: LLM, cost: float, *, replace: bool = False, **profiling_kwargs: Any
@@ -450,7 +449,7 @@ class UniRouteLLM(FunctionCallingLLM):
         def answer(prompt: str) -> str:
             return llm.complete(prompt).text
 
-        with self._growing(name, llm, replace):
+        with self._growing(name, llm):
             return add_profiled_model(self.router, name, answer, cost, replace=replace, **profiling_kwargs)
 
     async def aadd_model(
@@ -462,15 +461,16 @@ class UniRouteLLM(FunctionCallingLLM):
         async def answer(prompt: str) -> str:
             return (await llm.acomplete(prompt)).text
 
-        with self._growing(name, llm, replace):
+        with self._growing(name, llm):
             return await aadd_profiled_model(self.router, name, answer, cost, replace=replace, **profiling_kwargs)
 
     def remove_model(self, name: str) -> ModelProfile:
-        """Remove a member and its profile from the pool; returns the removed profile."""
+        """Remove a member and its profile from the pool (profile first); returns the removed profile.
+
+        Calls routed before the removal may still finish on the removed member; later calls never pick it.
+        """
         if name not in self.members:
             raise KeyError(f"{name!r} is not a member; members: {list(self.members)}")
         if len(self.members) == 1:
             raise MemberMismatchError(f"cannot remove {name!r}: it is the last member and the pool would be empty")
-        profile = self.router.remove_model(name)
-        self.members = {n: m for n, m in self.members.items() if n != name}
-        return profile
+        return self._pool_changes.removing(name, self.router, lambda: self._withdraw_member(name))
