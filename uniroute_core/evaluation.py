@@ -96,7 +96,7 @@ class EvaluationConfig:
     train_model_fraction: float = 2 / 3
     n_clusters: int | str = "auto"
     shrinkage_grid: tuple[float, ...] = (0.0, 2.0, 10.0)
-    knn_grid: tuple[int, ...] = (5, 10, 20, 40, 80)
+    knn_grid: tuple[int, ...] = (5, 10, 20, 40, 80, 160)
     validation_fraction: float = 1 / 6
     kmeans_grid_size: int = 5
     learned_map_grid_size: int = 3
