@@ -594,3 +594,17 @@ async def test_remove_model_under_concurrent_calls(router):
     assert {r.text for r in routed_before} == {f"small answers: {MATH}"}
     assert all(r.additional_kwargs["uniroute"]["fallbacks"] == [] for r in routed_before)
     assert {r.additional_kwargs["uniroute"]["member"] for r in await asyncio.gather(*later)} == {"big"}
+
+
+def test_an_empty_pool_is_filled_with_add_model(embedder):
+    from uniroute_core import ProbeSet, UniRouter
+
+    router = UniRouter(embedder=embedder, n_clusters=1, show_progress=False).fit(["math a", "law b", "math c"])
+    router.set_probes(ProbeSet(prompts=["math one", "law two"], references=["math one", "law two"], grader="exact"))
+    llm = UniRouteLLM(router=router, members={}, lam=0.0)
+    assert llm.metadata.model_name == "uniroute"
+    with pytest.raises(Exception, match="pool is empty"):
+        llm.complete("math question")
+    llm.add_model("echo", MockLLM(), cost=1.0, show_progress=False)
+    assert router.models == ["echo"]
+    assert llm.complete("math question").additional_kwargs["uniroute"]["member"] == "echo"

@@ -156,7 +156,8 @@ class UniRouteLLM(FunctionCallingLLM):
     def __init__(self, **data: Any) -> None:
         super().__init__(**data)
         # checked after pydantic so the specific errors (MemberMismatchError...) reach the caller unwrapped
-        check_members(self.router, list(self.members))
+        if self.members or self.router.models:  # an empty pool may be filled with add_model
+            check_members(self.router, list(self.members))
         self._selector()  # validates lam / budget / min_quality together
 
     @classmethod
@@ -168,6 +169,8 @@ class UniRouteLLM(FunctionCallingLLM):
     def metadata(self) -> LLMMetadata:
         """The pool as one LLM: smallest context window, largest output reservation, function calling if any member."""
         metas = [m.metadata for m in self.members.values()]
+        if not metas:  # an empty pool, before its first add_model: LlamaIndex's defaults
+            return LLMMetadata(is_chat_model=True, model_name="uniroute")
         return LLMMetadata(
             context_window=min(m.context_window for m in metas),
             num_output=max(m.num_output for m in metas),
