@@ -1,10 +1,10 @@
 """LlamaIndex quickstart: ten real LLMs behind one LLM, set as ``Settings.llm`` for a query engine and an agent, offline.
 
 1. Fit the router's cluster map on 6,000 unlabelled MMLU-Pro training prompts and set 500 graded probe prompts.
-2. Add ten real LLMs with ONE profiling call each (every member answers the probes, the answers are graded against
-   the gold letters, and its per-cluster quality is computed): ``UniRouteLLM.add_model`` for all but the first, which
-   the core profiles before the ``UniRouteLLM`` exists (it needs one member). The members are ``ReplayLLM`` — LlamaIndex LLMs that
-   answer exactly as the real LLM did (its recorded MMLU-Pro answers), so this runs with no network.
+2. Add ten real LLMs with ONE ``UniRouteLLM.add_model`` call each (every member answers the probes, the answers are
+   graded against the gold letters, and its per-cluster quality is computed). The members are ``ReplayLLM`` —
+   LlamaIndex LLMs that answer exactly as the real LLM did (its recorded MMLU-Pro answers), so this runs with no
+   network.
 3. ``Settings.llm = UniRouteLLM(...)`` and answer a few hundred held-out questions with ``Settings.llm.complete`` at
    two budgets; print accuracy, cost and share of calls per member against "always the most accurate member" and
    "always the cheapest member", and say whether the router comes within 1 point of the most accurate member's
@@ -36,7 +36,6 @@ from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.prompts import ChatPromptTemplate
 from llama_index.core.tools import FunctionTool
 
-from uniroute_core.delegation import add_profiled_model
 from uniroute_core.grading import grade_multiple_choice
 from uniroute_llamaindex import UNIROUTE_KEY, UniRouteLLM
 from uniroute_llamaindex.testing import ReplayLLM
@@ -101,15 +100,11 @@ def main() -> None:
     data, book = setup.data, setup.book
 
     t0 = time.perf_counter()
-    # UniRouteLLM needs one member to exist: the first is profiled by the core (the same single profiling call that
-    # add_model makes), then every other member joins with ONE add_model call.
-    first, *others = POOL
-    add_profiled_model(setup.router, first, setup.answer_fn(first), cost=book.cost(first), show_progress=False)
-    pool = UniRouteLLM(router=setup.router, members={first: ReplayLLM(book=book, model=first)})
-    for name in others:
+    pool = UniRouteLLM(router=setup.router, members={})  # an empty pool, filled with one add_model call per member
+    for name in POOL:
         pool.add_model(name, ReplayLLM(book=book, model=name), cost=book.cost(name), show_progress=False)
-    print(f"[pool] {len(POOL)} replayed real LLMs (ReplayLLM: their recorded MMLU-Pro answers) profiled with one call "
-          f"each: add_model for {len(others)}, the core's add_profiled_model for {first} ({time.perf_counter() - t0:.1f}s)")
+    print(f"[pool] {len(POOL)} replayed real LLMs (ReplayLLM: their recorded MMLU-Pro answers) added with one "
+          f"add_model call each ({time.perf_counter() - t0:.1f}s)")
 
     # ---------------------------------------------------------------- held-out questions through Settings.llm
     held = setup.held_out_sample(args.n)
