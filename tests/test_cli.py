@@ -99,3 +99,13 @@ def test_parser_has_eval_subcommand():
     assert args.trials == 20 and args.seed == 0 and args.command == "eval" and callable(args.func)
     with pytest.raises(SystemExit):
         parser.parse_args([])
+
+
+def test_a_saved_results_json_can_be_replotted(folder, tmp_path):
+    from uniroute_core.plotting import plot_deferral_curves
+
+    out = tmp_path / "out"
+    assert _run(folder, out, tmp_path / "cache", "--trials", "1", "--methods", "kmeans,random") == 0
+    doc = json.loads((out / "results.json").read_text())
+    png = plot_deferral_curves(doc, tmp_path / "again.png")  # no ZeroRouter: single panel
+    assert png.read_bytes()[:4] == b"\x89PNG"

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from .evaluation import CURVE_GRID, EvaluationResult
+import numpy as np
+
+from .evaluation import EvaluationResult
 
 __all__ = ["METHOD_STYLE", "plot_deferral_curves"]
 
@@ -26,41 +29,62 @@ METHOD_STYLE: dict[str, dict[str, object]] = {
 """Label, colour and line style per method."""
 
 
-def plot_deferral_curves(result: EvaluationResult, path: str | os.PathLike[str]) -> Path:
-    """Write the figure to ``path`` (PNG) and return it."""
+def plot_deferral_curves(results: EvaluationResult | dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write the figure to ``path`` (PNG) and return it.
+
+    ``results`` is an :class:`~uniroute_core.evaluation.EvaluationResult` or the ``results.json`` document it
+    produces (so a saved run can be re-plotted without re-running it). The lower panel shows each method's mean
+    quality minus ZeroRouter's at the same cost, where the routers' differences are visible.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8.5, 6.0), dpi=120)
-    singles = result.single_model_summary()
+    doc = results.to_json() if isinstance(results, EvaluationResult) else results
+    methods: dict[str, Any] = doc["methods"]
+    has_zero = "zero" in methods
+    if has_zero:
+        fig, (ax, ax_gain) = plt.subplots(
+            2, 1, figsize=(8.5, 8.5), dpi=120, sharex=True, gridspec_kw={"height_ratios": [2.2, 1.0]}
+        )
+    else:
+        fig, ax = plt.subplots(figsize=(8.5, 6.0), dpi=120)
+    singles: dict[str, Any] = doc.get("single_models", {})
     if singles:
         xs = [v["norm_cost"] for v in singles.values()]
         ys = [v["quality"] for v in singles.values()]
         ax.scatter(xs, ys, s=18, color="#444444", alpha=0.55, zorder=3, label="single models (mean over trials tested)")
-        best_name = result.best_single()["model"]
+        best_name = doc.get("best_single", {}).get("model")
         if best_name in singles:
             b = singles[best_name]
             ax.scatter([b["norm_cost"]], [b["quality"]], marker="*", s=260, color="#ff7f0e", edgecolor="black",
                        zorder=5, label=f"best single: {best_name}")
-    for m in result.config.methods:
+    zero_q = np.asarray(methods["zero"]["mean_curve"]["quality"]) if has_zero else None
+    for m, entry in methods.items():
         style = METHOD_STYLE.get(m, {"label": m})
-        mean_area = sum(result.values(m, "area")) / len(result.trials)
-        ax.plot(
-            CURVE_GRID, result.mean_curve(m), color=style.get("color"), lw=style.get("lw", 1.5), ls=style.get("ls", "-"),
-            label=f"{style['label']}  (Area {mean_area:.3f})", zorder=4,
-        )
-    ax.set_xlabel("cost, normalised between the cheapest and the most expensive test LLM")
+        x = np.asarray(entry["mean_curve"]["norm_cost"])
+        y = np.asarray(entry["mean_curve"]["quality"])
+        kw = dict(color=style.get("color"), lw=style.get("lw", 1.5), ls=style.get("ls", "-"), zorder=4)
+        ax.plot(x, y, label=f"{style['label']}  (Area {entry['area_mean']:.3f})", **kw)
+        if zero_q is not None and m != "random":
+            ax_gain.plot(x, y - zero_q, **kw)
     ax.set_ylabel("mean quality on test prompts (accuracy)")
     ax.set_title(
-        f"Deferral curves on {result.data.name} — unseen test LLMs, mean of {len(result.trials)} trials\n"
-        f"({result.data.n_prompts} prompts, {result.data.n_models} LLMs, embedder {result.embedder})",
+        f"Deferral curves on {doc['data']} — unseen test LLMs, mean of {doc['trials']} trials\n"
+        f"({doc['n_prompts']} prompts, {doc['n_models']} LLMs, embedder {doc['embedder']})",
         fontsize=10,
     )
     ax.set_xlim(-0.02, 1.02)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
+    bottom = ax
+    if zero_q is not None:
+        ax_gain.axhline(0.0, color="#7f7f7f", lw=1.0, ls="--")
+        ax_gain.set_ylabel("quality − ZeroRouter's")
+        ax_gain.grid(True, alpha=0.3)
+        bottom = ax_gain
+    bottom.set_xlabel("cost, normalised between the cheapest and the most expensive test LLM")
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
