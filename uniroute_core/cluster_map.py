@@ -1,7 +1,8 @@
 """The prompt → cluster map Φ: embeddings → assignment weights over K clusters (rows sum to 1).
 
 :class:`KMeansClusterMap` is the unsupervised variant of the method note (scikit-learn K-Means on unlabelled training
-prompts, Φ(x) = one-hot of the nearest centroid). Other maps (e.g. the LearnedMap) follow the same small interface
+prompts, Φ(x) = one-hot of the nearest centroid, or optionally a soft assignment over the centroids, which the
+method note also allows: Φ(x) ∈ Δ_K). Other maps (e.g. the LearnedMap) follow the same small interface
 and register themselves in :data:`CLUSTER_MAPS` so that saved routers can name them.
 """
 
@@ -83,20 +84,27 @@ class ClusterMap(ABC):
 
 @register_cluster_map
 class KMeansClusterMap(ClusterMap):
-    """Hard K-Means assignment (scikit-learn ``KMeans``); K = 1 makes every prompt the same cluster (ZeroRouter).
+    """K-Means assignment (scikit-learn ``KMeans``); K = 1 makes every prompt the same cluster (ZeroRouter).
+
+    By default Φ(x) is the one-hot of the nearest centroid (hard). With a ``temperature`` τ > 0 it is the soft
+    assignment Φ_k(x) ∝ exp(−‖x − μ_k‖² / τ): a prompt near a cluster boundary borrows from the clusters on both
+    sides, so its prediction is a smoother neighbourhood average (as τ → 0 this becomes the hard map). The
+    centroids do not depend on τ, so :meth:`with_temperature` can try several τ on one fit.
 
     Args:
         n_clusters: K.
         seed: random state for the K-Means initialisation.
         n_init: K-Means restarts (the best inertia is kept).
+        temperature: τ of the soft assignment, in squared-embedding-distance units; ``None`` (default) = hard.
     """
 
     kind = "kmeans"
 
-    def __init__(self, n_clusters: int = 20, seed: int = 0, n_init: int = 3) -> None:
+    def __init__(self, n_clusters: int = 20, seed: int = 0, n_init: int = 3, temperature: float | None = None) -> None:
         self.n_clusters = n_clusters
         self.seed = seed
         self.n_init = n_init
+        self.temperature = _check_temperature(temperature)
 
     def fit(self, embeddings: np.ndarray, **kwargs: Any) -> KMeansClusterMap:
         """Fit K-Means on the training-prompt embeddings (unlabelled)."""
@@ -118,33 +126,60 @@ class KMeansClusterMap(ClusterMap):
         self.dim_ = int(x.shape[1])
         return self
 
-    def predict(self, embeddings: np.ndarray) -> np.ndarray:
-        """Index of the nearest centroid for each row."""
+    def squared_distances(self, embeddings: np.ndarray) -> np.ndarray:
+        """Squared Euclidean distance ``(n, K)`` of each row to each centroid (expanded form; may dip a hair below 0)."""
         x = self._check_input(embeddings)
         c = self.cluster_centers_
-        d2 = (x * x).sum(1, keepdims=True) - 2.0 * x @ c.T + (c * c).sum(1)[None, :]
-        return np.argmin(d2, axis=1)
+        return (x * x).sum(1, keepdims=True) - 2.0 * x @ c.T + (c * c).sum(1)[None, :]
+
+    def predict(self, embeddings: np.ndarray) -> np.ndarray:
+        """Index of the nearest centroid for each row."""
+        return np.argmin(self.squared_distances(embeddings), axis=1)
 
     def assign_compact(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest-centroid index per prompt and the K one-hot rows."""
+        """Hard: nearest-centroid index per prompt and the K one-hot rows. Soft: one row per prompt."""
+        if self.temperature is not None:
+            return super().assign_compact(embeddings)
         return self.predict(embeddings), np.eye(self.n_clusters_)
 
     def assign(self, embeddings: np.ndarray) -> np.ndarray:
-        """One-hot of the nearest centroid."""
+        """One-hot of the nearest centroid (hard), or the softmax of −‖x − μ_k‖² / τ (soft)."""
+        if self.temperature is not None:
+            d2 = self.squared_distances(embeddings).astype(np.float64)
+            logits = -(d2 - d2.min(axis=1, keepdims=True)) / self.temperature
+            w = np.exp(logits)
+            return w / w.sum(axis=1, keepdims=True)
         idx = self.predict(embeddings)
         out = np.zeros((len(idx), self.n_clusters_), dtype=np.float64)
         out[np.arange(len(idx)), idx] = 1.0
         return out
 
+    def with_temperature(self, temperature: float | None) -> KMeansClusterMap:
+        """A copy of this fitted map with another τ (same centroids; ``None`` = hard)."""
+        if not self.is_fitted:
+            raise ValueError("with_temperature needs a fitted KMeansClusterMap; call fit first")
+        other = KMeansClusterMap(n_clusters=self.n_clusters, seed=self.seed, n_init=self.n_init, temperature=temperature)
+        other.cluster_centers_ = self.cluster_centers_
+        other.n_clusters_ = self.n_clusters_
+        other.dim_ = self.dim_
+        return other
+
     def get_config(self) -> dict[str, Any]:
-        return {"n_clusters": self.n_clusters_, "seed": self.seed, "n_init": self.n_init, "dim": self.dim_}
+        return {
+            "n_clusters": self.n_clusters_, "seed": self.seed, "n_init": self.n_init, "dim": self.dim_,
+            "temperature": self.temperature,
+        }
 
     def get_arrays(self) -> dict[str, np.ndarray]:
         return {"cluster_centers": self.cluster_centers_}
 
     @classmethod
     def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> KMeansClusterMap:
-        obj = cls(n_clusters=int(config["n_clusters"]), seed=int(config.get("seed", 0)), n_init=int(config.get("n_init", 3)))
+        """Rebuild from a saved config; files saved before soft assignments existed have no τ and load as hard."""
+        obj = cls(
+            n_clusters=int(config["n_clusters"]), seed=int(config.get("seed", 0)), n_init=int(config.get("n_init", 3)),
+            temperature=config.get("temperature"),
+        )
         centers = np.asarray(arrays["cluster_centers"], dtype=np.float32)
         if centers.shape != (obj.n_clusters, int(config["dim"])):
             raise ValueError(
@@ -154,3 +189,16 @@ class KMeansClusterMap(ClusterMap):
         obj.n_clusters_ = obj.n_clusters
         obj.dim_ = int(config["dim"])
         return obj
+
+
+def _check_temperature(temperature: float | None) -> float | None:
+    """``None`` (hard) or a finite τ > 0, as a float."""
+    if temperature is None:
+        return None
+    try:
+        t = float(temperature)
+    except (TypeError, ValueError):
+        raise TypeError(f"temperature must be None (hard assignment) or a number > 0, got {temperature!r}") from None
+    if not np.isfinite(t) or t <= 0:
+        raise ValueError(f"temperature must be None (hard assignment) or a finite number > 0, got {temperature!r}")
+    return t

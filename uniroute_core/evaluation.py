@@ -10,11 +10,14 @@ One *trial*:
 3. route the test prompts among the test LLMs with the one rule (:func:`uniroute_core.metrics.router_curve`) and
    measure Area, Area(50%) and QNC.
 
-Hyper-parameters (K and the shrinkage α for the cluster maps, k for KNN) are chosen per trial by *validation Area*:
+Hyper-parameters (K and the shrinkage α for the cluster maps, the K-Means temperature τ, k for KNN) are chosen per trial by *validation Area*:
 a sixth of the training prompts is held out, the maps are fitted on the rest, the training LLMs are profiled on the
 probes, and the setting whose routing among the training LLMs has the best Area on the held-out prompts wins (ties:
 the simpler setting). The map fitted in that search is the one used on the test LLMs — nothing about the test LLMs
-enters the choice. ``n_clusters="auto"`` uses the grid of the method note, 3 … |S_val|/50.
+enters the choice. ``n_clusters="auto"`` uses the grid of the method note, 3 … |S_val|/50. For K-Means the search
+also tries soft assignments (:class:`~uniroute_core.cluster_map.KMeansClusterMap` ``temperature``) next to the hard
+one-hot map, τ on a grid scaled to the data: multiples of the median squared distance from a training prompt to its
+nearest centroid.
 
 Trials are compared with a two-sided sign test on per-trial Area (:func:`sign_test`).
 """
@@ -87,6 +90,9 @@ class EvaluationConfig:
         kmeans_grid_size / learned_map_grid_size: how many K values of the auto grid each map tries (LearnedMap
             training dominates the run time, so it gets a coarser grid over the same range).
         validation_curve_points: λ values per validation curve (test curves use ``router_curve``'s default).
+        kmeans_temperature_grid: soft K-Means temperatures tried on validation with ``n_clusters="auto"``, as
+            multiples of the median squared distance from a fitting prompt to its nearest centroid; the hard map
+            (τ = None) is always tried first and wins ties. Empty = hard only.
     """
 
     trials: int = 20
@@ -101,6 +107,7 @@ class EvaluationConfig:
     kmeans_grid_size: int = 5
     learned_map_grid_size: int = 3
     validation_curve_points: int = 200
+    kmeans_temperature_grid: tuple[float, ...] = (0.03, 0.1, 0.3)
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -117,6 +124,9 @@ class EvaluationConfig:
             raise ValueError(f"train_model_fraction must be in (0, 1), got {self.train_model_fraction}")
         if self.n_clusters != "auto" and (not isinstance(self.n_clusters, int) or self.n_clusters < 1):
             raise ValueError(f"n_clusters must be 'auto' or a positive integer, got {self.n_clusters!r}")
+        bad_t = [t for t in self.kmeans_temperature_grid if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0)]
+        if bad_t:
+            raise ValueError(f"kmeans_temperature_grid must hold finite numbers > 0, got {bad_t}")
 
 
 @dataclass(frozen=True)
@@ -217,6 +227,19 @@ def _sample_curve(curve: DeferralCurve) -> np.ndarray:
     return np.interp(CURVE_GRID, curve.normalised(curve.cost), curve.quality)
 
 
+def _temperature_variants(
+    cmap: ClusterMap, fit_x: np.ndarray, multiples: Sequence[float]
+) -> list[tuple[ClusterMap, float | None, float | None]]:
+    """``(map, τ, τ multiple)`` to try for one fitted map: the map itself (hard, first), then for K-Means with
+    K > 1 one soft copy per multiple of the median squared distance of ``fit_x`` to its nearest centroid."""
+    out: list[tuple[ClusterMap, float | None, float | None]] = [(cmap, None, None)]
+    if isinstance(cmap, KMeansClusterMap) and cmap.temperature is None and cmap.n_clusters_ > 1 and multiples:
+        scale = float(np.median(np.maximum(cmap.squared_distances(fit_x).min(axis=1), 0.0)))
+        if scale > 0:
+            out += [(cmap.with_temperature(m * scale), m * scale, float(m)) for m in multiples]
+    return out
+
+
 def _select_cluster_map(
     make_map: Callable[[int], ClusterMap],
     grid_size: int,
@@ -229,26 +252,34 @@ def _select_cluster_map(
     val_idx: np.ndarray,
     config: EvaluationConfig,
 ) -> tuple[ClusterMap, float, dict[str, Any]]:
-    """Fit a map per K of the grid on ``fit_idx``; keep the (map, α) with the best validation Area among the
-    training LLMs on ``val_idx`` (ties: smaller K, then smaller α). A fixed K skips the search (fit on all train)."""
+    """Fit a map per K of the grid on ``fit_idx``; keep the (map, τ, α) with the best validation Area among the
+    training LLMs on ``val_idx`` (ties: smaller K, then hard before soft / smaller τ, then smaller α; τ is only
+    searched for K-Means, see :func:`_temperature_variants`). A fixed K skips the search (fit on all train, hard)."""
     tr_m = split.train_models
     probe_x, probe_s = x[split.probe], scores[np.ix_(split.probe, tr_m)]
     if config.n_clusters != "auto":
         k = int(config.n_clusters)
         cmap = make_map(k).fit(x[split.train], **fit_kwargs(split.train))
         alpha = 2.0 if 2.0 in config.shrinkage_grid else config.shrinkage_grid[0]
-        return cmap, alpha, {"n_clusters": k, "shrinkage": alpha, "validation_area": None}
+        fixed: dict[str, Any] = {"n_clusters": k, "shrinkage": alpha}
+        if isinstance(cmap, KMeansClusterMap):
+            fixed.update(temperature=None, temperature_multiple=None)
+        return cmap, alpha, {**fixed, "validation_area": None}
     val_true, val_costs = scores[np.ix_(val_idx, tr_m)], costs[tr_m]
-    best: tuple[float, ClusterMap, float, int] | None = None
+    best: tuple[float, ClusterMap, float, dict[str, Any]] | None = None
     for k in auto_cluster_grid(len(split.probe), len(fit_idx), grid_size):
-        cmap = make_map(k).fit(x[fit_idx], **fit_kwargs(fit_idx))
-        for alpha in config.shrinkage_grid:
-            pred = cluster_quality(cmap, probe_x, probe_s, x[val_idx], alpha)
-            a = area(router_curve(pred, val_true, val_costs, max_points=config.validation_curve_points))
-            if best is None or a > best[0] + 1e-12:
-                best = (a, cmap, alpha, k)
+        fitted = make_map(k).fit(x[fit_idx], **fit_kwargs(fit_idx))
+        for cmap, tau, multiple in _temperature_variants(fitted, x[fit_idx], config.kmeans_temperature_grid):
+            for alpha in config.shrinkage_grid:
+                pred = cluster_quality(cmap, probe_x, probe_s, x[val_idx], alpha)
+                a = area(router_curve(pred, val_true, val_costs, max_points=config.validation_curve_points))
+                if best is None or a > best[0] + 1e-12:
+                    chosen: dict[str, Any] = {"n_clusters": k, "shrinkage": alpha}
+                    if isinstance(cmap, KMeansClusterMap):
+                        chosen.update(temperature=tau, temperature_multiple=multiple)
+                    best = (a, cmap, alpha, chosen)
     assert best is not None
-    return best[1], best[2], {"n_clusters": best[3], "shrinkage": best[2], "validation_area": best[0]}
+    return best[1], best[2], {**best[3], "validation_area": best[0]}
 
 
 def run_trial(
@@ -394,7 +425,7 @@ class EvaluationResult:
             "seconds_mean": float(np.mean([t.seconds[method] for t in self.trials])),
             "mean_curve": {"norm_cost": CURVE_GRID.round(4).tolist(), "quality": self.mean_curve(method).tolist()},
         }
-        for key in ("n_clusters", "shrinkage", "k"):
+        for key in ("n_clusters", "shrinkage", "temperature", "temperature_multiple", "k"):
             if all(key in p for p in params):
                 out[key] = [p[key] for p in params]
         return out
@@ -418,6 +449,7 @@ class EvaluationResult:
                 "n_clusters": self.config.n_clusters,
                 "shrinkage_grid": list(self.config.shrinkage_grid),
                 "knn_grid": list(self.config.knn_grid),
+                "kmeans_temperature_grid": list(self.config.kmeans_temperature_grid),
                 "validation_fraction": self.config.validation_fraction,
                 "cost_unit": self.data.cost_unit,
             },
@@ -473,6 +505,8 @@ def format_table(result: EvaluationResult) -> str:
             chosen = f"K median {int(np.median(ks))}"
             if "shrinkage" in params[0]:
                 chosen += f", alpha median {np.median([p['shrinkage'] for p in params]):g}"
+            if m == "kmeans" and all("temperature" in p for p in params):
+                chosen += f", soft in {sum(p['temperature'] is not None for p in params)}/{len(params)}"
         elif params and "k" in params[0]:
             chosen = f"k median {int(np.median([p['k'] for p in params]))}"
         lines.append(
