@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -167,6 +167,18 @@ class PoolChanges:
                 with self._lock:
                     publish_member()
 
+    def adding_to(self, pool: Any, name: str, member: Any) -> AbstractContextManager[None]:
+        """:meth:`adding` for an adapter that keeps its members in ``pool.members``, a dict replaced, never mutated."""
+
+        def publish() -> None:
+            pool.members = {**pool.members, name: member}
+
+        return self.adding(name, publish, lambda: _withdraw(pool, name), replacing=name in pool.members)
+
+    def removing_from(self, pool: Any, name: str, router: UniRouter) -> ModelProfile:
+        """:meth:`removing` for an adapter that keeps its members in ``pool.members``."""
+        return self.removing(name, router, lambda: _withdraw(pool, name))
+
     def removing(self, name: str, router: UniRouter, withdraw_member: Callable[[], None]) -> ModelProfile:
         """Remove member ``name``: its router profile first, then its object (``withdraw_member()``).
 
@@ -177,6 +189,10 @@ class PoolChanges:
             with self._lock:
                 withdraw_member()
         return profile
+
+
+def _withdraw(pool: Any, name: str) -> None:
+    pool.members = {n: m for n, m in pool.members.items() if n != name}
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -488,7 +487,7 @@ class ChatUniRoute(BaseChatModel):
         Calls in flight keep routing on the old pool; the new member is swapped in at the end.
         """
         self._check_new_member(name, chat_model)
-        with self._adding(name, chat_model):
+        with self._pool_changes.adding_to(self, name, chat_model):
             return add_profiled_model(
                 self.router, name, answer_function(chat_model), cost, replace=replace, **profiling_kwargs
             )
@@ -498,30 +497,17 @@ class ChatUniRoute(BaseChatModel):
     ) -> ModelProfile:
         """Async :meth:`add_model` (probes run concurrently on the event loop)."""
         self._check_new_member(name, chat_model)
-        with self._adding(name, chat_model):
+        with self._pool_changes.adding_to(self, name, chat_model):
             return await aadd_profiled_model(
                 self.router, name, async_answer_function(chat_model), cost, replace=replace, **profiling_kwargs
             )
-
-    def _adding(self, name: str, chat_model: BaseChatModel) -> AbstractContextManager[None]:
-        """Bracket profiling and adding ``name`` so that calls routed meanwhile keep working (see PoolChanges)."""
-
-        def publish() -> None:
-            self.members = {**self.members, name: chat_model}
-
-        return self._pool_changes.adding(
-            name, publish, lambda: self._withdraw_member(name), replacing=name in self.members
-        )
-
-    def _withdraw_member(self, name: str) -> None:
-        self.members = {k: v for k, v in self.members.items() if k != name}
 
     def remove_model(self, name: str) -> ModelProfile:
         """Take a member out of the pool (router profile, then member object); returns its profile.
 
         Calls routed before the removal still finish on the removed member; later calls never pick it.
         """
-        return self._pool_changes.removing(name, self.router, lambda: self._withdraw_member(name))
+        return self._pool_changes.removing_from(self, name, self.router)
 
     # ------------------------------------------------------------------ routing one call
 

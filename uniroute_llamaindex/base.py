@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Union
 
@@ -425,19 +424,6 @@ class UniRouteLLM(FunctionCallingLLM):
         if name in self.members and not replace:
             raise MemberMismatchError(f"member {name!r} already exists; pass replace=True to re-profile it")
 
-    def _growing(self, name: str, llm: LLM) -> AbstractContextManager[None]:
-        """Bracket profiling and adding ``name`` so that calls routed meanwhile keep working (see PoolChanges)."""
-
-        def publish() -> None:
-            self.members = {**self.members, name: llm}
-
-        return self._pool_changes.adding(
-            name, publish, lambda: self._withdraw_member(name), replacing=name in self.members
-        )
-
-    def _withdraw_member(self, name: str) -> None:
-        self.members = {n: m for n, m in self.members.items() if n != name}
-
     def add_model(
         self, name: str, llm: LLM, cost: float, *, replace: bool = False, **profiling_kwargs: Any
     ) -> ModelProfile:
@@ -452,7 +438,7 @@ class UniRouteLLM(FunctionCallingLLM):
         def answer(prompt: str) -> str:
             return llm.complete(prompt).text
 
-        with self._growing(name, llm):
+        with self._pool_changes.adding_to(self, name, llm):
             return add_profiled_model(self.router, name, answer, cost, replace=replace, **profiling_kwargs)
 
     async def aadd_model(
@@ -464,7 +450,7 @@ class UniRouteLLM(FunctionCallingLLM):
         async def answer(prompt: str) -> str:
             return (await llm.acomplete(prompt)).text
 
-        with self._growing(name, llm):
+        with self._pool_changes.adding_to(self, name, llm):
             return await aadd_profiled_model(self.router, name, answer, cost, replace=replace, **profiling_kwargs)
 
     def remove_model(self, name: str) -> ModelProfile:
@@ -476,4 +462,4 @@ class UniRouteLLM(FunctionCallingLLM):
             raise KeyError(f"{name!r} is not a member; members: {list(self.members)}")
         if len(self.members) == 1:
             raise MemberMismatchError(f"cannot remove {name!r}: it is the last member and the pool would be empty")
-        return self._pool_changes.removing(name, self.router, lambda: self._withdraw_member(name))
+        return self._pool_changes.removing_from(self, name, self.router)
