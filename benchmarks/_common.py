@@ -41,4 +41,6 @@ def machine() -> str:
 def add_pool(setup: Setup, names: list[str] = POOL) -> None:
     """Add the replayed models with their recorded probe scores (what profiling them would give)."""
     for name in names:
-        setup.router.add_model(name, setup.book.cost(name), setup.book.recorded_scores(name, setup.router.probes.prompts))
+        setup.router.add_model(
+            name, setup.book.cost(name), setup.book.recorded_scores(name, setup.router.probes.prompts)
+        )

@@ -46,7 +46,9 @@ def main() -> None:
         x, train_scores=s, train_models=train_models, probe_embeddings=px, probe_scores=ps
     )
     refit_t = time.perf_counter() - t0
-    print(f"[LearnedMap refit] {len(x)} training prompts × {len(train_models)} training LLMs, 5 epochs: {refit_t:.2f} s")
+    print(
+        f"[LearnedMap refit] {len(x)} training prompts × {len(train_models)} training LLMs, 5 epochs: {refit_t:.2f} s"
+    )
     print(f"  ratio refit / add_model: {refit_t / add_t:,.0f}×   (goal ≥ 200×)")
 
     held = setup.held_out

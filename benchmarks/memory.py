@@ -28,23 +28,23 @@ def rss_mb():
 out = {'start': rss_mb()}
 """
 
-ENCODER_ONLY = MEASURE + """
+ENCODER_ONLY = MEASURE + f"""
 from uniroute_core.embedding import default_embedder
 e = default_embedder()
-e.embed([%r], show_progress=False)
+e.embed([{PROMPT!r}], show_progress=False)
 out['rss'] = rss_mb(); out['peak'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(out))
-""" % PROMPT
+"""
 
-ROUTER = MEASURE + """
+ROUTER = MEASURE + f"""
 import sys
 from uniroute_core import UniRouter
 r = UniRouter.load(sys.argv[1], show_progress=False)
-d = r.route_one(%r)
+d = r.route_one({PROMPT!r})
 out['rss'] = rss_mb(); out['peak'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 out['model'] = d.model
 print(json.dumps(out))
-""" % PROMPT
+"""
 
 
 def run(code: str, *argv: str) -> dict:
@@ -70,7 +70,9 @@ def main() -> None:
           f"{len(setup.router.probes)} probes)")
     print(f"{'process':<34}{'RSS':>10}{'peak RSS':>12}")
     print(f"{'A: encoder alone + embed 1 prompt':<34}{e['rss']:>7.1f} MB{e['peak']:>9.1f} MB")
-    print(f"{'B: UniRouter.load + route 1 prompt':<34}{r['rss']:>7.1f} MB{r['peak']:>9.1f} MB   (routed to {r['model']})")
+    print(
+        f"{'B: UniRouter.load + route 1 prompt':<34}{r['rss']:>7.1f} MB{r['peak']:>9.1f} MB   (routed to {r['model']})"
+    )
     print(f"router adds: {r['rss'] - e['rss']:+.1f} MB RSS, {r['peak'] - e['peak']:+.1f} MB peak   (goal ≤ +50 MB)"
           f"   [min over {args.repeats} fresh processes each]")
 

@@ -22,7 +22,9 @@ def grow_pool(router: UniRouter, n_members: int, rng: np.random.Generator) -> No
     n_probes = len(router.probes)
     for j in range(len(router.models), n_members):
         acc = rng.uniform(0.2, 0.8)
-        router.add_model(f"m{j:04d}", cost=float(rng.uniform(1, 100)), scores=(rng.random(n_probes) < acc).astype(float))
+        router.add_model(
+            f"m{j:04d}", cost=float(rng.uniform(1, 100)), scores=(rng.random(n_probes) < acc).astype(float)
+        )
 
 
 def main() -> None:
@@ -46,7 +48,9 @@ def main() -> None:
         e2e = timed(lambda: [router.route_one(p) for p in single], 2) / len(single)
         rows.append((size, batch, one, e2e))
     base = rows[0]
-    print(f"\n{'members':>8}{'look-up batched':>18}{'look-up 1/call':>17}{'end to end 1/call':>20}   ratios vs {base[0]}")
+    print(
+        f"\n{'members':>8}{'look-up batched':>18}{'look-up 1/call':>17}{'end to end 1/call':>20}   ratios vs {base[0]}"
+    )
     for size, batch, one, e2e in rows:
         print(f"{size:>8}{1e6 * batch:>15.1f} µs{1e6 * one:>14.1f} µs{1e3 * e2e:>17.1f} ms   "
               f"{batch / base[1]:6.2f}× {one / base[2]:6.2f}× {e2e / base[3]:6.2f}×")

@@ -7,7 +7,8 @@ with ``ainvoke``. Counted: answered, lost (the caller got an exception), calls t
 Goal: 0 lost.
 
 Part 2 — nine members answer 1000 concurrent calls while a tenth joins with ``aadd_model`` (profiled on 500 probes on
-the same event loop); the calls start over a few seconds so that some are routed after the swap. Counted: answered, lost, calls served by the newcomer (only possible after it is swapped in).
+the same event loop); the calls start over a few seconds so that some are routed after the swap. Counted: answered,
+lost, calls served by the newcomer (only possible after it is swapped in).
 
     python benchmarks/reliability.py [--data DIR] [--calls 1000] [--failure-rate 0.2] [--timeout 0.5]
 """
@@ -75,7 +76,9 @@ def tally(results: list[Any], gold: list[str]) -> dict[str, Any]:
     answered = [r for r in results if not isinstance(r, BaseException)]
     lost = [r for r in results if isinstance(r, BaseException)]
     fb = [len(r.response_metadata["uniroute"]["fallbacks"]) for r in answered]
-    correct = sum(grade_multiple_choice(r.content, g) for r, g in zip(results, gold) if not isinstance(r, BaseException))
+    correct = sum(
+        grade_multiple_choice(r.content, g) for r, g in zip(results, gold) if not isinstance(r, BaseException)
+    )
     return {
         "answered": len(answered), "lost": len(lost), "with_fallback": sum(f > 0 for f in fb), "fallbacks": sum(fb),
         "max_fallbacks": max(fb, default=0), "accuracy": correct / max(len(answered), 1),
@@ -111,12 +114,18 @@ async def main_async() -> None:
     t0 = time.perf_counter()
     res = tally(await call_all(flaky, questions), gold)
     took = time.perf_counter() - t0
-    print(f"\n[part 1] {len(questions)} concurrent ainvoke calls, budget {args.budget:g}; every member fails "
-          f"{100 * args.failure_rate:.0f}% at random; {preferred} (first choice for "
-          f"{100 * sum(d.model == preferred for d in setup.router.route(questions, budget=args.budget)) / len(questions):.0f}%"
-          f" of calls) hangs past its {args.timeout:g} s timeout")
-    print(f"  answered {res['answered']}, lost {res['lost']} (goal 0), calls needing a fallback {res['with_fallback']}, "
-          f"fallbacks used {res['fallbacks']} (max {res['max_fallbacks']} in one call), wall {took:.1f} s")
+    routed = setup.router.route(questions, budget=args.budget)
+    first_choice_share = sum(d.model == preferred for d in routed) / len(questions)
+    print(
+        f"\n[part 1] {len(questions)} concurrent ainvoke calls, budget {args.budget:g}; every member fails "
+        f"{100 * args.failure_rate:.0f}% at random; {preferred} (first choice for "
+        f"{100 * first_choice_share:.0f}%"
+        f" of calls) hangs past its {args.timeout:g} s timeout"
+    )
+    print(
+        f"  answered {res['answered']}, lost {res['lost']} (goal 0), calls needing a fallback {res['with_fallback']}, "
+        f"fallbacks used {res['fallbacks']} (max {res['max_fallbacks']} in one call), wall {took:.1f} s"
+    )
     print(f"  accuracy of the answers {res['accuracy']:.4f}; served by: "
           + ", ".join(f"{m} {c}" for m, c in res["members"].most_common()))
     if res["errors"]:
@@ -133,18 +142,27 @@ async def main_async() -> None:
     async def join() -> float:
         await asyncio.sleep(0.05)
         t = time.perf_counter()
-        await chat2.aadd_model(newcomer, FlakyReplayChatModel(book=book, model=newcomer, failure_rate=0.0, latency=0.05),
-                               cost=book.cost(newcomer), show_progress=False)
+        await chat2.aadd_model(
+            newcomer,
+            FlakyReplayChatModel(book=book, model=newcomer, failure_rate=0.0, latency=0.05),
+            cost=book.cost(newcomer),
+            show_progress=False,
+        )
         return time.perf_counter() - t
 
     results, join_t = await asyncio.gather(call_all(chat2, questions, spread=args.spread), join())
     took = time.perf_counter() - t0
     res2 = tally(results, gold)
     strays = [m for m in res2["members"] if m not in pool_before | {newcomer}]
-    print(f"\n[part 2] {len(questions)} concurrent calls over {len(pool_before)} members while aadd_model({newcomer!r}) "
-          f"profiles it on {len(setup.router.probes)} probes (calls start over {args.spread:g} s)")
-    print(f"  answered {res2['answered']}, lost {res2['lost']} (goal 0); served by the newcomer {res2['members'][newcomer]}; "
-          f"by a member outside old/new pool {len(strays)}; add_model took {join_t:.2f} s under load, wall {took:.1f} s")
+    print(
+        f"\n[part 2] {len(questions)} concurrent calls over {len(pool_before)} members while aadd_model({newcomer!r}) "
+        f"profiles it on {len(setup.router.probes)} probes (calls start over {args.spread:g} s)"
+    )
+    print(
+        f"  answered {res2['answered']}, lost {res2['lost']} (goal 0); "
+        f"served by the newcomer {res2['members'][newcomer]}; "
+        f"by a member outside old/new pool {len(strays)}; add_model took {join_t:.2f} s under load, wall {took:.1f} s"
+    )
     if res2["errors"]:
         first = next(r for r in results if isinstance(r, BaseException))
         print(f"  errors reaching the caller: {dict(res2['errors'])}; first: {first}")

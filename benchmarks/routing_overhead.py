@@ -76,7 +76,9 @@ def main() -> None:
     held_prompts = [setup.data.prompts[i] for i in held]
     lookup = timed(lambda: router.route(held_prompts, embeddings=emb), args.repeats)
     one = timed(lambda: [router.route([held_prompts[i]], embeddings=emb[i : i + 1]) for i in range(500)], args.repeats)
-    print(f"\n[table look-up alone, embeddings given; pool of {len(router.models)}, K={router.cluster_map.n_clusters_}]")
+    print(
+        f"\n[table look-up alone, embeddings given; pool of {len(router.models)}, K={router.cluster_map.n_clusters_}]"
+    )
     print(f"  batched ({len(held)} prompts in one route call): {1e6 * lookup / len(held):8.1f} µs/prompt")
     print(f"  one prompt per route call (500 calls)        : {1e6 * one / 500:8.1f} µs/prompt")
     print(f"  look-up as a share of a one-prompt call: {100 * (one / 500) / (sb_m / len(single)):.3f}%  "

@@ -6,8 +6,8 @@ offline. It is looked up, in order, from ``--data DIR``, the ``UNIROUTE_MMLU_PRO
 offline) through the on-disk cache, so only the first run on a machine pays for embedding (~10 minutes on 2 cores).
 
 The split is fixed by ``seed``: 6,000 unlabelled training prompts fit the K-Means cluster map, 500 probe prompts
-(with their gold letters) profile each model, and the remaining ~3,600 unique questions are held out — no example ever scores the
-router on a prompt it was fitted or profiled on.
+(with their gold letters) profile each model, and the remaining ~3,600 unique questions are held out — no example
+ever scores the router on a prompt it was fitted or profiled on.
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ POOL = [
 def parse_args(description: str, extra: list[tuple[str, dict]] | None = None) -> argparse.Namespace:
     """Command-line options every example takes (``--data``, ``--seed``) plus its own ``extra`` ones."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--data", default=None, help=f"MMLU-Pro routing folder (default: ${DATA_ENV} or {DEFAULT_DATA})")
+    parser.add_argument(
+        "--data", default=None, help=f"MMLU-Pro routing folder (default: ${DATA_ENV} or {DEFAULT_DATA})"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the train / probe / held-out split")
     for flag, kwargs in extra or []:
         parser.add_argument(flag, **kwargs)

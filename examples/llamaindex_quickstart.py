@@ -1,4 +1,5 @@
-"""LlamaIndex quickstart: ten real LLMs behind one LLM, set as ``Settings.llm`` for a query engine and an agent, offline.
+"""LlamaIndex quickstart: ten real LLMs behind one LLM, set as ``Settings.llm`` for a query engine and an agent,
+offline.
 
 1. Fit the router's cluster map on 6,000 unlabelled MMLU-Pro training prompts and set 500 graded probe prompts.
 2. Add ten real LLMs with ONE ``UniRouteLLM.add_model`` call each (every member answers the probes, the answers are

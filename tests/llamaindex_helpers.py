@@ -10,7 +10,7 @@ on every law probe; "big" (cost 10) is right on all but one law probe. Normalise
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any
 
 import pytest
 from llama_index.core.instrumentation import get_dispatcher
@@ -39,7 +39,7 @@ def two_topic_router(embedder) -> UniRouter:
 class EventLog(BaseEventHandler):
     """Collects instrumentation events (attached to the root dispatcher, so it sees every LLM's events)."""
 
-    events: List[BaseEvent] = []
+    events: list[BaseEvent] = []
 
     @classmethod
     def class_name(cls) -> str:

@@ -208,7 +208,9 @@ def test_config_validation_names_the_problem():
 
 def test_fixed_n_clusters_is_used_as_given():
     data, x = _toy_data()
-    res = evaluate(data, x, EvaluationConfig(**dict(FAST, trials=1, n_clusters=2, methods=("kmeans", "zero"))), progress=False)
+    res = evaluate(
+        data, x, EvaluationConfig(**dict(FAST, trials=1, n_clusters=2, methods=("kmeans", "zero"))), progress=False
+    )
     assert res.to_json()["methods"]["kmeans"]["n_clusters"] == [2]
 
 

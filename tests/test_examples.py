@@ -29,8 +29,9 @@ POOL = [  # examples/_mmlu_pro.py POOL: the ten replayed real LLMs
     "Phi-3-mini-4k-instruct",
 ]
 TABLE_HEADER = re.compile(r"^policy\s+quality\s+mean cost \(billion_active_params\)\s+total cost", re.M)
-SETUP_LINE = re.compile(r"^\[setup\] 10279 MMLU-Pro prompts × 29 LLMs .* 6000 training prompts, 500 probes, 3620 held out",
-                        re.M)
+SETUP_LINE = re.compile(
+    r"^\[setup\] 10279 MMLU-Pro prompts × 29 LLMs .* 6000 training prompts, 500 probes, 3620 held out", re.M
+)
 
 
 def run_example(name: str, data: Path, *args: str) -> str:
@@ -39,7 +40,9 @@ def run_example(name: str, data: Path, *args: str) -> str:
         [sys.executable, str(EXAMPLES / f"{name}.py"), "--data", str(data), *args],
         capture_output=True, text=True, timeout=TIMEOUT_S, cwd=EXAMPLES.parent,
     )
-    assert proc.returncode == 0, f"{name}.py exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (
+        f"{name}.py exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-3000:]}"
+    )
     assert SETUP_LINE.search(proc.stdout), proc.stdout
     return proc.stdout
 
@@ -100,7 +103,9 @@ def test_llamaindex_quickstart(mmlu_pro_path):
     for budget in ("20", "80"):
         check_quickstart_budget(out, "UniRouteLLM", budget)
     # the query engine answered three questions with a routed pool member's recorded answer
-    answers = re.findall(r"^  \[\w[\w ]*\] → (\S+): '(.+)' \(gold ([A-J]), (right|wrong); 2 notes retrieved\)$", out, re.M)
+    answers = re.findall(
+        r"^  \[\w[\w ]*\] → (\S+): '(.+)' \(gold ([A-J]), (right|wrong); 2 notes retrieved\)$", out, re.M
+    )
     assert len(answers) == 3 and all(member in POOL for member, *_ in answers)
     for _, answer, gold, verdict in answers:
         letter = re.fullmatch(r"The answer is \(([A-J])\)\.", answer)

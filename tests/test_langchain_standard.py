@@ -8,10 +8,10 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from conftest import topic_embedder
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
-from conftest import topic_embedder
 from uniroute_core import ProbeSet, UniRouter
 from uniroute_langchain import ChatUniRoute
 from uniroute_langchain.testing import FakeToolCallingChatModel

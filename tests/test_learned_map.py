@@ -104,7 +104,9 @@ def test_unirouter_learned_map_fit_add_route_save_load(tmp_path, embedder):
     # unseen LLMs profiled on the probes only: "cheap_math" knows math, "big_law" knows law
     router.add_model("cheap_math", cost=1.0, scores=scores_arr[120:, 0])
     router.add_model("big_law", cost=5.0, scores=scores_arr[120:, 1])
-    picks = [d.model for d in router.route(["math question: integral equation", "law question: court contract"], lam=0.0)]
+    picks = [
+        d.model for d in router.route(["math question: integral equation", "law question: court contract"], lam=0.0)
+    ]
     assert picks == ["cheap_math", "big_law"]
     router.save(tmp_path / "r")
     loaded = UniRouter.load(tmp_path / "r", embedder=embedder)

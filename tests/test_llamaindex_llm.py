@@ -4,7 +4,7 @@ context windows, fallback, adding members, and clear errors. Offline: Mock membe
 from __future__ import annotations
 
 import asyncio
-from typing import Any, List
+from typing import Any
 
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, CompletionResponse, MessageRole, ToolCallBlock
@@ -245,7 +245,8 @@ async def _run(method: str, llm, text: str) -> None:
 
 @pytest.mark.parametrize("member_type", [MockLLM, MockFunctionCallingLLM])
 @pytest.mark.parametrize(
-    "method", ["chat", "achat", "stream_chat", "astream_chat", "complete", "acomplete", "stream_complete", "astream_complete"]
+    "method",
+    ["chat", "achat", "stream_chat", "astream_chat", "complete", "acomplete", "stream_complete", "astream_complete"],
 )
 async def test_router_adds_no_event_to_what_the_member_fires_alone(event_log, router, member_type, method):
     """Counted per event type. Some mocks run one public method inside another (MockLLM.chat runs complete,
@@ -287,7 +288,7 @@ def test_legacy_callbacks_fire_once_on_the_router_and_not_on_members(router):
 class RecordingToolLLM(MockFunctionCallingLLM):
     """MockFunctionCallingLLM that notes which of its tool hooks the router called."""
 
-    hooks: List[str] = []
+    hooks: list[str] = []
 
     def _prepare_chat_with_tools(self, tools, user_msg=None, chat_history=None, **kwargs):  # type: ignore[override]
         self.hooks.append("prepare")
@@ -316,7 +317,9 @@ def tool():
 @pytest.fixture
 def tool_pool(router):
     """small is a plain (non function-calling) LLM, big calls tools."""
-    return UniRouteLLM(router=router, members={"small": answered_by("small"), "big": RecordingToolLLM(hooks=[])}, lam=0.3)
+    return UniRouteLLM(
+        router=router, members={"small": answered_by("small"), "big": RecordingToolLLM(hooks=[])}, lam=0.3
+    )
 
 
 def test_tool_calls_route_only_among_function_calling_members(tool_pool, tool):
@@ -491,7 +494,9 @@ def test_a_member_method_without_llamaindex_wrappers_is_called_as_is():
 def test_blank_placeholder_response_has_no_tool_calls(tool_pool):
     from llama_index.core.base.llms.types import ChatResponse
 
-    assert tool_pool.get_tool_calls_from_response(ChatResponse(message=ChatMessage()), error_on_no_tool_call=False) == []
+    assert (
+        tool_pool.get_tool_calls_from_response(ChatResponse(message=ChatMessage()), error_on_no_tool_call=False) == []
+    )
 
 
 def test_replay_members_answer_as_recorded_and_unknown_prompts_fall_back(tmp_path, embedder):
@@ -525,7 +530,10 @@ def test_replay_members_answer_as_recorded_and_unknown_prompts_fall_back(tmp_pat
     # an unknown prompt is a member failure like any other: every replayed member refuses it
     with pytest.raises(AllMembersFailedError) as info:
         llm.complete("never recorded")
-    assert {name: type(e) for name, e in info.value.failures.items()} == {"m1": UnknownPromptError, "m2": UnknownPromptError}
+    assert {name: type(e) for name, e in info.value.failures.items()} == {
+        "m1": UnknownPromptError,
+        "m2": UnknownPromptError,
+    }
 
 
 # ============================================================================ changing the pool under load

@@ -20,7 +20,6 @@ from uniroute_core.replay import ReplayBook
 from uniroute_llamaindex import UniRouteLLM
 from uniroute_llamaindex.testing import ReplayLLM, ScriptedLLM
 
-
 # ============================================================================ query engine
 
 

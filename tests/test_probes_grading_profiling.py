@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from uniroute_core import profiling
 from uniroute_core.grading import (
     extract_choice_letter,
     grade_exact,
@@ -27,7 +28,6 @@ from uniroute_core.grading import (
     resolve_grader,
 )
 from uniroute_core.probes import ProbeSet
-from uniroute_core import profiling
 from uniroute_core.profiling import ProfilingError, aprofile_answers, profile_answers
 
 SHARED_MMLU_PRO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mmlu_pro"

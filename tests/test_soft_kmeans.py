@@ -30,7 +30,9 @@ def test_soft_weights_by_hand_and_rows_sum_to_one():
     # squared distances to (0, 2): (0, 4), (1, 1), (4, 0), (9, 1)
     e4 = np.exp(-4.0)
     e8 = np.exp(-8.0)
-    expected = np.array([[1 / (1 + e4), e4 / (1 + e4)], [0.5, 0.5], [e4 / (1 + e4), 1 / (1 + e4)], [e8 / (1 + e8), 1 / (1 + e8)]])
+    expected = np.array(
+        [[1 / (1 + e4), e4 / (1 + e4)], [0.5, 0.5], [e4 / (1 + e4), 1 / (1 + e4)], [e8 / (1 + e8), 1 / (1 + e8)]]
+    )
     np.testing.assert_allclose(w, expected, rtol=1e-6)
     np.testing.assert_allclose(w.sum(axis=1), 1.0)
     # far from both centroids the exponentials would underflow without the per-row shift: still a distribution

@@ -8,8 +8,8 @@ layers over this package.
 from .cluster_map import ClusterMap, KMeansClusterMap
 from .data import RoutingData, RoutingDataError, load_routing_data, write_routing_data
 from .embedding import CachedEmbedder, CallableEmbedder, Embedder, SentenceTransformerEmbedder, default_embedder
-from .learned_map import LearnedMapClusterMap
 from .grading import grade_exact, grade_multiple_choice, grade_numeric, make_llm_judge, resolve_grader
+from .learned_map import LearnedMapClusterMap
 from .metrics import DeferralCurve, area, deferral_curve, qnc, router_curve
 from .persistence import RouterFileError
 from .probes import ProbeSet

@@ -43,12 +43,19 @@ def probe_quality_matrix(probe_assign: np.ndarray, probe_scores: np.ndarray, shr
     ``probe_assign`` is Φ on the probe prompts ``(P, K)``; ``probe_scores`` the members' scores there ``(P, M)``.
     """
     return np.stack(
-        [build_profile(str(j), 0.0, probe_scores[:, j], probe_assign, shrinkage).cluster_quality for j in range(probe_scores.shape[1])]
+        [
+            build_profile(str(j), 0.0, probe_scores[:, j], probe_assign, shrinkage).cluster_quality
+            for j in range(probe_scores.shape[1])
+        ]
     )
 
 
 def cluster_quality(
-    cluster_map: ClusterMap, probe_embeddings: np.ndarray, probe_scores: np.ndarray, query_embeddings: np.ndarray, shrinkage: float
+    cluster_map: ClusterMap,
+    probe_embeddings: np.ndarray,
+    probe_scores: np.ndarray,
+    query_embeddings: np.ndarray,
+    shrinkage: float,
 ) -> np.ndarray:
     """UniRoute's prediction Φ(x)ᵀΨ(h) ``(n, M)``: members profiled on the probes only, no training on them."""
     psi = probe_quality_matrix(cluster_map.assign(probe_embeddings), probe_scores, shrinkage)
@@ -141,7 +148,9 @@ def clairvoyant_quality(
     s = np.asarray(train_scores, dtype=np.float64)
     known = ~np.isnan(s)
     if not known.any(axis=0).all():
-        raise ValueError(f"clairvoyant: member columns {np.nonzero(~known.any(axis=0))[0].tolist()} have no known score")
+        raise ValueError(
+            f"clairvoyant: member columns {np.nonzero(~known.any(axis=0))[0].tolist()} have no known score"
+        )
     y = np.where(known, s, 0.0).astype(np.float32)
     perm = np.random.default_rng(seed).permutation(len(xs))
     n_val = int(round(validation_fraction * len(xs)))
@@ -155,7 +164,9 @@ def clairvoyant_quality(
             for l2 in l2_grid:
                 w, b = _fit_logistic(xs[tr], y[tr], known[tr], l2)
                 logits = torch.from_numpy(xs[va]) @ w + b
-                bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(y[va]), reduction="none")
+                bce = torch.nn.functional.binary_cross_entropy_with_logits(
+                    logits, torch.from_numpy(y[va]), reduction="none"
+                )
                 kv = torch.from_numpy(known[va].astype(np.float32))
                 losses.append(float((bce * kv).sum() / kv.sum().clamp_min(1.0)))
             best_l2 = l2_grid[int(np.argmin(losses))]

@@ -9,10 +9,11 @@ folder, prints a table, and writes ``OUT/results.json`` and ``OUT/deferral_curve
 
     uniroute eval --data ../shared/data/mmlu_pro --trials 20 --seed 0 --out /tmp/eval_mmlu
 
-``--embedder`` takes ``all-MiniLM-L6-v2`` (the packaged offline default), a local sentence-transformers model
-name or path, or ``package.module:function`` naming a callable importable from the current folder or the environment ``list[str] -> (n, d) array`` (or an
-object with ``embed``) — handy for tests and for custom embedders. Embeddings are cached on disk (``--cache``,
-default ``$UNIROUTE_CACHE`` or ``~/.cache/uniroute``) keyed by embedder name and text, so a rerun does not re-embed.
+``--embedder`` takes ``all-MiniLM-L6-v2`` (the packaged offline default), a local sentence-transformers model name or
+path, or ``package.module:function`` naming a callable importable from the current folder or the environment
+``list[str] -> (n, d) array`` (or an object with ``embed``) — handy for tests and for custom embedders. Embeddings are
+cached on disk (``--cache``, default ``$UNIROUTE_CACHE`` or ``~/.cache/uniroute``) keyed by embedder name and text, so
+a rerun does not re-embed.
 """
 
 from __future__ import annotations
@@ -93,7 +94,9 @@ def register_eval(subparsers: Any) -> None:
         "unseen (only their probe scores are used). Reports Area, Area(50%%), QNC and sign tests; writes "
         "OUT/results.json and OUT/deferral_curve.png.",
     )
-    p.add_argument("--data", required=True, type=Path, help="routing data folder (prompts.csv.gz, scores.csv.gz, models.csv)")
+    p.add_argument(
+        "--data", required=True, type=Path, help="routing data folder (prompts.csv.gz, scores.csv.gz, models.csv)"
+    )
     p.add_argument("--out", required=True, type=Path, help="output folder for results.json and deferral_curve.png")
     p.add_argument("--trials", type=int, default=20, help="number of random splits (default 20)")
     p.add_argument("--seed", type=int, default=0, help="master random seed (default 0)")
@@ -105,8 +108,15 @@ def register_eval(subparsers: Any) -> None:
         "--embedder", default=None,
         help="all-MiniLM-L6-v2 (default, packaged, offline), a local sentence-transformers model, or module:callable",
     )
-    p.add_argument("--cache", type=Path, default=None, help="embedding cache folder (default $UNIROUTE_CACHE or ~/.cache/uniroute)")
-    p.add_argument("--n-clusters", type=_parse_clusters, default="auto", help="'auto' (validation Area over a grid, default) or a fixed K")
+    p.add_argument(
+        "--cache", type=Path, default=None, help="embedding cache folder (default $UNIROUTE_CACHE or ~/.cache/uniroute)"
+    )
+    p.add_argument(
+        "--n-clusters",
+        type=_parse_clusters,
+        default="auto",
+        help="'auto' (validation Area over a grid, default) or a fixed K",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_eval)
 
@@ -128,7 +138,9 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"uniroute eval: cannot read routing data {str(args.data)!r}: {exc}", file=sys.stderr)
         return 2
     try:
-        config = EvaluationConfig(trials=args.trials, seed=args.seed, methods=tuple(args.methods), n_clusters=args.n_clusters)
+        config = EvaluationConfig(
+            trials=args.trials, seed=args.seed, methods=tuple(args.methods), n_clusters=args.n_clusters
+        )
     except ValueError as exc:
         print(f"uniroute eval: {exc}", file=sys.stderr)
         return 2
@@ -145,7 +157,9 @@ def run_eval(args: argparse.Namespace) -> int:
     (args.out / "results.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
     plot_deferral_curves(result, args.out / "deferral_curve.png")
     print(format_table(result))
-    print(f"wrote {args.out / 'results.json'} and {args.out / 'deferral_curve.png'} (total {doc['wall_seconds']:.1f} s)")
+    print(
+        f"wrote {args.out / 'results.json'} and {args.out / 'deferral_curve.png'} (total {doc['wall_seconds']:.1f} s)"
+    )
     return 0
 
 
@@ -162,7 +176,9 @@ COMMAND_REGISTRARS: list[Callable[[Any], None]] = [register_eval, register_repla
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every registered subcommand."""
-    parser = argparse.ArgumentParser(prog="uniroute", description="UniRoute: route each prompt to the cheapest capable LLM.")
+    parser = argparse.ArgumentParser(
+        prog="uniroute", description="UniRoute: route each prompt to the cheapest capable LLM."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in COMMAND_REGISTRARS:
         register(sub)

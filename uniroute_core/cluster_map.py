@@ -113,7 +113,9 @@ class KMeansClusterMap(ClusterMap):
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"n_clusters must be a positive integer, got {k!r}")
         if len(x) < k:
-            raise ValueError(f"cannot fit {k} clusters on {len(x)} training prompts; pass at least {k} prompts or lower n_clusters")
+            raise ValueError(
+                f"cannot fit {k} clusters on {len(x)} training prompts; pass at least {k} prompts or lower n_clusters"
+            )
         if k == 1:
             centers = x.mean(axis=0, keepdims=True)
         else:
@@ -127,7 +129,7 @@ class KMeansClusterMap(ClusterMap):
         return self
 
     def squared_distances(self, embeddings: np.ndarray) -> np.ndarray:
-        """Squared Euclidean distance ``(n, K)`` of each row to each centroid (expanded form; may dip a hair below 0)."""
+        """Squared Euclidean distance ``(n, K)`` of each row to each centroid (expanded form; may dip just below 0)."""
         x = self._check_input(embeddings)
         c = self.cluster_centers_
         return (x * x).sum(1, keepdims=True) - 2.0 * x @ c.T + (c * c).sum(1)[None, :]
@@ -158,7 +160,9 @@ class KMeansClusterMap(ClusterMap):
         """A copy of this fitted map with another τ (same centroids; ``None`` = hard)."""
         if not self.is_fitted:
             raise ValueError("with_temperature needs a fitted KMeansClusterMap; call fit first")
-        other = KMeansClusterMap(n_clusters=self.n_clusters, seed=self.seed, n_init=self.n_init, temperature=temperature)
+        other = KMeansClusterMap(
+            n_clusters=self.n_clusters, seed=self.seed, n_init=self.n_init, temperature=temperature
+        )
         other.cluster_centers_ = self.cluster_centers_
         other.n_clusters_ = self.n_clusters_
         other.dim_ = self.dim_

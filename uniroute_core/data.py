@@ -76,10 +76,16 @@ class RoutingData:
         except ValueError:
             raise KeyError(f"model {name!r} is not in {self.name!r}; known models: {self.models}") from None
 
-    def subset(self, prompt_idx: Sequence[int] | np.ndarray | None = None, models: Sequence[str] | None = None) -> RoutingData:
+    def subset(
+        self, prompt_idx: Sequence[int] | np.ndarray | None = None, models: Sequence[str] | None = None
+    ) -> RoutingData:
         """A new :class:`RoutingData` restricted to some prompts (by position) and/or models (by name)."""
         p = np.arange(self.n_prompts) if prompt_idx is None else np.asarray(prompt_idx, dtype=np.int64)
-        m = np.arange(self.n_models) if models is None else np.array([self.model_index(x) for x in models], dtype=np.int64)
+        m = (
+            np.arange(self.n_models)
+            if models is None
+            else np.array([self.model_index(x) for x in models], dtype=np.int64)
+        )
         take = lambda xs: [xs[i] for i in p]  # noqa: E731
         return RoutingData(
             name=self.name,
@@ -98,7 +104,7 @@ class RoutingData:
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", newline="") as fh:  # type: ignore[operator]
+    with opener(path, "rt", encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         rows = list(reader)
         return list(reader.fieldnames or []), rows
@@ -152,7 +158,9 @@ def load_routing_data(path: str | os.PathLike[str]) -> RoutingData:
         except ValueError:
             raise RoutingDataError(f"{m_path}: model {r['model']!r} has cost {r['cost']!r}, not a number") from None
         if not np.isfinite(costs[j]) or costs[j] < 0:
-            raise RoutingDataError(f"{m_path}: model {r['model']!r} has cost {r['cost']!r}; expected a finite number >= 0")
+            raise RoutingDataError(
+                f"{m_path}: model {r['model']!r} has cost {r['cost']!r}; expected a finite number >= 0"
+            )
     mpos = {m: j for j, m in enumerate(models)}
 
     s_path = _find(folder, "scores")
@@ -162,18 +170,19 @@ def load_routing_data(path: str | os.PathLike[str]) -> RoutingData:
     scores = np.full((len(prompt_ids), len(models)), np.nan)
     responses = np.full((len(prompt_ids), len(models)), "", dtype=object) if has_resp else None
     for line, r in enumerate(s_rows, start=2):
-        i = pos.get(r["prompt_id"])
-        if i is None:
+        if r["prompt_id"] not in pos:
             raise RoutingDataError(f"{s_path} line {line}: prompt_id {r['prompt_id']!r} is not in {p_path.name}")
-        j = mpos.get(r["model"])
-        if j is None:
+        if r["model"] not in mpos:
             raise RoutingDataError(f"{s_path} line {line}: model {r['model']!r} is not in {m_path.name}")
+        i, j = pos[r["prompt_id"]], mpos[r["model"]]
         try:
             v = float(r["score"])
         except ValueError:
             raise RoutingDataError(f"{s_path} line {line}: score {r['score']!r} is not a number") from None
         if not (0.0 <= v <= 1.0):
-            raise RoutingDataError(f"{s_path} line {line}: score {v} for ({r['prompt_id']}, {r['model']}) is outside [0, 1]")
+            raise RoutingDataError(
+                f"{s_path} line {line}: score {v} for ({r['prompt_id']}, {r['model']}) is outside [0, 1]"
+            )
         if not np.isnan(scores[i, j]):
             raise RoutingDataError(f"{s_path} line {line}: ({r['prompt_id']}, {r['model']}) is scored twice")
         scores[i, j] = v
@@ -222,7 +231,7 @@ def write_routing_data(
         raise ValueError(f"scores has shape {scores.shape}; expected ({n}, {m}) for {n} prompts × {m} models")
     ids = [f"p{i}" for i in range(n)]
 
-    def write_gz(name: str, header: list[str], rows: list[list[object]]) -> None:
+    def write_gz(name: str, header: list[str], rows: Sequence[Sequence[object]]) -> None:
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(header)

@@ -239,7 +239,11 @@ class MemberSelector:
     fallback: bool = True
 
     def __post_init__(self) -> None:
-        given = [n for n, v in (("lam", self.lam), ("budget", self.budget), ("min_quality", self.min_quality)) if v is not None]
+        given = [
+            n
+            for n, v in (("lam", self.lam), ("budget", self.budget), ("min_quality", self.min_quality))
+            if v is not None
+        ]
         if len(given) > 1:
             raise ValueError(f"give only one of lam, budget, min_quality; got {given}")
 

@@ -175,7 +175,7 @@ class CallableEmbedder:
         if not callable(fn):
             raise TypeError(f"embedder must be callable, got {type(fn).__name__}")
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.name: str = str(name or getattr(fn, "__name__", type(fn).__name__))
         self.batch_size = int(batch_size)
 
     def embed(self, texts: Sequence[str], *, show_progress: bool = True) -> np.ndarray:

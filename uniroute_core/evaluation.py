@@ -10,14 +10,14 @@ One *trial*:
 3. route the test prompts among the test LLMs with the one rule (:func:`uniroute_core.metrics.router_curve`) and
    measure Area, Area(50%) and QNC.
 
-Hyper-parameters (K and the shrinkage α for the cluster maps, the K-Means temperature τ, k for KNN) are chosen per trial by *validation Area*:
-a sixth of the training prompts is held out, the maps are fitted on the rest, the training LLMs are profiled on the
-probes, and the setting whose routing among the training LLMs has the best Area on the held-out prompts wins (ties:
-the simpler setting). The map fitted in that search is the one used on the test LLMs — nothing about the test LLMs
-enters the choice. ``n_clusters="auto"`` uses the grid of the method note, 3 … |S_val|/50. For K-Means the search
-also tries soft assignments (:class:`~uniroute_core.cluster_map.KMeansClusterMap` ``temperature``) next to the hard
-one-hot map, τ on a grid scaled to the data: multiples of the median squared distance from a training prompt to its
-nearest centroid.
+Hyper-parameters (K and the shrinkage α for the cluster maps, the K-Means temperature τ, k for KNN) are chosen per
+trial by *validation Area*: a sixth of the training prompts is held out, the maps are fitted on the rest, the training
+LLMs are profiled on the probes, and the setting whose routing among the training LLMs has the best Area on the
+held-out prompts wins (ties: the simpler setting). The map fitted in that search is the one used on the test LLMs —
+nothing about the test LLMs enters the choice. ``n_clusters="auto"`` uses the grid of the method note, 3 … |S_val|/50.
+For K-Means the search also tries soft assignments (:class:`~uniroute_core.cluster_map.KMeansClusterMap`
+``temperature``) next to the hard one-hot map, τ on a grid scaled to the data: multiples of the median squared
+distance from a training prompt to its nearest centroid.
 
 Trials are compared with a two-sided sign test on per-trial Area (:func:`sign_test`).
 """
@@ -124,7 +124,9 @@ class EvaluationConfig:
             raise ValueError(f"train_model_fraction must be in (0, 1), got {self.train_model_fraction}")
         if self.n_clusters != "auto" and (not isinstance(self.n_clusters, int) or self.n_clusters < 1):
             raise ValueError(f"n_clusters must be 'auto' or a positive integer, got {self.n_clusters!r}")
-        bad_t = [t for t in self.kmeans_temperature_grid if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0)]
+        bad_t = [
+            t for t in self.kmeans_temperature_grid if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0)
+        ]
         if bad_t:
             raise ValueError(f"kmeans_temperature_grid must hold finite numbers > 0, got {bad_t}")
 
@@ -157,15 +159,20 @@ def split_prompts(
     for name, part in zip(("train", "probe", "test"), out):
         if len(part) < 2:
             raise ValueError(
-                f"the {name} split has {len(part)} prompts; the data has {len(cats)} prompts, too few for shares {fractions}"
+                f"the {name} split has {len(part)} prompts; the data has {len(cats)} prompts, "
+                f"too few for shares {fractions}"
             )
     return out  # type: ignore[return-value]
 
 
-def split_models(n_models: int, rng: np.random.Generator, train_fraction: float = 2 / 3) -> tuple[np.ndarray, np.ndarray]:
+def split_models(
+    n_models: int, rng: np.random.Generator, train_fraction: float = 2 / 3
+) -> tuple[np.ndarray, np.ndarray]:
     """Random training / test LLM split (at least 2 of each: a pool of one has nothing to route between)."""
     if n_models < 4:
-        raise ValueError(f"the unseen-LLM protocol needs at least 4 models (2 training, 2 test); the data has {n_models}")
+        raise ValueError(
+            f"the unseen-LLM protocol needs at least 4 models (2 training, 2 test); the data has {n_models}"
+        )
     n_train = min(max(int(round(train_fraction * n_models)), 2), n_models - 2)
     perm = rng.permutation(n_models)
     return np.sort(perm[:n_train]), np.sort(perm[n_train:])
@@ -327,7 +334,9 @@ def run_trial(
                     "probe_embeddings": x[split.probe],
                     "probe_scores": scores[np.ix_(split.probe, tr_m)],
                 }
-            cmap, alpha, params = _select_cluster_map(make, grid_size, kwargs, x, scores, costs, split, fit_idx, val_idx, config)
+            cmap, alpha, params = _select_cluster_map(
+                make, grid_size, kwargs, x, scores, costs, split, fit_idx, val_idx, config
+            )
             pred = cluster_quality(cmap, x[split.probe], probe_test_s, x[split.test], alpha)
             record(name, router_curve(pred, test_true, test_costs), params, t0)
         elif name == "zero":
@@ -339,13 +348,19 @@ def run_trial(
             probe_train_s = scores[np.ix_(split.probe, tr_m)]
             val_true = scores[np.ix_(val_idx, tr_m)]
             val_area = {
-                k: area(router_curve(knn_quality(val_nb, probe_train_s, k), val_true, costs[tr_m], config.validation_curve_points))
+                k: area(
+                    router_curve(
+                        knn_quality(val_nb, probe_train_s, k), val_true, costs[tr_m], config.validation_curve_points
+                    )
+                )
                 for k in grid
             }
             k_best = max(grid, key=lambda k: (val_area[k], -k))
             nb = knn_neighbours(x[split.probe], x[split.test], k_best)
             pred = knn_quality(nb, probe_test_s, k_best)
-            record(name, router_curve(pred, test_true, test_costs), {"k": k_best, "validation_area": val_area[k_best]}, t0)
+            record(
+                name, router_curve(pred, test_true, test_costs), {"k": k_best, "validation_area": val_area[k_best]}, t0
+            )
         elif name == "clairvoyant":
             pred = clairvoyant_quality(x[split.train], scores[np.ix_(split.train, te_m)], x[split.test], seed=seed)
             record(name, router_curve(pred, test_true, test_costs), {}, t0)
@@ -477,7 +492,9 @@ def evaluate(
     trials = []
     for split, rng in tqdm(make_trial_splits(data, config), desc="trials", disable=not progress, unit="trial"):
         trials.append(run_trial(x, data, split, rng, config))
-    return EvaluationResult(data=data, config=config, embedder=embedder_name, trials=trials, seconds=time.perf_counter() - started)
+    return EvaluationResult(
+        data=data, config=config, embedder=embedder_name, trials=trials, seconds=time.perf_counter() - started
+    )
 
 
 def _fmt(values: Sequence[float | None]) -> str:
@@ -492,7 +509,8 @@ def format_table(result: EvaluationResult) -> str:
     """A plain-text report: mean ± std of Area, Area(50%), QNC per method, then the sign tests."""
     header = f"{'method':<13} {'Area':>17} {'Area(50%)':>17} {'QNC':>24}  chosen"
     lines = [
-        f"{result.data.name}: {result.data.n_prompts} prompts x {result.data.n_models} models, {result.config.trials} trials, "
+        f"{result.data.name}: {result.data.n_prompts} prompts x {result.data.n_models} models, "
+        f"{result.config.trials} trials, "
         f"seed {result.config.seed}, embedder {result.embedder}",
         header,
         "-" * len(header),

@@ -132,14 +132,16 @@ class LearnedMapClusterMap(ClusterMap):
             raise ValueError(f"n_clusters must be a positive integer, got {k!r}")
         if train_scores is None:
             raise ValueError(
-                "method='learned_map' is supervised: fit(train_prompts, train_scores=(n_prompts, n_models) array of the "
-                "training LLMs' scores on those prompts, train_models=[names]) — train_scores is missing"
+                "method='learned_map' is supervised: fit(train_prompts, train_scores=(n_prompts, n_models) array of "
+                "the training LLMs' scores on those prompts, train_models=[names]) — train_scores is missing"
             )
         s = _check_scores(train_scores, len(x), "train_scores")
         if train_models is not None:
             train_models = [str(m) for m in train_models]
             if len(train_models) != s.shape[1]:
-                raise ValueError(f"train_models names {len(train_models)} models but train_scores has {s.shape[1]} columns")
+                raise ValueError(
+                    f"train_models names {len(train_models)} models but train_scores has {s.shape[1]} columns"
+                )
         if (probe_embeddings is None) != (probe_scores is None):
             missing = "probe_scores" if probe_scores is None else "probe_embeddings"
             raise ValueError(
@@ -151,8 +153,8 @@ class LearnedMapClusterMap(ClusterMap):
             n_probe = int(round(self.probe_fraction * len(x)))
             if n_probe < 1 or len(x) - n_probe < 1:
                 raise ValueError(
-                    f"cannot hold out a probe share of {len(x)} training prompts (probe_fraction={self.probe_fraction}); "
-                    "pass probe_embeddings and probe_scores"
+                    f"cannot hold out a probe share of {len(x)} training prompts "
+                    f"(probe_fraction={self.probe_fraction}); pass probe_embeddings and probe_scores"
                 )
             perm = rng.permutation(len(x))
             px, ps, x, s = x[perm[:n_probe]], s[perm[:n_probe]], x[perm[n_probe:]], s[perm[n_probe:]]
@@ -299,7 +301,11 @@ class LearnedMapClusterMap(ClusterMap):
         }
         weights: dict[str, np.ndarray] = {}
         for key, shape in expected.items():
-            names = [f"{key}.{p}" for p in ("weight", "bias", "running_mean", "running_var")] if key.startswith("bn") else [key]
+            names = (
+                [f"{key}.{p}" for p in ("weight", "bias", "running_mean", "running_var")]
+                if key.startswith("bn")
+                else [key]
+            )
             for name in names:
                 if name not in arrays:
                     raise ValueError(f"learned_map weights are missing array {name!r}")

@@ -14,11 +14,16 @@ flat beyond its last point (and before its first).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .rule import choose_by_lambda, lambda_grid
+
+# np.trapezoid from NumPy 2.0 on; np.trapz (same function) before that.
+_TRAPEZOID: Callable[..., Any] = getattr(np, "trapezoid", None) or getattr(np, "trapz")  # noqa: B009
 
 __all__ = ["DeferralCurve", "deferral_curve", "router_curve", "area", "area_up_to", "qnc"]
 
@@ -60,9 +65,12 @@ def deferral_curve(
     cost = np.asarray(cost, dtype=float)
     quality = np.asarray(quality, dtype=float)
     if cost.shape != quality.shape or cost.ndim != 1 or cost.size == 0:
-        raise ValueError(f"cost and quality must be equal-length non-empty 1-D arrays, got {cost.shape} and {quality.shape}")
+        raise ValueError(
+            f"cost and quality must be equal-length non-empty 1-D arrays, got {cost.shape} and {quality.shape}"
+        )
     order = np.lexsort((-quality, cost))  # by cost, best quality first among equal costs
-    env_c, env_q = [], []
+    env_c: list[float] = []
+    env_q: list[float] = []
     for c, q in zip(cost[order], quality[order]):
         if not env_q or q > env_q[-1] + 1e-15:
             if env_c and c == env_c[-1]:
@@ -107,7 +115,7 @@ def area_up_to(curve: DeferralCurve, upto: float = 1.0) -> float:
     inner = (x > 0) & (x < upto)
     xs = np.concatenate([[0.0], x[inner], [upto]])
     ys = np.interp(xs, x, y)
-    return float(np.trapezoid(ys, xs) if hasattr(np, "trapezoid") else np.trapz(ys, xs))
+    return float(_TRAPEZOID(ys, xs))
 
 
 def area(curve: DeferralCurve, fraction: float = 1.0) -> float:
@@ -118,7 +126,7 @@ def area(curve: DeferralCurve, fraction: float = 1.0) -> float:
 
 
 def qnc(curve: DeferralCurve, target_quality: float, reference_cost: float) -> float | None:
-    """Smallest mean cost at which the curve reaches ``target_quality``, divided by ``reference_cost``; ``None`` if never."""
+    """Smallest mean cost at which the curve reaches ``target_quality``, over ``reference_cost``; ``None`` if never."""
     c, q = curve.cost, curve.quality
     hit = np.nonzero(q >= target_quality - 1e-12)[0]
     if hit.size == 0:

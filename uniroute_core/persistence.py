@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -78,7 +78,7 @@ def save_router(router: UniRouter, directory: str | os.PathLike[str]) -> Path:
     if state.probe_assign is not None:
         arrays["probe_assign"] = state.probe_assign
     tmp_npz = folder / (ARRAYS_FILE + ".tmp.npz")
-    np.savez(tmp_npz, **arrays)
+    np.savez(tmp_npz, **cast("dict[str, Any]", arrays))  # numpy's stub types **kwds like allow_pickle
     os.replace(tmp_npz, folder / ARRAYS_FILE)
     tmp_json = folder / (JSON_FILE + ".tmp")
     tmp_json.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")

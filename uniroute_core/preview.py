@@ -102,7 +102,9 @@ def single_model_outcome(label: str, member: str, qualities: np.ndarray, cost: f
     return summarise_calls(label, [member] * len(qualities), qualities, {member: cost})
 
 
-def format_comparison(policies: Sequence[PolicyOutcome], *, reference: PolicyOutcome | None = None, unit: str = "") -> str:
+def format_comparison(
+    policies: Sequence[PolicyOutcome], *, reference: PolicyOutcome | None = None, unit: str = ""
+) -> str:
     """A plain-text table: mean quality, mean and total cost per policy, and cost relative to ``reference``.
 
     Below it, the share of calls per member of the first policy (the router), with each member's quality on its calls.
@@ -166,7 +168,11 @@ class ReplayPreview:
         if self.ignored_models:
             head.append(f"data models not in the router (ignored): {len(self.ignored_models)}")
         dq = 100.0 * (self.router.mean_quality - self.most_accurate.mean_quality)
-        saving = 100.0 * (1.0 - self.router.mean_cost / self.most_accurate.mean_cost) if self.most_accurate.mean_cost else 0.0
+        saving = (
+            100.0 * (1.0 - self.router.mean_cost / self.most_accurate.mean_cost)
+            if self.most_accurate.mean_cost
+            else 0.0
+        )
         table = format_comparison([self.router, self.most_accurate, self.cheapest], reference=self.most_accurate,
                                   unit=self.cost_unit)
         tail = f"vs always the most accurate: quality {dq:+.2f} points at {saving:.1f}% lower mean cost"
@@ -254,8 +260,12 @@ def preview_router(
         mode=mode,
         budget=budget,
         router=routed,
-        most_accurate=single_model_outcome(f"always {members[best]}", members[best], logged.scores[:, best], cost_arr[best]),
-        cheapest=single_model_outcome(f"always {members[cheap]}", members[cheap], logged.scores[:, cheap], cost_arr[cheap]),
+        most_accurate=single_model_outcome(
+            f"always {members[best]}", members[best], logged.scores[:, best], cost_arr[best]
+        ),
+        cheapest=single_model_outcome(
+            f"always {members[cheap]}", members[cheap], logged.scores[:, cheap], cost_arr[cheap]
+        ),
         ignored_models=tuple(m for m in data.models if m not in col),
         cost_unit=data.cost_unit,
     )
@@ -285,7 +295,9 @@ def load_router_cached(path: str | os.PathLike[str], *, cache: bool = True, show
             try:
                 inner = resolve_embedder(None if name == DEFAULT_EMBEDDER_NAME else name)
             except Exception as exc:  # noqa: BLE001 - report which embedder could not be loaded
-                raise RouterFileError(f"cannot load the embedder {name!r} named in {folder / JSON_FILE}: {exc}") from exc
+                raise RouterFileError(
+                    f"cannot load the embedder {name!r} named in {folder / JSON_FILE}: {exc}"
+                ) from exc
             embedder = CachedEmbedder(inner, default_cache_dir())
     return UniRouter.load(folder, embedder=embedder, show_progress=show_progress)
 
@@ -322,9 +334,9 @@ def run_replay(args: argparse.Namespace) -> int:
         router = load_router_cached(args.router, cache=not args.no_cache, show_progress=sys.stderr.isatty())
         result = preview_router(router, data, lam=args.lam, budget=args.budget, exclude_probes=not args.include_probes)
     except (RoutingDataError, RouterFileError, MissingMembersError, ValueError) as exc:
-        print(f"uniroute replay: error: {exc}", file=sys.stderr)
+        print(f"uniroute replay: error: {exc}", file=sys.stderr)  # noqa: T201 - moves to cli.py
         return 2
-    print(json.dumps(result.to_dict(), indent=2) if args.json else result.format())
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.format())  # noqa: T201
     return 0
 
 

@@ -92,7 +92,9 @@ def validate_scores(name: str, scores: object, n_probes: int) -> np.ndarray:
     return s
 
 
-def build_profile(name: str, cost: float, scores: np.ndarray, assignments: np.ndarray, shrinkage: float) -> ModelProfile:
+def build_profile(
+    name: str, cost: float, scores: np.ndarray, assignments: np.ndarray, shrinkage: float
+) -> ModelProfile:
     """Compute Ψ for one model from validated probe ``scores`` ``(P,)`` and probe ``assignments`` Φ ``(P, K)``."""
     if shrinkage < 0 or not np.isfinite(shrinkage):
         raise ValueError(f"shrinkage must be a finite number >= 0, got {shrinkage}")

@@ -279,7 +279,10 @@ class UniRouter:
         ``embeddings`` may be given when the caller already embedded these prompts with this embedder.
         """
         self._require_fitted("set_probes")
-        probe_set = probes if isinstance(probes, ProbeSet) else ProbeSet(prompts=validate_texts(probes, "probe prompt"))
+        if isinstance(probes, ProbeSet):
+            probe_set = probes
+        else:
+            probe_set = ProbeSet(prompts=tuple(validate_texts(probes, "probe prompt")))
         emb = self.embed(list(probe_set.prompts)) if embeddings is None else np.asarray(embeddings)
         if emb.shape[0] != len(probe_set):
             raise ValueError(f"embeddings has {emb.shape[0]} rows for {len(probe_set)} probe prompts")
@@ -306,7 +309,9 @@ class UniRouter:
         self._state = RouterState(cluster_map=cluster_map, probes=probes, probe_assign=assign).with_profiles(profiles)
 
     # ------------------------------------------------------------------ the pool
-    def add_model(self, name: str, cost: float, scores: Sequence[float] | np.ndarray, *, replace: bool = False) -> ModelProfile:
+    def add_model(
+        self, name: str, cost: float, scores: Sequence[float] | np.ndarray, *, replace: bool = False
+    ) -> ModelProfile:
         """Add a member profiled by its ``scores`` on the probe prompts (NaN = not answered). Returns its profile.
 
         This is the whole of "adding an LLM": Ψ is computed from the scores, nothing is retrained. A name already
@@ -418,7 +423,7 @@ class UniRouter:
             cal = state.calibrations[key]
         else:
             if prompts is None:
-                q = state.probe_assign @ state.quality.T  # type: ignore[operator]
+                q = state.probe_assign @ state.quality.T
             else:
                 q = self._quality(state, prompts, None)
             cal = calibrate_lambda(q, state.costs, budget, allowed)

@@ -13,6 +13,7 @@ from langchain_core.callbacks.base import Callbacks
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, ensure_config
 from langchain_core.tools import BaseTool
@@ -104,7 +105,7 @@ def _as_chunk(generation: ChatGeneration) -> ChatGenerationChunk:
     """A whole generation as one final stream chunk (for members that cannot stream)."""
     message = generation.message
     tool_call_chunks = [
-        {"name": c["name"], "args": json.dumps(c["args"], ensure_ascii=False), "id": c.get("id"), "index": i}
+        tool_call_chunk(name=c["name"], args=json.dumps(c["args"], ensure_ascii=False), id=c.get("id"), index=i)
         for i, c in enumerate(getattr(message, "tool_calls", []) or [])
     ]
     chunk = AIMessageChunk(

@@ -58,7 +58,9 @@ def profile_model(
     :class:`uniroute_core.ProfilingError`.
     """
     profiling_kwargs.setdefault("model_name", model_label(chat_model))
-    result = profile_answers(answer_function(chat_model), probe_set, max_concurrency=max_concurrency, **profiling_kwargs)
+    result = profile_answers(
+        answer_function(chat_model), probe_set, max_concurrency=max_concurrency, **profiling_kwargs
+    )
     return result.scores
 
 

@@ -24,6 +24,7 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
@@ -42,9 +43,10 @@ def _word_count(messages: Sequence[BaseMessage]) -> int:
 
 
 def _usage(input_tokens: int, output_tokens: int) -> UsageMetadata:
-    return UsageMetadata(
-        input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=input_tokens + output_tokens
-    )
+    usage: UsageMetadata = {
+        "input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": input_tokens + output_tokens
+    }
+    return usage
 
 
 def _apply_stop(text: str, stop: list[str] | None) -> str:
@@ -217,7 +219,7 @@ class FakeToolCallingChatModel(BaseChatModel):
         for word in words[:-1]:
             yield ChatGenerationChunk(message=AIMessageChunk(content=word))
         tool_call_chunks = [
-            {"name": c["name"], "args": json.dumps(c["args"], ensure_ascii=False), "id": c["id"], "index": i}
+            tool_call_chunk(name=c["name"], args=json.dumps(c["args"], ensure_ascii=False), id=c["id"], index=i)
             for i, c in enumerate(message.tool_calls)
         ]
         yield ChatGenerationChunk(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -62,18 +62,18 @@ class ToolRequest:
     """
 
     tools: Sequence[BaseTool]
-    user_msg: Union[str, ChatMessage, None] = None
-    chat_history: Optional[List[ChatMessage]] = None
+    user_msg: str | ChatMessage | None = None
+    chat_history: list[ChatMessage] | None = None
     verbose: bool = False
     allow_parallel_tool_calls: bool = False
     tool_required: bool = False
-    kwargs: Dict[str, Any] = field(default_factory=dict)
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 _EMPTY = object()
 
 
-def _tag(response: Any, record: Dict[str, Any]) -> Any:
+def _tag(response: Any, record: dict[str, Any]) -> Any:
     """Attach the routing record to a response or chunk (a fresh dict: members may share theirs between chunks)."""
     response.additional_kwargs = {**(response.additional_kwargs or {}), UNIROUTE_KEY: record}
     return response
@@ -123,17 +123,17 @@ class UniRouteLLM(FunctionCallingLLM):
     """
 
     router: UniRouter = Field(exclude=True, description="The fitted core router holding every member's profile.")
-    members: Dict[str, LLM] = Field(
+    members: dict[str, LLM] = Field(
         exclude=True, description="The member LLMs by name; exactly the router's profiled models."
     )
-    lam: Optional[float] = Field(
+    lam: float | None = Field(
         default=None, description="λ ≥ 0: the price of cost in the rule (1 − quality) + λ·cost. None with no "
         "budget/min_quality means 0 (best expected quality)."
     )
-    budget: Optional[float] = Field(
+    budget: float | None = Field(
         default=None, description="Average cost per call to aim for; λ is calibrated on the router's probes."
     )
-    min_quality: Optional[float] = Field(
+    min_quality: float | None = Field(
         default=None, description="Use the cheapest member whose expected quality reaches this value."
     )
     fallback: bool = Field(
@@ -144,7 +144,7 @@ class UniRouteLLM(FunctionCallingLLM):
         description="Route chats on the last user message (system prompt excluded) or on the whole conversation "
         "(system messages excluded).",
     )
-    token_counter: Optional[Callable[[str], int]] = Field(
+    token_counter: Callable[[str], int] | None = Field(
         default=None,
         exclude=True,
         description="Counts a prompt's tokens for the context-window check; None estimates ceil(chars / 4).",
@@ -178,7 +178,7 @@ class UniRouteLLM(FunctionCallingLLM):
             model_name="uniroute",
         )
 
-    def to_payload(self) -> Dict[str, Any]:
+    def to_payload(self) -> dict[str, Any]:
         """Observability payload: the pool's metadata plus the member names and routing settings."""
         return {
             **super().to_payload(),
@@ -195,7 +195,7 @@ class UniRouteLLM(FunctionCallingLLM):
         )
 
     @staticmethod
-    def _function_calling_members(members: Dict[str, LLM]) -> List[str]:
+    def _function_calling_members(members: Mapping[str, LLM]) -> list[str]:
         names = [n for n, m in members.items() if m.metadata.is_function_calling_model]
         if not names:
             raise ValueError(
@@ -223,15 +223,15 @@ class UniRouteLLM(FunctionCallingLLM):
                 return users[-1].content or ""
         return "\n".join(m.content or "" for m in spoken)
 
-    def _choose_for_chat(self, messages: Sequence[ChatMessage], request: Optional[ToolRequest]) -> RoutingChoice:
+    def _choose_for_chat(self, messages: Sequence[ChatMessage], request: ToolRequest | None) -> RoutingChoice:
         full = "\n".join(m.content or "" for m in messages)
         return self._choose(self._routing_text(messages), full, tools=request is not None)
 
     # ------------------------------------------------------------------ member calls
     @staticmethod
     def _chat_args(
-        member: LLM, messages: Sequence[ChatMessage], request: Optional[ToolRequest], kwargs: Dict[str, Any]
-    ) -> Dict[str, Any]:
+        member: LLM, messages: Sequence[ChatMessage], request: ToolRequest | None, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
         """The member's chat arguments; with tools, the member formats them itself."""
         if request is None:
             return {"messages": messages, **kwargs}
@@ -247,7 +247,7 @@ class UniRouteLLM(FunctionCallingLLM):
         return {**kwargs, **prepared}
 
     @staticmethod
-    def _validated(member: LLM, response: ChatResponse, request: Optional[ToolRequest]) -> ChatResponse:
+    def _validated(member: LLM, response: ChatResponse, request: ToolRequest | None) -> ChatResponse:
         if request is None:
             return response
         return member._validate_chat_with_tools_response(  # type: ignore[attr-defined]
@@ -269,7 +269,7 @@ class UniRouteLLM(FunctionCallingLLM):
     # ------------------------------------------------------------------ chat
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        request: Optional[ToolRequest] = kwargs.pop(_TOOL_REQUEST_KWARG, None)
+        request: ToolRequest | None = kwargs.pop(_TOOL_REQUEST_KWARG, None)
         choice = self._choose_for_chat(messages, request)
 
         def call(name: str) -> ChatResponse:
@@ -282,7 +282,7 @@ class UniRouteLLM(FunctionCallingLLM):
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        request: Optional[ToolRequest] = kwargs.pop(_TOOL_REQUEST_KWARG, None)
+        request: ToolRequest | None = kwargs.pop(_TOOL_REQUEST_KWARG, None)
         choice = self._choose_for_chat(messages, request)
 
         async def call(name: str) -> ChatResponse:
@@ -295,7 +295,7 @@ class UniRouteLLM(FunctionCallingLLM):
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        request: Optional[ToolRequest] = kwargs.pop(_TOOL_REQUEST_KWARG, None)
+        request: ToolRequest | None = kwargs.pop(_TOOL_REQUEST_KWARG, None)
         choice = self._choose_for_chat(messages, request)
 
         def call(name: str) -> tuple[Any, Any]:
@@ -307,7 +307,7 @@ class UniRouteLLM(FunctionCallingLLM):
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        request: Optional[ToolRequest] = kwargs.pop(_TOOL_REQUEST_KWARG, None)
+        request: ToolRequest | None = kwargs.pop(_TOOL_REQUEST_KWARG, None)
         choice = self._choose_for_chat(messages, request)
 
         async def call(name: str) -> tuple[Any, Any]:
@@ -358,14 +358,14 @@ class UniRouteLLM(FunctionCallingLLM):
         return self._atagged_stream(first, rest, choice.metadata(used, fallbacks))
 
     @staticmethod
-    def _tagged_stream(first: Any, rest: Any, record: Dict[str, Any]) -> Generator[Any, None, None]:
+    def _tagged_stream(first: Any, rest: Any, record: dict[str, Any]) -> Generator[Any, None, None]:
         if first is not _EMPTY:
             yield _tag(first, record)
         for chunk in rest:
             yield _tag(chunk, record)
 
     @staticmethod
-    async def _atagged_stream(first: Any, rest: Any, record: Dict[str, Any]) -> AsyncGenerator[Any, None]:
+    async def _atagged_stream(first: Any, rest: Any, record: dict[str, Any]) -> AsyncGenerator[Any, None]:
         if first is not _EMPTY:
             yield _tag(first, record)
         async for chunk in rest:
@@ -375,17 +375,19 @@ class UniRouteLLM(FunctionCallingLLM):
     def _prepare_chat_with_tools(
         self,
         tools: Sequence[BaseTool],
-        user_msg: Optional[Union[str, ChatMessage]] = None,
-        chat_history: Optional[List[ChatMessage]] = None,
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
         verbose: bool = False,
         allow_parallel_tool_calls: bool = False,
         tool_required: bool = False,
         **kwargs: Any,
-    ) -> Dict[str, Any]:
+    ) -> dict[str, Any]:
         """Defer tool formatting to the member chosen at call time (see :class:`ToolRequest`)."""
         messages = list(chat_history or [])
         if user_msg is not None:
-            messages.append(ChatMessage(role=MessageRole.USER, content=user_msg) if isinstance(user_msg, str) else user_msg)
+            messages.append(
+                ChatMessage(role=MessageRole.USER, content=user_msg) if isinstance(user_msg, str) else user_msg
+            )
         request = ToolRequest(
             tools=list(tools),
             user_msg=user_msg,
@@ -399,7 +401,7 @@ class UniRouteLLM(FunctionCallingLLM):
 
     def get_tool_calls_from_response(
         self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
-    ) -> List[ToolSelection]:
+    ) -> list[ToolSelection]:
         """Read tool calls with the member that produced ``response`` (named in its ``uniroute`` entry)."""
         record = (response.additional_kwargs or {}).get(UNIROUTE_KEY)
         if not record and not error_on_no_tool_call and _is_blank(response.message):
