@@ -120,7 +120,9 @@ class StaticEmbedder:
 
                     for path, what in ((self.weights_path, "weights"), (self.tokenizer_path, "tokenizer")):
                         if not path.is_file():
-                            raise FileNotFoundError(f"static embedder {self.name!r}: {what} file {str(path)!r} not found")
+                            raise FileNotFoundError(
+                                f"static embedder {self.name!r}: {what} file {str(path)!r} not found"
+                            )
                     with safe_open(str(self.weights_path), framework="np") as f:
                         stored = list(f.keys())
                         if self.tensor_key not in stored:
