@@ -16,7 +16,7 @@ import time
 import numpy as np
 from _common import POOL, add_pool, build, data_folder, machine, parse_args, timed
 
-from uniroute_core.baselines import knn_neighbours, knn_quality
+from uniroute_core.evaluation.baselines import knn_neighbours, knn_quality
 from uniroute_core.learned_map import LearnedMapClusterMap
 
 

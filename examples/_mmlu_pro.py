@@ -24,7 +24,7 @@ import numpy as np
 
 from uniroute_core import ProbeSet, RoutingData, UniRouter, load_routing_data
 from uniroute_core.embedding import CachedEmbedder, default_cache_dir, default_embedder
-from uniroute_core.preview import PolicyOutcome, format_comparison, single_model_outcome, summarise_calls
+from uniroute_core.evaluation.preview import PolicyOutcome, format_comparison, single_model_outcome, summarise_calls
 from uniroute_core.replay import ReplayBook
 
 DATA_ENV = "UNIROUTE_MMLU_PRO"

@@ -17,7 +17,7 @@ from dataclasses import replace
 from _mmlu_pro import POOL, build, data_folder, parse_args
 
 from uniroute_core.delegation import add_profiled_model
-from uniroute_core.preview import format_comparison, preview_router
+from uniroute_core.evaluation.preview import format_comparison, preview_router
 
 
 def main() -> None:

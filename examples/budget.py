@@ -16,7 +16,7 @@ import time
 from _mmlu_pro import POOL, build, data_folder, parse_args
 
 from uniroute_core.delegation import add_profiled_model
-from uniroute_core.preview import preview_router
+from uniroute_core.evaluation.preview import preview_router
 
 
 def main() -> None:

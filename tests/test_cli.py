@@ -102,7 +102,7 @@ def test_parser_has_eval_subcommand():
 
 
 def test_a_saved_results_json_can_be_replotted(folder, tmp_path):
-    from uniroute_core.plotting import plot_deferral_curves
+    from uniroute_core.evaluation.plotting import plot_deferral_curves
 
     out = tmp_path / "out"
     assert _run(folder, out, tmp_path / "cache", "--trials", "1", "--methods", "kmeans,random") == 0

@@ -5,13 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uniroute_core.baselines import (
-    clairvoyant_quality,
-    knn_neighbours,
-    knn_quality,
-    random_router_curve,
-    zero_router_quality,
-)
 from uniroute_core.data import RoutingData
 from uniroute_core.evaluation import (
     EvaluationConfig,
@@ -23,7 +16,14 @@ from uniroute_core.evaluation import (
     split_models,
     split_prompts,
 )
-from uniroute_core.metrics import area, deferral_curve, qnc, router_curve
+from uniroute_core.evaluation.baselines import (
+    clairvoyant_quality,
+    knn_neighbours,
+    knn_quality,
+    random_router_curve,
+    zero_router_quality,
+)
+from uniroute_core.evaluation.metrics import area, deferral_curve, qnc, router_curve
 
 
 # ---------------------------------------------------------------- metrics on hand-computed curves

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from uniroute_core import UniRouter
-from uniroute_core.baselines import cluster_quality, zero_router_quality
 from uniroute_core.cluster_map import CLUSTER_MAPS
+from uniroute_core.evaluation.baselines import cluster_quality, zero_router_quality
+from uniroute_core.evaluation.metrics import area, router_curve
 from uniroute_core.learned_map import LearnedMapClusterMap
-from uniroute_core.metrics import area, router_curve
 
 
 def _toy(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

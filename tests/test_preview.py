@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 import pytest
 
 from uniroute_core import UniRouter, load_routing_data, write_routing_data
-from uniroute_core.preview import (
+from uniroute_core.cli import build_parser, run_replay
+from uniroute_core.evaluation.preview import (
     MissingMembersError,
-    add_replay_parser,
     format_comparison,
     preview_router,
-    run_replay,
     summarise_calls,
 )
 
@@ -135,9 +133,7 @@ def test_format_comparison_shows_relative_cost_and_shares():
 
 
 def _replay_args(argv):
-    parser = argparse.ArgumentParser(prog="uniroute")
-    add_replay_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["replay", *argv])
+    return build_parser().parse_args(["replay", *argv])
 
 
 def test_cli_explains_a_router_saved_with_a_custom_embedder(tmp_path, capsys):

@@ -1,8 +1,17 @@
-"""The ``uniroute`` command line.
+"""The ``uniroute`` command line — the only module of the project that uses ``argparse``.
 
-Subcommands are registered by functions ``register(subparsers)`` listed in :data:`COMMAND_REGISTRARS`; each adds
-one ``argparse`` sub-parser and sets ``func=<handler(args) -> int>`` as its default. To add a subcommand (e.g.
-``uniroute replay``) write its own module with such a ``register`` function and append it to the list.
+Every subcommand is a :class:`Command` in the :data:`COMMANDS` registry (:mod:`uniroute_core.registry`): a name, a
+one-line help, a description, a function that adds its arguments to an ``argparse`` parser and a function that runs
+it on the parsed arguments and returns the exit status. :func:`build_parser` builds one sub-parser per registered
+command, so adding a subcommand is one decorated function here (see ``ARCHITECTURE.md``)::
+
+    def _hello_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--name", default="world")
+
+    @command("hello", help="say hello", arguments=_hello_arguments)
+    def run_hello(args: argparse.Namespace) -> int:
+        print(f"hello {args.name}")
+        return 0
 
 ``uniroute eval`` runs the unseen-LLM evaluation protocol (:mod:`uniroute_core.evaluation`) on any routing data
 folder, prints a table, and writes ``OUT/results.json`` and ``OUT/deferral_curve.png``::
@@ -14,6 +23,9 @@ path, or ``package.module:function`` naming a callable importable from the curre
 ``list[str] -> (n, d) array`` (or an object with ``embed``) — handy for tests and for custom embedders. Embeddings are
 cached on disk (``--cache``, default ``$UNIROUTE_CACHE`` or ``~/.cache/uniroute``) keyed by embedder name and text, so
 a rerun does not re-embed.
+
+``uniroute replay`` previews a saved router on logged prompts with known scores
+(:mod:`uniroute_core.evaluation.preview`).
 """
 
 from __future__ import annotations
@@ -23,12 +35,69 @@ import importlib
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "build_parser", "register_eval", "resolve_cli_embedder", "COMMAND_REGISTRARS"]
+from .registry import Registry
+
+__all__ = ["COMMANDS", "Command", "command", "main", "build_parser", "resolve_cli_embedder"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``uniroute`` subcommand.
+
+    Attributes:
+        name: the word after ``uniroute``.
+        help: one line shown by ``uniroute --help``.
+        description: the longer text of ``uniroute NAME --help`` (defaults to ``help``).
+        add_arguments: adds the subcommand's options to its ``argparse`` parser.
+        run: runs the subcommand on the parsed arguments; returns the process exit status (0 = success,
+            2 = bad input, reported on stderr).
+    """
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    description: str | None = None
+
+
+COMMANDS: Registry[Command] = Registry("command")
+"""Every subcommand, in ``uniroute --help`` order."""
+
+
+def command(
+    name: str, *, help: str, arguments: Callable[[argparse.ArgumentParser], None], description: str | None = None
+) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    """Decorator: register the decorated ``run(args) -> int`` as subcommand ``name`` (returns it unchanged)."""
+
+    def decorator(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS.register(
+            name, Command(name=name, help=help, add_arguments=arguments, run=run, description=description)
+        )
+        return run
+
+    return decorator
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a unique temporary sibling, fsync and an atomic rename: a reader never
+    sees a half-written file and concurrent writers do not interleave."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def resolve_cli_embedder(spec: str | None) -> Any:
@@ -60,7 +129,7 @@ def resolve_cli_embedder(spec: str | None) -> Any:
 
 
 def _parse_methods(text: str) -> tuple[str, ...]:
-    from .evaluation import METHODS
+    from .evaluation.protocol import METHODS
 
     names = tuple(m.strip() for m in text.replace(" ", ",").split(",") if m.strip())
     unknown = [m for m in names if m not in METHODS]
@@ -83,17 +152,9 @@ def _parse_clusters(text: str) -> int | str:
     return k
 
 
-def register_eval(subparsers: Any) -> None:
-    """Add ``uniroute eval`` to the sub-parsers."""
-    from .evaluation import METHODS
+def _eval_arguments(p: argparse.ArgumentParser) -> None:
+    from .evaluation.protocol import METHODS
 
-    p = subparsers.add_parser(
-        "eval",
-        help="evaluate routers on a routing data folder (unseen-LLM protocol)",
-        description="Repeated random splits of prompts (train/probe/test) and LLMs (training/test); test LLMs are "
-        "unseen (only their probe scores are used). Reports Area, Area(50%%), QNC and sign tests; writes "
-        "OUT/results.json and OUT/deferral_curve.png.",
-    )
     p.add_argument(
         "--data", required=True, type=Path, help="routing data folder (prompts.csv.gz, scores.csv.gz, models.csv)"
     )
@@ -118,17 +179,30 @@ def register_eval(subparsers: Any) -> None:
         help="'auto' (validation Area over a grid, default) or a fixed K",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=run_eval)
 
 
+@command(
+    "eval",
+    help="evaluate routers on a routing data folder (unseen-LLM protocol)",
+    description="Repeated random splits of prompts (train/probe/test) and LLMs (training/test); test LLMs are "
+    "unseen (only their probe scores are used). Reports Area, Area(50%%), QNC and sign tests; writes "
+    "OUT/results.json and OUT/deferral_curve.png.",
+    arguments=_eval_arguments,
+)
 def run_eval(args: argparse.Namespace) -> int:
     """Handler of ``uniroute eval``."""
     from .data import RoutingDataError, load_routing_data
     from .embedding import CachedEmbedder, default_cache_dir
-    from .evaluation import EvaluationConfig, evaluate, format_table
-    from .plotting import plot_deferral_curves
+    from .evaluation._optional import MissingOptionalDependencyError, require_eval_extra
+    from .evaluation.plotting import plot_deferral_curves
+    from .evaluation.protocol import EvaluationConfig, evaluate, format_table
 
     started = time.perf_counter()
+    try:
+        require_eval_extra("uniroute eval")
+    except MissingOptionalDependencyError as exc:
+        print(f"uniroute eval: {exc}", file=sys.stderr)
+        return 2
     if args.trials < 1:
         print(f"uniroute eval: --trials must be >= 1, got {args.trials}", file=sys.stderr)
         return 2
@@ -154,7 +228,7 @@ def run_eval(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     doc = result.to_json()
     doc["wall_seconds"] = time.perf_counter() - started
-    (args.out / "results.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    _write_text_atomic(args.out / "results.json", json.dumps(doc, indent=1))
     plot_deferral_curves(result, args.out / "deferral_curve.png")
     print(format_table(result))
     print(
@@ -163,25 +237,53 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_replay(subparsers: Any) -> None:
-    """``uniroute replay``: preview a saved router on logged prompts (see :mod:`uniroute_core.preview`)."""
-    from .preview import add_replay_parser
+def _replay_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="routing data folder (prompts.csv.gz, scores.csv.gz, models.csv)")
+    p.add_argument("--router", required=True, help="directory of a router saved with UniRouter.save")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--lam", type=float, default=None, help="trade-off λ >= 0 (default: λ = 0, most accurate)")
+    how.add_argument("--budget", type=float, default=None, help="mean cost per call; λ is calibrated on the probes")
+    p.add_argument("--include-probes", action="store_true", help="also score on the router's probe prompts")
+    p.add_argument("--no-cache", action="store_true", help="do not use the on-disk embedding cache")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    add_replay_parser(subparsers)
 
+@command(
+    "replay",
+    help="preview a saved router on logged prompts with known scores (cost, quality, share of calls)",
+    description=(
+        "What a saved router would have cost and scored on the prompts of a routing data folder, with the share "
+        "of calls per member, against always-the-most-accurate and always-the-cheapest member. No model is called."
+    ),
+    arguments=_replay_arguments,
+)
+def run_replay(args: argparse.Namespace) -> int:
+    """Handler of ``uniroute replay``: prints the preview (or its JSON); returns the exit code."""
+    from .data import RoutingDataError, load_routing_data
+    from .evaluation.preview import MissingMembersError, load_router_cached, preview_router
+    from .persistence import RouterFileError
 
-COMMAND_REGISTRARS: list[Callable[[Any], None]] = [register_eval, register_replay]
-"""One ``register(subparsers)`` per subcommand; append yours here."""
+    try:
+        data = load_routing_data(args.data)
+        router = load_router_cached(args.router, cache=not args.no_cache, show_progress=sys.stderr.isatty())
+        result = preview_router(router, data, lam=args.lam, budget=args.budget, exclude_probes=not args.include_probes)
+    except (RoutingDataError, RouterFileError, MissingMembersError, ValueError) as exc:
+        print(f"uniroute replay: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.format())
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every registered subcommand."""
+    """The top-level parser with one sub-parser per registered :class:`Command`."""
     parser = argparse.ArgumentParser(
         prog="uniroute", description="UniRoute: route each prompt to the cheapest capable LLM."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for register in COMMAND_REGISTRARS:
-        register(sub)
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.description or cmd.help)
+        cmd.add_arguments(p)
+        p.set_defaults(func=cmd.run)
     return parser
 
 

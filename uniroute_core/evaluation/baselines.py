@@ -1,7 +1,7 @@
 """Baseline routers of the method note, as predicted-quality matrices fed to the one routing rule.
 
 Every baseline except the random router produces a ``(n_prompts, M)`` matrix of predicted quality (1 − expected
-loss) for the pool being routed; :func:`uniroute_core.metrics.router_curve` then applies the rule of
+loss) for the pool being routed; :func:`~uniroute_core.evaluation.metrics.router_curve` then applies the rule of
 :mod:`uniroute_core.rule` over every λ, so all methods are compared under the same rule:
 
 * :func:`cluster_quality` — UniRoute itself: Φ(x)ᵀΨ(h) for any fitted cluster map (K-Means, LearnedMap).
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from .cluster_map import ClusterMap
+from ..cluster_map import ClusterMap
+from ..profile import build_profile
 from .metrics import DeferralCurve, deferral_curve
-from .profile import build_profile
 
 __all__ = [
     "probe_quality_matrix",

@@ -12,10 +12,8 @@ their tables, so every "accuracy / cost / share of calls" figure in the project 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .data import RoutingData, load_routing_data
-from .router import UniRouter
+from ..data import RoutingData
+from ..router import UniRouter
 
 __all__ = [
     "MissingMembersError",
@@ -35,8 +33,6 @@ __all__ = [
     "format_comparison",
     "preview_router",
     "load_router_cached",
-    "add_replay_parser",
-    "run_replay",
 ]
 
 
@@ -278,8 +274,8 @@ def load_router_cached(path: str | os.PathLike[str], *, cache: bool = True, show
     skip the encoder. Routers saved with a custom callable embedder cannot be loaded from the command line (the
     loader says so).
     """
-    from .embedding import CachedEmbedder, default_cache_dir, resolve_embedder
-    from .persistence import JSON_FILE, RouterFileError
+    from ..embedding import CachedEmbedder, default_cache_dir, resolve_embedder
+    from ..persistence import JSON_FILE, RouterFileError
 
     folder = Path(path)
     embedder = None
@@ -289,7 +285,7 @@ def load_router_cached(path: str | os.PathLike[str], *, cache: bool = True, show
         except (json.JSONDecodeError, KeyError, TypeError):
             emb_meta = None  # let the loader report what is wrong with the file
         if isinstance(emb_meta, dict) and emb_meta.get("kind") != "callable" and "name" in emb_meta:
-            from .embedding import DEFAULT_EMBEDDER_NAME
+            from ..embedding import DEFAULT_EMBEDDER_NAME
 
             name = emb_meta["name"]
             try:
@@ -300,54 +296,3 @@ def load_router_cached(path: str | os.PathLike[str], *, cache: bool = True, show
                 ) from exc
             embedder = CachedEmbedder(inner, default_cache_dir())
     return UniRouter.load(folder, embedder=embedder, show_progress=show_progress)
-
-
-def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``uniroute replay`` on an ``argparse`` sub-parser collection; returns the new parser."""
-    p = subparsers.add_parser(
-        "replay",
-        help="preview a saved router on logged prompts with known scores (cost, quality, share of calls)",
-        description=(
-            "What a saved router would have cost and scored on the prompts of a routing data folder, with the share "
-            "of calls per member, against always-the-most-accurate and always-the-cheapest member. No model is called."
-        ),
-    )
-    p.add_argument("--data", required=True, help="routing data folder (prompts.csv.gz, scores.csv.gz, models.csv)")
-    p.add_argument("--router", required=True, help="directory of a router saved with UniRouter.save")
-    how = p.add_mutually_exclusive_group()
-    how.add_argument("--lam", type=float, default=None, help="trade-off λ >= 0 (default: λ = 0, most accurate)")
-    how.add_argument("--budget", type=float, default=None, help="mean cost per call; λ is calibrated on the probes")
-    p.add_argument("--include-probes", action="store_true", help="also score on the router's probe prompts")
-    p.add_argument("--no-cache", action="store_true", help="do not use the on-disk embedding cache")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=run_replay)
-    return p
-
-
-def run_replay(args: argparse.Namespace) -> int:
-    """Run ``uniroute replay`` with parsed ``args``; prints the report; returns the exit code."""
-    from .data import RoutingDataError
-    from .persistence import RouterFileError
-
-    try:
-        data = load_routing_data(args.data)
-        router = load_router_cached(args.router, cache=not args.no_cache, show_progress=sys.stderr.isatty())
-        result = preview_router(router, data, lam=args.lam, budget=args.budget, exclude_probes=not args.include_probes)
-    except (RoutingDataError, RouterFileError, MissingMembersError, ValueError) as exc:
-        print(f"uniroute replay: error: {exc}", file=sys.stderr)  # noqa: T201 - moves to cli.py
-        return 2
-    print(json.dumps(result.to_dict(), indent=2) if args.json else result.format())  # noqa: T201
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point (``python -m uniroute_core.preview --data DIR --router PATH``)."""
-    parser = argparse.ArgumentParser(prog="uniroute")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_replay_parser(sub)
-    args = parser.parse_args(["replay", *(sys.argv[1:] if argv is None else argv)])
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -7,8 +7,8 @@ One *trial*:
 2. fit each method using only the training prompts, the probe prompts, the *training* LLMs' scores, and the test
    LLMs' scores on the probe prompts (their "profiling") — the test LLMs' scores on train/test prompts are never
    used, except by the Clairvoyant upper bound, which is given their training-prompt scores on purpose;
-3. route the test prompts among the test LLMs with the one rule (:func:`uniroute_core.metrics.router_curve`) and
-   measure Area, Area(50%) and QNC.
+3. route the test prompts among the test LLMs with the one rule
+   (:func:`~uniroute_core.evaluation.metrics.router_curve`) and measure Area, Area(50%) and QNC.
 
 Hyper-parameters (K and the shrinkage α for the cluster maps, the K-Means temperature τ, k for KNN) are chosen per
 trial by *validation Area*: a sixth of the training prompts is held out, the maps are fitted on the rest, the training
@@ -32,6 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from ..cluster_map import ClusterMap, KMeansClusterMap
+from ..data import RoutingData
+from ..learned_map import LearnedMapClusterMap
+from ._optional import import_optional
 from .baselines import (
     clairvoyant_quality,
     cluster_quality,
@@ -40,9 +44,6 @@ from .baselines import (
     random_router_curve,
     zero_router_quality,
 )
-from .cluster_map import ClusterMap, KMeansClusterMap
-from .data import RoutingData
-from .learned_map import LearnedMapClusterMap
 from .metrics import DeferralCurve, area, qnc, router_curve
 
 __all__ = [
@@ -205,7 +206,7 @@ def curve_metrics(curve: DeferralCurve, target_quality: float, reference_cost: f
 
 def sign_test(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
     """Two-sided sign test of paired per-trial values: wins (a > b), losses (a < b), ties dropped, binomial p."""
-    from scipy.stats import binomtest
+    binomtest = import_optional("scipy.stats", "the sign test of `uniroute eval`").binomtest
 
     a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a_arr.shape != b_arr.shape:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .rule import choose_by_lambda, lambda_grid
+from ..rule import choose_by_lambda, lambda_grid
 
 # np.trapezoid from NumPy 2.0 on; np.trapz (same function) before that.
 _TRAPEZOID: Callable[..., Any] = getattr(np, "trapezoid", None) or getattr(np, "trapz")  # noqa: B009

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .evaluation import EvaluationResult
+from ._optional import import_optional
+from .protocol import EvaluationResult
 
 __all__ = ["METHOD_STYLE", "plot_deferral_curves"]
 
@@ -36,10 +37,9 @@ def plot_deferral_curves(results: EvaluationResult | dict[str, Any], path: str |
     produces (so a saved run can be re-plotted without re-running it). The lower panel shows each method's mean
     quality minus ZeroRouter's at the same cost, where the routers' differences are visible.
     """
-    import matplotlib
-
+    matplotlib = import_optional("matplotlib", "plotting deferral curves")
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    plt = import_optional("matplotlib.pyplot", "plotting deferral curves")
 
     doc = results.to_json() if isinstance(results, EvaluationResult) else results
     methods: dict[str, Any] = doc["methods"]
