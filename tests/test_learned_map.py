@@ -98,7 +98,7 @@ def test_unirouter_learned_map_fit_add_route_save_load(tmp_path, embedder):
         prompts.append(f"{t} question {i}: " + " ".join(rng.choice(words, 4)))
         scores.append([1.0 if t == "math" else 0.0, 1.0 if t == "law" else 0.0])
     scores_arr = np.array(scores)
-    router = UniRouter(embedder=embedder, method="learned_map", n_clusters=2, shrinkage=0.0, show_progress=False)
+    router = UniRouter(embedder=embedder, cluster_map="learned_map", n_clusters=2, shrinkage=0.0, show_progress=False)
     router.fit(prompts[:120], train_scores=scores_arr[:120], train_models=["math_whiz", "law_whiz"])
     router.set_probes(prompts[120:])
     # unseen LLMs profiled on the probes only: "cheap_math" knows math, "big_law" knows law
@@ -116,6 +116,6 @@ def test_unirouter_learned_map_fit_add_route_save_load(tmp_path, embedder):
 
 
 def test_unirouter_learned_map_without_scores_says_what_is_missing(embedder):
-    router = UniRouter(embedder=embedder, method="learned_map", n_clusters=2, show_progress=False)
+    router = UniRouter(embedder=embedder, cluster_map="learned_map", n_clusters=2, show_progress=False)
     with pytest.raises(ValueError, match="train_scores"):
         router.fit(["math integral", "law court", "math algebra", "law contract"])

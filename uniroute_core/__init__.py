@@ -18,11 +18,13 @@ from .embedding import CachedEmbedder, CallableEmbedder, Embedder, SentenceTrans
 from .grading import grade_exact, grade_multiple_choice, grade_numeric, make_llm_judge, resolve_grader
 from .learned_map import LearnedMapClusterMap
 from .persistence import RouterFileError
+from .policy import RoutingPolicy
 from .probes import ProbeSet
 from .profile import ModelProfile
 from .profiling import ProfilingError, ProfilingResult, aprofile_answers, profile_answers
-from .router import NotFittedError, RouteDecision, UniRouter, UnreachableBudgetWarning
+from .router import UniRouter
 from .rule import Calibration, calibrate_lambda
+from .state import NotFittedError, RouteDecision, RouterState, UnreachableBudgetWarning
 
 if TYPE_CHECKING:
     from .evaluation.metrics import DeferralCurve, area, deferral_curve, qnc, router_curve
@@ -44,6 +46,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "UniRouter",
+    "RouterState",
+    "RoutingPolicy",
     "ModelProfile",
     "RouteDecision",
     "RoutingData",

@@ -8,6 +8,8 @@ and register themselves in :data:`CLUSTER_MAPS` so that saved routers can name t
 
 from __future__ import annotations
 
+import copy
+import inspect
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -28,7 +30,9 @@ class ClusterMap(ABC):
     """Φ: an ``(n, d)`` embedding matrix → ``(n, K)`` non-negative weights whose rows sum to 1.
 
     Subclasses learn in :meth:`fit` (returning ``self``; learned state ends in ``_``) and serialise to a JSON-able
-    config plus NumPy arrays (never pickle).
+    config plus NumPy arrays (never pickle). As in scikit-learn, every ``__init__`` parameter is stored unchanged
+    as an attribute of the same name, so :meth:`get_params` / :meth:`clone` can rebuild an unfitted copy: the router
+    fits a clone of a user-given map, never the user's object (a fitted map inside a router snapshot never changes).
     """
 
     kind: ClassVar[str]
@@ -55,6 +59,25 @@ class ClusterMap(ABC):
     @abstractmethod
     def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> ClusterMap:
         """Rebuild a fitted map from :meth:`get_config` and :meth:`get_arrays`."""
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters (the ``__init__`` arguments, read back from same-named attributes)."""
+        sig = inspect.signature(type(self).__init__)
+        names = [
+            p.name for p in sig.parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        missing = [n for n in names if not hasattr(self, n)]
+        if missing:
+            raise TypeError(
+                f"{type(self).__name__} must store its __init__ parameters {missing} as attributes of the same "
+                "name (scikit-learn convention) so that it can be cloned"
+            )
+        return {n: getattr(self, n) for n in names}
+
+    def clone(self) -> ClusterMap:
+        """A new, unfitted map with the same parameters (deep-copied) and none of the learned state."""
+        return type(self)(**copy.deepcopy(self.get_params()))
 
     def assign_compact(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Assignments as ``(row index (n,), distinct weight rows (R, K))``: row i of Φ is ``table[index[i]]``.

@@ -6,7 +6,8 @@ only framework work; everything they share lives here, so it is written once:
 * :func:`check_members` — the members given must be exactly the router's profiled models;
 * :class:`PoolChanges` — members being added or removed while calls are routed: the order of the two steps (member
   object / router profile) and the names the check must tolerate until both are done;
-* :class:`MemberSelector` — one routing decision for a text, in lam / budget / min_quality mode, restricted to
+* :class:`MemberSelector` — one routing decision for a text under a :class:`~uniroute_core.policy.RoutingPolicy`
+  (lam / budget / min_quality), on one snapshot of the router, restricted to
   allowed members (tool-capable, context fits, no cheaper than an earlier turn), or forced to a named member;
 * :func:`call_with_fallback` / :func:`acall_with_fallback` — try the chosen member, then the next ones by routing
   score, recording each failure; one :class:`AllMembersFailedError` naming every failure if all fail;
@@ -20,13 +21,15 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .policy import RoutingPolicy
 from .probes import ProbeSet
 from .profile import ModelProfile
 from .profiling import ProfilingResult, aprofile_answers, profile_answers
-from .router import RouteDecision, UniRouter
+from .router import UniRouter
+from .state import RouteDecision, RouterState
 
 __all__ = [
     "MemberMismatchError",
@@ -228,24 +231,17 @@ class MemberSelector:
 
     Attributes:
         router: the core router.
-        lam / budget / min_quality: at most one; none means λ = 0.
+        policy: how to trade quality for cost (a validated :class:`~uniroute_core.policy.RoutingPolicy`).
         fallback: whether members after the first may be tried when it fails.
     """
 
     router: UniRouter
-    lam: float | None = None
-    budget: float | None = None
-    min_quality: float | None = None
+    policy: RoutingPolicy = field(default_factory=RoutingPolicy)
     fallback: bool = True
 
     def __post_init__(self) -> None:
-        given = [
-            n
-            for n, v in (("lam", self.lam), ("budget", self.budget), ("min_quality", self.min_quality))
-            if v is not None
-        ]
-        if len(given) > 1:
-            raise ValueError(f"give only one of lam, budget, min_quality; got {given}")
+        if not isinstance(self.policy, RoutingPolicy):
+            raise TypeError(f"policy must be a RoutingPolicy, got {type(self.policy).__name__}")
 
     def select(
         self,
@@ -258,9 +254,14 @@ class MemberSelector:
         """Route ``text`` among ``allowed`` members (all by default) costing at least ``min_cost``.
 
         ``force`` names a member to use without routing (it must be in the pool; fallback still follows the
-        routing order of the others when enabled).
+        routing order of the others when enabled). Costs, candidates and the decision all come from ONE snapshot
+        of the router (``router.state`` read once), so a member added or removed meanwhile cannot make the
+        candidate list and the routing disagree.
         """
-        costs = self.router.costs
+        state = self.router.state  # the one snapshot this call reads
+        _before_route_hook(state)
+        state.require_pool("route")
+        costs = state.cost_by_name
         candidates = list(costs) if allowed is None else [m for m in costs if m in set(allowed)]
         if allowed is not None and not candidates:
             raise ValueError(f"no member is allowed for this call (allowed={sorted(allowed)}, pool={list(costs)})")
@@ -269,15 +270,22 @@ class MemberSelector:
             candidates = dearer or [max(candidates, key=lambda m: costs[m])]
         if force is not None and force not in costs:
             raise KeyError(f"model {force!r} is not a member; members: {list(costs)}")
-        decision = self.router.route(
-            [text], self.lam, budget=self.budget, min_quality=self.min_quality, candidates=candidates
-        )[0]
+        embeddings = self.router.embed([text])
+        decision = state.route(embeddings, self.policy, candidates=candidates)[0]
         order = list(decision.ranking)
         if force is not None:
             order = [force] + [m for m in order if m != force]
         if not self.fallback:
             order = order[:1]
         return RoutingChoice(decision=decision, order=tuple(order), costs=costs, forced=force is not None)
+
+
+def _before_route_hook(state: RouterState) -> None:
+    """Called by :meth:`MemberSelector.select` right after it took its snapshot; does nothing.
+
+    It exists so that a test can run a pool change at exactly that point and show that the call still routes on
+    the snapshot it took (the select/route race of issue 10).
+    """
 
 
 class ConversationFloors:

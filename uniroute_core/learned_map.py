@@ -132,7 +132,7 @@ class LearnedMapClusterMap(ClusterMap):
             raise ValueError(f"n_clusters must be a positive integer, got {k!r}")
         if train_scores is None:
             raise ValueError(
-                "method='learned_map' is supervised: fit(train_prompts, train_scores=(n_prompts, n_models) array of "
+                "cluster_map='learned_map' is supervised: fit(train_prompts, train_scores=(n_prompts, n_models) array of "
                 "the training LLMs' scores on those prompts, train_models=[names]) — train_scores is missing"
             )
         s = _check_scores(train_scores, len(x), "train_scores")

@@ -1,10 +1,18 @@
-"""Save and load a :class:`~uniroute_core.router.UniRouter` as JSON + NumPy ``.npz`` — never pickle.
+"""Save and load a router's settings and :class:`~uniroute_core.state.RouterState` as JSON + NumPy ``.npz`` — never pickle.
 
 Layout of a saved router directory::
 
-    router.json   format name and version, settings, embedder name and dimension, cluster-map config,
-                  the probe set (prompts, references, grader name), each member's name and cost
+    router.json   format name and version, settings (cluster-map kind or template parameters, n_clusters, seed,
+                  shrinkage), embedder name and dimension, cluster-map config, the probe set (prompts, references,
+                  grader name), each member's name and cost
     arrays.npz    cluster-map arrays (``map/<name>``), probe scores (M, P), Ψ (M, K) and probe counts (M, K)
+
+This module knows states and settings, not routers: :func:`save_state` writes a state with the settings that
+produced it, :func:`load_state` reads them back as a :class:`SavedRouter`, and
+:meth:`UniRouter.save <uniroute_core.router.UniRouter.save>` / :meth:`UniRouter.load
+<uniroute_core.router.UniRouter.load>` (via :meth:`UniRouter.from_state`) are the router-level calls. Imports go
+``router → persistence → state``, never back. :func:`read_saved_embedder` tells what embedder a saved router needs
+without loading it (the replay CLI wraps it in the on-disk cache).
 
 Member objects, API keys and callables are never written: only names, numbers and texts. Loading checks the format
 version, that every file and array is present, that shapes agree, and that the embedder gives vectors of the saved
@@ -15,21 +23,30 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import numpy as np
 
-from .cluster_map import CLUSTER_MAPS
-from .embedding import DEFAULT_EMBEDDER_NAME, CallableEmbedder, resolve_embedder
+from .cluster_map import CLUSTER_MAPS, ClusterMap
+from .embedding import DEFAULT_EMBEDDER_NAME, CallableEmbedder, Embedder, resolve_embedder
 from .probes import ProbeSet
 from .profile import ModelProfile
-from .router import RouterState
+from .state import RouterState
 
-if TYPE_CHECKING:
-    from .router import UniRouter
-
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "RouterFileError", "save_router", "load_router"]
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "JSON_FILE",
+    "ARRAYS_FILE",
+    "RouterFileError",
+    "SavedEmbedder",
+    "SavedRouter",
+    "save_state",
+    "load_state",
+    "read_saved_embedder",
+]
 
 FORMAT_NAME = "uniroute-router"
 FORMAT_VERSION = 1
@@ -41,28 +58,107 @@ class RouterFileError(ValueError):
     """A saved router directory is incomplete, from another format version, or inconsistent."""
 
 
-def save_router(router: UniRouter, directory: str | os.PathLike[str]) -> Path:
-    """Write ``router`` to ``directory`` (created if needed). Files are written then renamed into place."""
-    state = router.state
+@dataclass(frozen=True)
+class SavedEmbedder:
+    """The embedder a saved router was built with, as recorded in ``router.json``.
+
+    Attributes:
+        name: the embedder's name (the packaged default's, a sentence-transformers name/path, or a callable's).
+        kind: ``"sentence-transformers"`` (loadable by name) or ``"callable"`` (code: the user must pass it again).
+        dimension: the embedding dimension the cluster map was fitted on.
+    """
+
+    name: str
+    kind: str
+    dimension: int
+
+    @property
+    def is_callable(self) -> bool:
+        """A custom function: it was not saved, so loading needs ``embedder=`` again."""
+        return self.kind == "callable"
+
+    @property
+    def spec(self) -> str | None:
+        """What to pass to :func:`~uniroute_core.embedding.resolve_embedder` to rebuild it (``None`` = default)."""
+        if self.is_callable:
+            raise RouterFileError(
+                f"this router was saved with a custom embedder {self.name!r}; pass the same one: "
+                "UniRouter.load(directory, embedder=...)"
+            )
+        return None if self.name == DEFAULT_EMBEDDER_NAME else self.name
+
+    def resolve(self) -> Embedder:
+        """Load the named embedder (local files only); a failure is a :class:`RouterFileError` naming it."""
+        spec = self.spec
+        try:
+            return resolve_embedder(spec)
+        except Exception as exc:  # noqa: BLE001 - report which embedder could not be loaded
+            raise RouterFileError(f"cannot load the embedder {self.name!r} named in the saved router: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class SavedRouter:
+    """What :func:`load_state` read: ``UniRouter.from_state(state, embedder=embedder, **settings)`` rebuilds it.
+
+    Attributes:
+        state: the routing snapshot, exactly as saved (decisions are identical).
+        settings: the router's constructor settings (``n_clusters``, ``seed``, ``shrinkage``, ``cluster_map``).
+        embedder: the resolved embedder, checked against the saved dimension.
+    """
+
+    state: RouterState
+    settings: dict[str, Any]
+    embedder: Embedder
+
+
+def _template_params(template: str | ClusterMap) -> dict[str, Any] | None:
+    """JSON-able constructor parameters of a user-given cluster-map template (``None`` for a kind name)."""
+    if isinstance(template, str):
+        return None
+    params = template.get_params()
+    try:
+        json.dumps(params)
+    except (TypeError, ValueError):
+        return None  # not JSON-able: the kind name is kept, the exotic parameters are not
+    return params
+
+
+def save_state(
+    directory: str | os.PathLike[str],
+    state: RouterState,
+    *,
+    settings: dict[str, Any],
+    embedder: Embedder,
+) -> Path:
+    """Write ``state`` with the router ``settings`` and ``embedder`` description to ``directory`` (created if needed).
+
+    ``settings`` are the router's constructor values (``n_clusters``, ``seed``, ``shrinkage``, ``cluster_map`` —
+    a kind name or an unfitted template). Files are written then renamed into place.
+    """
     if state.cluster_map is None:
         raise ValueError("cannot save an unfitted router: call fit() first")
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     cmap = state.cluster_map
-    embedder = router.embedder
     dim = int(cmap.dim_)
+    template = settings.get("cluster_map", cmap.kind)
+    cmap_meta: dict[str, Any] = {"kind": cmap.kind, "config": cmap.get_config()}
+    params = _template_params(template)
+    if params is not None:
+        cmap_meta["template_params"] = params
     meta: dict[str, Any] = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "method": router.method,
-        "seed": router.seed,
-        "shrinkage": router.shrinkage,
+        "method": cmap.kind,
+        "n_clusters": int(settings.get("n_clusters", cmap.n_clusters_)),
+        "seed": int(settings.get("seed", 0)),
+        "shrinkage": float(settings.get("shrinkage", 0.0)),
         "embedder": {
             "name": embedder.name,
             "dimension": dim,
             "kind": "callable" if isinstance(embedder, CallableEmbedder) else "sentence-transformers",
         },
-        "cluster_map": {"kind": cmap.kind, "config": cmap.get_config()},
+        "cluster_map": cmap_meta,
         "probes": state.probes.to_dict() if state.probes is not None else None,
         "models": [{"name": p.name, "cost": p.cost} for p in state.profiles],
     }
@@ -71,7 +167,7 @@ def save_router(router: UniRouter, directory: str | os.PathLike[str]) -> Path:
     arrays["probe_scores"] = (
         np.stack([p.probe_scores for p in state.profiles]) if state.profiles else np.zeros((0, n_probes))
     )
-    arrays["cluster_quality"] = state.quality
+    arrays["cluster_quality"] = state.cluster_quality
     arrays["cluster_counts"] = (
         np.stack([p.cluster_counts for p in state.profiles]) if state.profiles else np.zeros((0, cmap.n_clusters_))
     )
@@ -103,16 +199,8 @@ def _need(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...]) -> np
     return a
 
 
-def load_router(
-    cls: type[UniRouter],
-    directory: str | os.PathLike[str],
-    *,
-    embedder: Any = None,
-    grader: Any = None,
-    show_progress: bool = True,
-) -> UniRouter:
-    """Rebuild a router saved by :func:`save_router` (see the module docstring for the checks made)."""
-    folder = Path(directory)
+def _read_meta(folder: Path) -> dict[str, Any]:
+    """``router.json`` of a saved router directory, with its format checked."""
     if not folder.is_dir():
         raise RouterFileError(f"{str(folder)!r} is not a directory holding a saved router")
     for fname in (JSON_FILE, ARRAYS_FILE):
@@ -122,13 +210,64 @@ def load_router(
         meta = json.loads((folder / JSON_FILE).read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise RouterFileError(f"{folder / JSON_FILE} is not valid JSON: {exc}") from None
-    if meta.get("format") != FORMAT_NAME:
-        raise RouterFileError(f"{folder / JSON_FILE} is not a UniRoute router file (format={meta.get('format')!r})")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise RouterFileError(f"{folder / JSON_FILE} is not a UniRoute router file (format={found!r})")
     if meta.get("format_version") != FORMAT_VERSION:
         raise RouterFileError(
             f"{folder / JSON_FILE} has format version {meta.get('format_version')!r}; this UniRoute reads version "
             f"{FORMAT_VERSION}"
         )
+    return meta
+
+
+def _embedder_meta(meta: dict[str, Any], where: Path) -> SavedEmbedder:
+    emb: Any = meta.get("embedder")
+    try:
+        return SavedEmbedder(name=str(emb["name"]), kind=str(emb.get("kind", "sentence-transformers")),
+                             dimension=int(emb["dimension"]))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise RouterFileError(f"{where / JSON_FILE}: 'embedder' must hold a name and a dimension, got {emb!r}") from None
+
+
+def read_saved_embedder(directory: str | os.PathLike[str]) -> SavedEmbedder:
+    """The embedder recorded in a saved router directory, without loading the router (format checked first)."""
+    folder = Path(directory)
+    return _embedder_meta(_read_meta(folder), folder)
+
+
+def _saved_settings(meta: dict[str, Any], cmap: ClusterMap) -> dict[str, Any]:
+    """The router settings recorded in ``meta`` (files from before settings were saved fall back as they did)."""
+    kind = cmap.kind
+    template: str | ClusterMap = kind
+    params = meta["cluster_map"].get("template_params")
+    if isinstance(params, dict):
+        try:
+            template = CLUSTER_MAPS[kind](**params)
+        except (TypeError, ValueError) as exc:
+            raise RouterFileError(f"cluster map template parameters {params} are invalid for {kind!r}: {exc}") from None
+    return {
+        "n_clusters": int(meta.get("n_clusters", cmap.n_clusters_)),
+        "seed": int(meta.get("seed", 0)),
+        "shrinkage": float(meta.get("shrinkage", 0.0)),
+        "cluster_map": template,
+    }
+
+
+def load_state(
+    directory: str | os.PathLike[str],
+    *,
+    embedder: Any = None,
+    grader: Any = None,
+    show_progress: bool = True,
+) -> SavedRouter:
+    """Read what :func:`save_state` wrote (see the module docstring for the checks made).
+
+    ``embedder`` overrides the saved one (required for a custom callable); ``grader`` re-attaches a custom probe
+    grader (functions are never saved; built-in graders are saved by name).
+    """
+    folder = Path(directory)
+    meta = _read_meta(folder)
     with np.load(folder / ARRAYS_FILE, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
 
@@ -140,25 +279,11 @@ def load_router(
         cmap = CLUSTER_MAPS[kind].from_state(meta["cluster_map"]["config"], map_arrays)
     except (KeyError, ValueError) as exc:
         raise RouterFileError(f"cluster map in {str(folder)!r} is inconsistent: {exc}") from None
+    settings = _saved_settings(meta, cmap)
 
-    emb_meta = meta["embedder"]
-    dim = int(emb_meta["dimension"])
-    if embedder is None:
-        if emb_meta.get("kind") == "callable":
-            raise RouterFileError(
-                f"this router was saved with a custom embedder {emb_meta['name']!r}; pass the same one: "
-                "UniRouter.load(directory, embedder=...)"
-            )
-        embedder = None if emb_meta["name"] == DEFAULT_EMBEDDER_NAME else emb_meta["name"]
-    router = cls(
-        embedder=embedder,
-        n_clusters=cmap.n_clusters_,
-        seed=int(meta.get("seed", 0)),
-        shrinkage=float(meta.get("shrinkage", 0.0)),
-        method=meta.get("method", kind),
-        show_progress=show_progress,
-    )
-    router._embedder = resolve_embedder(embedder)
+    emb_meta = _embedder_meta(meta, folder)
+    dim = emb_meta.dimension
+    resolved = resolve_embedder(embedder) if embedder is not None else emb_meta.resolve()
 
     probes = None
     if meta.get("probes"):
@@ -172,14 +297,14 @@ def load_router(
         n_probes = len(probes)
         if "probe_assign" in arrays:
             assign = _need(arrays, "probe_assign", (n_probes, k))
-            sample = router.embedder.embed([probes.prompts[0]], show_progress=False)
+            sample = resolved.embed([probes.prompts[0]], show_progress=False)
         else:
-            emb = router.embedder.embed(list(probes.prompts), show_progress=show_progress)
+            emb = resolved.embed(list(probes.prompts), show_progress=show_progress)
             sample, assign = emb[:1], None
         if sample.shape[1] != dim:
             raise RouterFileError(
-                f"the embedder {router.embedder.name!r} gives {sample.shape[1]}-dimensional vectors but this router "
-                f"was saved with {emb_meta['name']!r} of dimension {dim}"
+                f"the embedder {resolved.name!r} gives {sample.shape[1]}-dimensional vectors but this router "
+                f"was saved with {emb_meta.name!r} of dimension {dim}"
             )
         if assign is None:
             assign = cmap.assign(emb)
@@ -198,11 +323,10 @@ def load_router(
                     overall_quality=float(np.nanmean(scores[j])),
                     n_probes=int(known.sum()),
                     probe_scores=scores[j].copy(),
-                    shrinkage=router.shrinkage,
+                    shrinkage=settings["shrinkage"],
                 )
             )
         state = RouterState(cluster_map=cmap, probes=probes, probe_assign=assign).with_profiles(profiles)
     elif models:
         raise RouterFileError(f"{JSON_FILE} lists {n_models} models but no probe set")
-    router._state = state
-    return router
+    return SavedRouter(state=state, settings=settings, embedder=resolved)

@@ -19,136 +19,23 @@ import dataclasses
 import threading
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .cluster_map import ClusterMap, KMeansClusterMap
+from .cluster_map import CLUSTER_MAPS, ClusterMap, KMeansClusterMap
 from .embedding import Embedder, resolve_embedder, validate_texts
+from .policy import RoutingPolicy
 from .probes import ProbeSet
 from .profile import ModelProfile, build_profile, validate_cost, validate_scores
-from .rule import Calibration, adequacy_keys, calibrate_lambda, lambda_keys, pick, rank
+from .rule import Calibration
+from .state import NotFittedError, RouteDecision, RouterState, UnreachableBudgetWarning
 
-__all__ = ["UniRouter", "RouteDecision", "RouterState", "NotFittedError", "UnreachableBudgetWarning"]
-
-
-class NotFittedError(RuntimeError):
-    """The router was asked to route before it has a cluster map, probes or models."""
+__all__ = ["UniRouter", "RouteDecision", "RouterState", "NotFittedError", "UnreachableBudgetWarning", "RoutingPolicy"]
 
 
-class UnreachableBudgetWarning(UserWarning):
-    """The budget is below the cost of the cheapest member: every call goes to the cheapest member."""
-
-
-class RouteDecision:
-    """The router's choice for one prompt.
-
-    Attributes:
-        model: the chosen member.
-        cost: the chosen member's per-call cost.
-        lam: the λ used (``None`` in "cheapest adequate" mode).
-        mode: ``"lam"``, ``"budget"`` or ``"min_quality"``.
-        expected_quality: predicted quality (1 − expected loss) of every candidate member on this prompt.
-        ranking: candidate members best-first by the same rule — the fallback order when a member fails.
-
-    ``expected_quality`` and ``ranking`` are built on first access from the row the router computed, so routing a
-    large batch over a large pool costs O(M) array work per prompt, not O(M) Python objects.
-    """
-
-    __slots__ = ("model", "cost", "lam", "mode", "_pool", "_quality", "_keys", "_costs", "_eq", "_ranking")
-
-    def __init__(
-        self,
-        model: str,
-        cost: float,
-        lam: float | None,
-        mode: str,
-        *,
-        pool: Sequence[str],
-        quality_row: np.ndarray,
-        key_row: np.ndarray,
-        costs: np.ndarray,
-    ) -> None:
-        self.model = model
-        self.cost = cost
-        self.lam = lam
-        self.mode = mode
-        self._pool = pool
-        self._quality = quality_row
-        self._keys = key_row
-        self._costs = costs
-        self._eq: dict[str, float] | None = None
-        self._ranking: tuple[str, ...] | None = None
-
-    @property
-    def expected_quality(self) -> dict[str, float]:
-        """Predicted quality of each candidate member (members excluded by ``candidates`` are absent)."""
-        if self._eq is None:
-            allowed = np.isfinite(self._keys)
-            self._eq = {name: float(q) for name, q, ok in zip(self._pool, self._quality, allowed) if ok}
-        return dict(self._eq)
-
-    @property
-    def ranking(self) -> tuple[str, ...]:
-        """Candidate members best-first by the rule (ties to the cheaper member): the fallback order."""
-        if self._ranking is None:
-            self._ranking = tuple(self._pool[j] for j in rank(self._keys, self._costs))
-        return self._ranking
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, RouteDecision):
-            return NotImplemented
-        return (self.model, self.cost, self.lam, self.mode, self.expected_quality, self.ranking) == (
-            other.model, other.cost, other.lam, other.mode, other.expected_quality, other.ranking
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return (
-            f"RouteDecision(model={self.model!r}, cost={self.cost}, lam={self.lam}, mode={self.mode!r}, "
-            f"expected_quality={self.expected_quality})"
-        )
-
-
-@dataclass(frozen=True)
-class RouterState:
-    """An immutable snapshot of everything routing reads. Replaced as a whole, never mutated."""
-
-    cluster_map: ClusterMap | None = None
-    probes: ProbeSet | None = None
-    probe_assign: np.ndarray | None = field(default=None, repr=False)
-    profiles: tuple[ModelProfile, ...] = ()
-    costs: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
-    quality: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)  # (M, K)
-    pool: tuple[str, ...] = ()
-    """Member names in insertion order (the columns of ``costs`` and rows of ``quality``)."""
-    cost_order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
-    """Members cheapest first (stable): the rule's tie-break order, computed once per pool."""
-    calibrations: dict[tuple[Any, ...], Calibration] = field(default_factory=dict, repr=False, compare=False)
-    """Budget → λ results on the probe prompts for this exact state (a new state starts empty)."""
-
-    @property
-    def names(self) -> list[str]:
-        """Member names in insertion order (a fresh list)."""
-        return list(self.pool)
-
-    def with_profiles(self, profiles: Sequence[ModelProfile]) -> RouterState:
-        """A new state with this pool (costs and the Ψ matrix restacked)."""
-        k = self.cluster_map.n_clusters_ if self.cluster_map is not None else 0
-        quality = np.stack([p.cluster_quality for p in profiles]) if profiles else np.zeros((0, k))
-        costs = np.array([p.cost for p in profiles], dtype=float)
-        return dataclasses.replace(
-            self,
-            profiles=tuple(profiles),
-            costs=costs,
-            quality=quality,
-            pool=tuple(p.name for p in profiles),
-            cost_order=np.argsort(costs, kind="stable"),
-            calibrations={},
-        )
+_UNSET: Any = object()
 
 
 class UniRouter:
@@ -157,13 +44,19 @@ class UniRouter:
     Args:
         embedder: ``None`` for the packaged offline all-MiniLM-L6-v2; a sentence-transformers model name, path or
             instance; or any callable ``list[str] -> (n, d) array``.
-        n_clusters: K for the cluster map (1 = ZeroRouter).
-        seed: random seed for fitting the cluster map.
+        n_clusters: K for a cluster map built from a kind name (1 = ZeroRouter).
+        seed: random seed for a cluster map built from a kind name.
         shrinkage: α, pseudo-probes pulling each cluster's quality toward the model's overall mean (see
             :mod:`uniroute_core.profile`); 0 disables it.
-        method: ``"kmeans"`` (unsupervised). Other registered cluster maps may be named here.
-        cluster_map: a ready, unfitted :class:`ClusterMap` to use instead of building one from ``method``.
+        cluster_map: the cluster map Φ: a registered kind name (``"kmeans"``, ``"learned_map"``, …), built with
+            ``n_clusters`` and ``seed``; or an unfitted :class:`ClusterMap` instance used as a template. The router
+            fits a *clone* of an instance (:meth:`ClusterMap.clone`), never the object given, so a later ``fit``
+            cannot change a snapshot routed on before — the scikit-learn rule that parameters are never mutated.
+        method: deprecated alias of ``cluster_map`` for a kind name (warns; kept for one release).
         show_progress: tqdm bars when embedding more than a few hundred prompts.
+
+    The fitted map is :attr:`cluster_map` (a property of the current state); the constructor's value is in
+    :meth:`get_params`.
     """
 
     def __init__(
@@ -172,22 +65,82 @@ class UniRouter:
         n_clusters: int = 20,
         seed: int = 0,
         shrinkage: float = 2.0,
-        method: str = "kmeans",
-        cluster_map: ClusterMap | None = None,
+        cluster_map: str | ClusterMap = "kmeans",
         show_progress: bool = True,
+        *,
+        method: str | None = None,
     ) -> None:
         if shrinkage < 0 or not np.isfinite(shrinkage):
             raise ValueError(f"shrinkage must be a finite number >= 0, got {shrinkage}")
+        if method is not None:
+            warnings.warn(
+                "UniRouter(method=...) is deprecated; pass the kind name as cluster_map=... instead",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if cluster_map != "kmeans" and cluster_map != method:
+                raise ValueError(
+                    f"method={method!r} and cluster_map={cluster_map!r} disagree; give only cluster_map= "
+                    "(method= is a deprecated alias of it)"
+                )
+            cluster_map = method
+        if isinstance(cluster_map, str):
+            if cluster_map not in CLUSTER_MAPS:
+                raise ValueError(f"unknown cluster map kind {cluster_map!r}; known: {sorted(CLUSTER_MAPS)}")
+        elif not isinstance(cluster_map, ClusterMap):
+            raise TypeError(
+                f"cluster_map must be a kind name ({sorted(CLUSTER_MAPS)}) or a ClusterMap instance, "
+                f"got {type(cluster_map).__name__}"
+            )
         self._embedder_spec = embedder
         self._embedder: Embedder | None = None
         self.n_clusters = n_clusters
         self.seed = seed
         self.shrinkage = float(shrinkage)
-        self.method = method
-        self._cluster_map_template = cluster_map
+        self._cluster_map_param: str | ClusterMap = cluster_map
         self.show_progress = show_progress
         self._state = RouterState()
         self._write_lock = threading.RLock()
+
+    @classmethod
+    def from_state(cls, state: RouterState, *, embedder: Any = None, **params: Any) -> UniRouter:
+        """A router serving ``state`` as it is: the one way to build a router around an existing snapshot.
+
+        ``embedder`` must be the embedder the state's cluster map was fitted with (an :class:`Embedder`, or
+        anything ``embedder=`` accepts). ``params`` are the other constructor settings (``n_clusters``, ``seed``,
+        ``shrinkage``, ``cluster_map``, ``show_progress``); they matter for later ``fit`` / ``add_model`` calls,
+        not for routing on ``state``. Used by loading (:meth:`load`) and by anything that builds states itself.
+        """
+        if not isinstance(state, RouterState):
+            raise TypeError(f"state must be a RouterState, got {type(state).__name__}")
+        router = cls(embedder=embedder, **params)
+        if isinstance(embedder, Embedder):
+            router._embedder = embedder
+        router._state = state
+        return router
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor settings (scikit-learn style); ``cluster_map`` is the kind name or template given."""
+        return {
+            "embedder": self._embedder_spec,
+            "n_clusters": self.n_clusters,
+            "seed": self.seed,
+            "shrinkage": self.shrinkage,
+            "cluster_map": self._cluster_map_param,
+            "show_progress": self.show_progress,
+        }
+
+    @property
+    def cluster_map_kind(self) -> str:
+        """The registered kind of the cluster map this router fits (``"kmeans"``, ``"learned_map"``, …)."""
+        p = self._cluster_map_param
+        return p if isinstance(p, str) else p.kind
+
+    @property
+    def method(self) -> str:
+        """Deprecated: the cluster map's kind name; use :attr:`cluster_map_kind`."""
+        warnings.warn("UniRouter.method is deprecated; use cluster_map_kind", DeprecationWarning, stacklevel=2)
+        return self.cluster_map_kind
 
     # ------------------------------------------------------------------ properties
     @property
@@ -217,7 +170,7 @@ class UniRouter:
     @property
     def costs(self) -> dict[str, float]:
         """Per-call cost of each member."""
-        return {p.name: p.cost for p in self._state.profiles}
+        return self._state.cost_by_name
 
     @property
     def probes(self) -> ProbeSet | None:
@@ -226,7 +179,7 @@ class UniRouter:
 
     @property
     def cluster_map(self) -> ClusterMap | None:
-        """The fitted Φ, or ``None`` before :meth:`fit`."""
+        """The fitted Φ of the current state, or ``None`` before :meth:`fit`."""
         return self._state.cluster_map
 
     @property
@@ -240,21 +193,19 @@ class UniRouter:
 
     # ------------------------------------------------------------------ learning
     def _new_cluster_map(self) -> ClusterMap:
-        if self._cluster_map_template is not None:
-            return self._cluster_map_template
-        if self.method == "kmeans":
+        """A fresh, unfitted map for one ``fit``: built from the kind name, or a clone of the user's template."""
+        p = self._cluster_map_param
+        if isinstance(p, ClusterMap):
+            return p.clone()
+        if p == "kmeans":
             return KMeansClusterMap(n_clusters=self.n_clusters, seed=self.seed)
-        from .cluster_map import CLUSTER_MAPS
-
-        if self.method in CLUSTER_MAPS:
-            return CLUSTER_MAPS[self.method](n_clusters=self.n_clusters, seed=self.seed)  # type: ignore[call-arg]
-        raise ValueError(f"unknown method {self.method!r}; known: {sorted(CLUSTER_MAPS)}")
+        return CLUSTER_MAPS[p](n_clusters=self.n_clusters, seed=self.seed)  # type: ignore[call-arg]
 
     def fit(self, train_prompts: Sequence[str], **fit_params: Any) -> UniRouter:
         """Learn the cluster map Φ from training prompts (unlabelled for K-Means). Returns self.
 
         If probes and models are already set, their assignments and profiles are rebuilt for the new map from the
-        kept probe scores, so no data is lost.
+        kept probe scores, so no data is lost. The previous state (and its map) is left untouched.
         """
         texts = validate_texts(train_prompts, "training prompt")
         if not texts:
@@ -287,13 +238,15 @@ class UniRouter:
         if emb.shape[0] != len(probe_set):
             raise ValueError(f"embeddings has {emb.shape[0]} rows for {len(probe_set)} probe prompts")
         with self._write_lock:
-            if self._state.profiles:
+            state = self._state
+            if state.profiles:
                 raise ValueError(
-                    f"cannot change the probe set while the pool has {len(self._state.profiles)} models "
-                    f"({self.models}): their profiles were computed on the old probes; remove them first"
+                    f"cannot change the probe set while the pool has {len(state.profiles)} models "
+                    f"({state.names}): their profiles were computed on the old probes; remove them first"
                 )
+            assert state.cluster_map is not None  # checked by _require_fitted; fit never unsets it
             self._state = dataclasses.replace(
-                self._state, probes=probe_set, calibrations={}, probe_assign=self._state.cluster_map.assign(emb)  # type: ignore[union-attr]
+                state, probes=probe_set, calibrations={}, probe_assign=state.cluster_map.assign(emb)
             )
         return self
 
@@ -323,8 +276,9 @@ class UniRouter:
         cost = validate_cost(name, cost)
         with self._write_lock:
             state = self._state
-            s = validate_scores(name, scores, len(state.probes))  # type: ignore[arg-type]
-            profile = build_profile(name, cost, s, state.probe_assign, self.shrinkage)  # type: ignore[arg-type]
+            assert state.probes is not None and state.probe_assign is not None  # checked by _require_probes
+            s = validate_scores(name, scores, len(state.probes))
+            profile = build_profile(name, cost, s, state.probe_assign, self.shrinkage)
             pool = list(state.profiles)
             names = [p.name for p in pool]
             if name in names:
@@ -357,37 +311,11 @@ class UniRouter:
         if self._state.probes is None:
             raise NotFittedError(f"{action}: no probe prompts; call set_probes(probe_prompts) first")
 
-    def _require_pool(self, state: RouterState, action: str) -> None:
-        if state.cluster_map is None:
-            raise NotFittedError(f"{action}: the router is not fitted; call fit(train_prompts) first")
-        if state.probes is None:
-            raise NotFittedError(f"{action}: no probe prompts; call set_probes(probe_prompts) first")
-        if not state.profiles:
-            raise NotFittedError(f"{action}: the pool is empty; add models with add_model(name, cost, scores)")
-
-    @staticmethod
-    def _allowed_mask(state: RouterState, candidates: Sequence[str] | None) -> np.ndarray | None:
-        if candidates is None:
-            return None
-        names = state.names
-        unknown = [c for c in candidates if c not in names]
-        if unknown:
-            raise KeyError(f"candidates {unknown} are not in the pool; members: {names}")
-        mask = np.array([n in set(candidates) for n in names])
-        if not mask.any():
-            raise ValueError("candidates is empty: at least one member must be allowed")
-        return mask
-
     def expected_quality(self, prompts: Sequence[str], *, embeddings: np.ndarray | None = None) -> np.ndarray:
         """Predicted quality ``(n, M)`` of every member on every prompt: Φ(x)ᵀΨ(h) as 1 − expected loss."""
         state = self._state
-        self._require_pool(state, "expected_quality")
-        return self._quality(state, prompts, embeddings)
-
-    def _quality(self, state: RouterState, prompts: Sequence[str] | None, embeddings: np.ndarray | None) -> np.ndarray:
-        if embeddings is None:
-            embeddings = self.embed(prompts)  # type: ignore[arg-type]
-        return state.cluster_map.assign(embeddings) @ state.quality.T  # type: ignore[union-attr]
+        state.require_pool("expected_quality")
+        return state.expected_quality(self.embed(prompts) if embeddings is None else embeddings)
 
     def calibrate(
         self,
@@ -399,7 +327,7 @@ class UniRouter:
     ) -> float:
         """The λ whose mean routed cost on ``prompts`` (default: the probe prompts) is as high as fits ``budget``.
 
-        ``budget`` is a mean cost per call in the members' cost unit. A budget below the cheapest member's cost
+        ``budget`` is a mean cost per call (> 0) in the members' cost unit. A budget below the cheapest member's cost
         cannot be met: an :class:`UnreachableBudgetWarning` says so and the λ returned routes every call to the
         cheapest member.
         """
@@ -412,33 +340,15 @@ class UniRouter:
         *,
         candidates: Sequence[str] | None = None,
         warn: bool = True,
-        state: RouterState | None = None,
     ) -> Calibration:
-        """Like :meth:`calibrate`, returning the full :class:`~uniroute_core.rule.Calibration` (λ, expected cost)."""
-        state = state or self._state
-        self._require_pool(state, "calibrate")
-        allowed = self._allowed_mask(state, candidates)
-        key = (float(budget), None if candidates is None else tuple(sorted(candidates)))
-        if prompts is None and key in state.calibrations:
-            cal = state.calibrations[key]
-        else:
-            if prompts is None:
-                q = state.probe_assign @ state.quality.T
-            else:
-                q = self._quality(state, prompts, None)
-            cal = calibrate_lambda(q, state.costs, budget, allowed)
-            if prompts is None:
-                state.calibrations[key] = cal
-        if not cal.reachable and warn:
-            costs = state.costs if allowed is None else state.costs[allowed]
-            cheapest = state.names[int(np.nonzero(state.costs == costs.min())[0][0])]
-            warnings.warn(
-                f"budget {budget} per call is below the cheapest member's cost ({cheapest!r}: {costs.min()}); "
-                "routing every call to the cheapest member",
-                UnreachableBudgetWarning,
-                stacklevel=3,
-            )
-        return cal
+        """Like :meth:`calibrate`, returning the full :class:`~uniroute_core.rule.Calibration` (λ, expected cost).
+
+        Works on one snapshot of the router (:meth:`RouterState.calibration`).
+        """
+        state = self._state
+        state.require_pool("calibrate")
+        emb = None if prompts is None else self.embed(prompts)
+        return state.calibration(budget, candidates=candidates, embeddings=emb, warn=warn)
 
     def route(
         self,
@@ -447,56 +357,34 @@ class UniRouter:
         *,
         budget: float | None = None,
         min_quality: float | None = None,
+        policy: RoutingPolicy | None = None,
         candidates: Sequence[str] | None = None,
         embeddings: np.ndarray | None = None,
     ) -> list[RouteDecision]:
         """Choose a member for each prompt.
 
-        Give at most one of:
+        How to trade quality for cost: a ready :class:`~uniroute_core.policy.RoutingPolicy` as ``policy``, or, for
+        convenience, at most one of these (they build the policy):
             lam: the trade-off λ ≥ 0 of the rule argmin (1 − q) + λ·c̃ (costs normalised by the pool's maximum).
-            budget: a mean cost per call; λ is calibrated on the probe prompts (see :meth:`calibrate`).
+            budget: a mean cost per call > 0; λ is calibrated on the probe prompts (see :meth:`calibrate`).
             min_quality: "cheapest adequate" — the cheapest member with expected quality ≥ this, else the best.
         None of them means λ = 0 (the most accurate predicted member).
 
-        ``candidates`` restricts the choice to some members (e.g. those that support tool calling).
+        ``candidates`` restricts the choice to some members (e.g. those that support tool calling). The whole call
+        reads one snapshot (:meth:`RouterState.route`).
         """
-        given = [n for n, v in (("lam", lam), ("budget", budget), ("min_quality", min_quality)) if v is not None]
-        if len(given) > 1:
-            raise ValueError(f"give only one of lam, budget, min_quality; got {given}")
+        policy = RoutingPolicy.coerce(policy, lam=lam, budget=budget, min_quality=min_quality)
         texts = validate_texts(prompts)
         state = self._state  # one snapshot for the whole call
-        self._require_pool(state, "route")
-        allowed = self._allowed_mask(state, candidates)
+        state.require_pool("route")
+        state.candidate_mask(candidates)  # report bad candidates before embedding
         if embeddings is not None and len(embeddings) != len(texts):
             raise ValueError(f"embeddings has {len(embeddings)} rows for {len(texts)} prompts")
         if not texts:
             return []
         if embeddings is None:
             embeddings = self.embed(texts)
-        rows, table = state.cluster_map.assign_compact(embeddings)  # type: ignore[union-attr]
-        used, rows = np.unique(rows, return_inverse=True)
-        q = table[used] @ state.quality.T  # predicted quality of each distinct assignment row in use
-        mode = "lam"
-        if min_quality is not None:
-            keys = adequacy_keys(q, state.costs, float(min_quality), allowed)
-            lam_used: float | None = None
-            mode = "min_quality"
-        else:
-            if budget is not None:
-                lam_used = self.calibration(float(budget), candidates=candidates, state=state).lam
-                mode = "budget"
-            else:
-                lam_used = 0.0 if lam is None else float(lam)
-            keys = lambda_keys(q, state.costs, lam_used, allowed)
-        choice = pick(keys, state.costs, state.cost_order)
-        names = state.pool
-        return [
-            RouteDecision(
-                names[choice[r]], float(state.costs[choice[r]]), lam_used, mode, pool=names, quality_row=q[r],
-                key_row=keys[r], costs=state.costs,
-            )
-            for r in rows
-        ]
+        return state.route(embeddings, policy, candidates=candidates)
 
     def route_one(self, prompt: str, lam: float | None = None, **kwargs: Any) -> RouteDecision:
         """Route a single prompt (see :meth:`route`)."""
@@ -504,10 +392,17 @@ class UniRouter:
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
-        """Save to ``directory`` as ``router.json`` + ``arrays.npz`` (format-versioned, no pickle)."""
-        from .persistence import save_router
+        """Save to ``directory`` as ``router.json`` + ``arrays.npz`` (format-versioned, no pickle).
 
-        return save_router(self, directory)
+        What is written is this router's settings (:meth:`get_params` without the embedder object) and its
+        current state; see :mod:`uniroute_core.persistence`.
+        """
+        from .persistence import save_state
+
+        params = self.get_params()
+        params.pop("embedder")
+        params.pop("show_progress")
+        return save_state(directory, self._state, settings=params, embedder=self.embedder)
 
     @classmethod
     def load(
@@ -519,13 +414,16 @@ class UniRouter:
         in the file is used (the packaged default, or a sentence-transformers model from local files).
         ``grader`` re-attaches a custom probe grader (functions are never saved; built-in graders are by name).
         """
-        from .persistence import load_router
+        from .persistence import load_state
 
-        return load_router(cls, directory, embedder=embedder, grader=grader, show_progress=show_progress)
+        saved = load_state(directory, embedder=embedder, grader=grader, show_progress=show_progress)
+        return cls.from_state(saved.state, embedder=saved.embedder, show_progress=show_progress, **saved.settings)
 
     def __repr__(self) -> str:
         state = self._state
         k = state.cluster_map.n_clusters_ if state.cluster_map is not None else None
         n_probes = len(state.probes) if state.probes is not None else 0
-        return f"UniRouter(method={self.method!r}, n_clusters={k}, probes={n_probes}, models={state.names})"
-
+        return (
+            f"UniRouter(cluster_map={self.cluster_map_kind!r}, n_clusters={k}, probes={n_probes}, "
+            f"models={state.names})"
+        )

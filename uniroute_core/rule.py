@@ -180,8 +180,8 @@ def calibrate_lambda(
 
     Routed cost is non-increasing in λ, so the smallest feasible λ spends as much of the budget as helps quality.
     """
-    if budget is None or not np.isfinite(budget) or budget < 0:
-        raise ValueError(f"budget must be a finite number >= 0 (mean cost per call), got {budget}")
+    if budget is None or isinstance(budget, bool) or not np.isfinite(budget) or budget <= 0:
+        raise ValueError(f"budget must be a finite number > 0 (mean cost per call), got {budget!r}")
     rows, counts = np.unique(np.round(np.asarray(expected_quality, dtype=float), 12), axis=0, return_counts=True)
     lams = lambda_grid(rows, costs, allowed)
     spent = routed_cost_curve(rows, costs, lams, allowed, weights=counts)

@@ -30,6 +30,7 @@ from uniroute_core.delegation import (
     call_with_fallback,
     check_members,
 )
+from uniroute_core.policy import RoutingPolicy
 from uniroute_core.profile import ModelProfile
 from uniroute_core.router import UniRouter
 
@@ -222,14 +223,15 @@ class ChatUniRoute(BaseChatModel):
     members: dict[str, BaseChatModel] = Field(exclude=True, repr=False)
     """Member chat models by name (the router's model names). Never serialised: members hold credentials."""
 
-    lam: float | None = None
-    """Quality/cost trade-off λ ≥ 0: higher sends more traffic to cheaper members. ``None`` with no ``budget`` or
-    ``min_quality`` means λ = 0 (the member predicted best)."""
+    lam: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    """Quality/cost trade-off λ ≥ 0 (finite): higher sends more traffic to cheaper members. ``None`` with no
+    ``budget`` or ``min_quality`` means λ = 0 (the member predicted best)."""
 
-    budget: float | None = None
-    """Target mean cost per call, in the members' cost unit; λ is calibrated on the router's probe prompts."""
+    budget: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Target mean cost per call (> 0, finite), in the members' cost unit; λ is calibrated on the router's probe
+    prompts."""
 
-    min_quality: float | None = None
+    min_quality: float | None = Field(default=None, ge=0, le=1)
     """Use the cheapest member whose expected quality is at least this (in [0, 1]), else the best."""
 
     fallback: bool = True
@@ -259,6 +261,7 @@ class ChatUniRoute(BaseChatModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     _floors: ConversationFloors = PrivateAttr()
+    _policy: RoutingPolicy = PrivateAttr(default_factory=RoutingPolicy)
     _pool_changes: PoolChanges = PrivateAttr(default_factory=PoolChanges)
 
     # ------------------------------------------------------------------ validation
@@ -283,13 +286,8 @@ class ChatUniRoute(BaseChatModel):
                 raise ValueError(f"member {name!r} is this ChatUniRoute itself")
         if self.members or self.router.models:  # an empty pool may be filled with add_model
             check_members(self.router, list(self.members))
-        self._selector()  # at most one of lam / budget / min_quality
-        if self.lam is not None and not self.lam >= 0:
-            raise ValueError(f"lam must be a number >= 0, got {self.lam}")
-        if self.budget is not None and not self.budget > 0:
-            raise ValueError(f"budget must be a mean cost per call > 0, got {self.budget}")
-        if self.min_quality is not None and not 0.0 <= self.min_quality <= 1.0:
-            raise ValueError(f"min_quality must be in [0, 1], got {self.min_quality}")
+        # the fields' bounds are checked by pydantic; the policy adds "at most one of them", built once here
+        self._policy = RoutingPolicy(lam=self.lam, budget=self.budget, min_quality=self.min_quality)
         self._floors = ConversationFloors(self.max_conversations)
         return self
 
@@ -464,10 +462,19 @@ class ChatUniRoute(BaseChatModel):
         """Members that implement ``bind_tools`` (routing is restricted to them when tools are bound)."""
         return [name for name, member in self.members.items() if supports_tool_calling(member)]
 
+    @property
+    def policy(self) -> RoutingPolicy:
+        """The routing policy built from ``lam`` / ``budget`` / ``min_quality`` at construction.
+
+        Rebuilt (and so validated again) only if one of those fields was reassigned since.
+        """
+        p = self._policy
+        if (p.lam, p.budget, p.min_quality) != (self.lam, self.budget, self.min_quality):
+            p = self._policy = RoutingPolicy(lam=self.lam, budget=self.budget, min_quality=self.min_quality)
+        return p
+
     def _selector(self) -> MemberSelector:
-        return MemberSelector(
-            self.router, lam=self.lam, budget=self.budget, min_quality=self.min_quality, fallback=self.fallback
-        )
+        return MemberSelector(self.router, policy=self.policy, fallback=self.fallback)
 
     @staticmethod
     def _check_new_member(name: str, chat_model: Any) -> None:

@@ -18,7 +18,7 @@ from llama_index.core.base.llms.types import (
     MessageRole,
     TextBlock,
 )
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, model_validator
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
@@ -36,6 +36,7 @@ from uniroute_core.delegation import (
     estimate_tokens,
     members_fitting,
 )
+from uniroute_core.policy import RoutingPolicy
 from uniroute_core.profile import ModelProfile
 from uniroute_core.router import UniRouter
 
@@ -127,14 +128,17 @@ class UniRouteLLM(FunctionCallingLLM):
         exclude=True, description="The member LLMs by name; exactly the router's profiled models."
     )
     lam: float | None = Field(
-        default=None, description="λ ≥ 0: the price of cost in the rule (1 − quality) + λ·cost. None with no "
-        "budget/min_quality means 0 (best expected quality)."
+        default=None, ge=0, allow_inf_nan=False,
+        description="λ ≥ 0 (finite): the price of cost in the rule (1 − quality) + λ·cost. None with no "
+        "budget/min_quality means 0 (best expected quality).",
     )
     budget: float | None = Field(
-        default=None, description="Average cost per call to aim for; λ is calibrated on the router's probes."
+        default=None, gt=0, allow_inf_nan=False,
+        description="Average cost per call to aim for (> 0, finite); λ is calibrated on the router's probes.",
     )
     min_quality: float | None = Field(
-        default=None, description="Use the cheapest member whose expected quality reaches this value."
+        default=None, ge=0, le=1,
+        description="Use the cheapest member whose expected quality reaches this value in [0, 1], else the best.",
     )
     fallback: bool = Field(
         default=True, description="Try the next member by routing score when the chosen one raises."
@@ -151,13 +155,19 @@ class UniRouteLLM(FunctionCallingLLM):
     )
 
     _pool_changes: PoolChanges = PrivateAttr(default_factory=PoolChanges)
+    _policy: RoutingPolicy = PrivateAttr(default_factory=RoutingPolicy)
+
+    @model_validator(mode="after")
+    def _build_policy(self) -> UniRouteLLM:
+        """Build the routing policy once, at construction (the fields' bounds were checked by pydantic already)."""
+        self._policy = RoutingPolicy(lam=self.lam, budget=self.budget, min_quality=self.min_quality)
+        return self
 
     def __init__(self, **data: Any) -> None:
         super().__init__(**data)
         # checked after pydantic so the specific errors (MemberMismatchError...) reach the caller unwrapped
         if self.members or self.router.models:  # an empty pool may be filled with add_model
             check_members(self.router, list(self.members))
-        self._selector()  # validates lam / budget / min_quality together
 
     @classmethod
     def class_name(cls) -> str:
@@ -189,10 +199,19 @@ class UniRouteLLM(FunctionCallingLLM):
         }
 
     # ------------------------------------------------------------------ routing
+    @property
+    def policy(self) -> RoutingPolicy:
+        """The routing policy built from ``lam`` / ``budget`` / ``min_quality`` at construction.
+
+        Rebuilt (and so validated again) only if one of those fields was reassigned since.
+        """
+        p = self._policy
+        if (p.lam, p.budget, p.min_quality) != (self.lam, self.budget, self.min_quality):
+            p = self._policy = RoutingPolicy(lam=self.lam, budget=self.budget, min_quality=self.min_quality)
+        return p
+
     def _selector(self) -> MemberSelector:
-        return MemberSelector(
-            self.router, lam=self.lam, budget=self.budget, min_quality=self.min_quality, fallback=self.fallback
-        )
+        return MemberSelector(self.router, policy=self.policy, fallback=self.fallback)
 
     @staticmethod
     def _function_calling_members(members: Mapping[str, LLM]) -> list[str]:

@@ -12,7 +12,6 @@ their tables, so every "accuracy / cost / share of calls" figure in the project 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..data import RoutingData
+from ..policy import RoutingPolicy
 from ..router import UniRouter
 
 __all__ = [
@@ -192,6 +192,7 @@ def preview_router(
     *,
     lam: float | None = None,
     budget: float | None = None,
+    policy: RoutingPolicy | None = None,
     exclude_probes: bool = True,
     embeddings: np.ndarray | None = None,
 ) -> ReplayPreview:
@@ -202,6 +203,8 @@ def preview_router(
         data: logged prompts with every member's score (a routing data folder).
         lam / budget: at most one; neither routes as the router does by default (λ = 0, the most accurate
             predicted member). ``budget`` is calibrated on the router's probes, as in :meth:`UniRouter.route`.
+        policy: a ready :class:`~uniroute_core.policy.RoutingPolicy` instead of ``lam`` / ``budget`` (it may also
+            be "cheapest adequate", ``min_quality``).
         exclude_probes: leave out prompts that are the router's probe prompts (profiles were computed on them,
             so scoring on them would flatter the router).
         embeddings: the prompts' embeddings in ``data`` order (all rows), when already computed.
@@ -210,8 +213,7 @@ def preview_router(
         MissingMembersError: a member of the router has no scores in ``data`` (the message names them).
         ValueError: ``lam`` and ``budget`` both given, or no prompt left to replay.
     """
-    if lam is not None and budget is not None:
-        raise ValueError("give only one of lam and budget")
+    policy = RoutingPolicy.coerce(policy, lam=lam, budget=budget)
     members = router.models
     if not members:
         raise ValueError("the router's pool is empty: add models before previewing it")
@@ -233,7 +235,7 @@ def preview_router(
         )
     logged = data.subset(keep, members)
     emb = None if embeddings is None else np.asarray(embeddings)[keep]
-    decisions = router.route(logged.prompts, lam, budget=budget, embeddings=emb)
+    decisions = router.route(logged.prompts, policy=policy, embeddings=emb)
     costs = router.costs
     col = {m: j for j, m in enumerate(members)}
     chosen = [d.model for d in decisions]
@@ -254,7 +256,7 @@ def preview_router(
         n_excluded_probes=data.n_prompts - len(keep),
         lam=lam_used,
         mode=mode,
-        budget=budget,
+        budget=policy.budget,
         router=routed,
         most_accurate=single_model_outcome(
             f"always {members[best]}", members[best], logged.scores[:, best], cost_arr[best]
@@ -274,25 +276,16 @@ def load_router_cached(path: str | os.PathLike[str], *, cache: bool = True, show
     skip the encoder. Routers saved with a custom callable embedder cannot be loaded from the command line (the
     loader says so).
     """
-    from ..embedding import CachedEmbedder, default_cache_dir, resolve_embedder
-    from ..persistence import JSON_FILE, RouterFileError
+    from ..embedding import CachedEmbedder, default_cache_dir
+    from ..persistence import RouterFileError, read_saved_embedder
 
     folder = Path(path)
     embedder = None
-    if cache and (folder / JSON_FILE).is_file():
+    if cache:
         try:
-            emb_meta = json.loads((folder / JSON_FILE).read_text(encoding="utf-8"))["embedder"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            emb_meta = None  # let the loader report what is wrong with the file
-        if isinstance(emb_meta, dict) and emb_meta.get("kind") != "callable" and "name" in emb_meta:
-            from ..embedding import DEFAULT_EMBEDDER_NAME
-
-            name = emb_meta["name"]
-            try:
-                inner = resolve_embedder(None if name == DEFAULT_EMBEDDER_NAME else name)
-            except Exception as exc:  # noqa: BLE001 - report which embedder could not be loaded
-                raise RouterFileError(
-                    f"cannot load the embedder {name!r} named in {folder / JSON_FILE}: {exc}"
-                ) from exc
-            embedder = CachedEmbedder(inner, default_cache_dir())
+            saved = read_saved_embedder(folder)
+        except RouterFileError:
+            saved = None  # let the loader report what is wrong with the directory
+        if saved is not None and not saved.is_callable:
+            embedder = CachedEmbedder(saved.resolve(), default_cache_dir())
     return UniRouter.load(folder, embedder=embedder, show_progress=show_progress)
