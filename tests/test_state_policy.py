@@ -15,8 +15,7 @@ import pytest
 
 from tests.conftest import topic_embedder
 from tests.test_router import PROBES, SMALL, TRAIN, two_topic_router
-from uniroute_core import UniRouter
-from uniroute_core import delegation
+from uniroute_core import UniRouter, delegation
 from uniroute_core.cluster_map import KMeansClusterMap
 from uniroute_core.delegation import MemberSelector
 from uniroute_core.learned_map import LearnedMapClusterMap
@@ -31,7 +30,7 @@ CORE = Path(__file__).resolve().parents[1] / "uniroute_core"
 OTHER_TRAIN = [f"code snippet {i} python" for i in range(15)] + [f"history essay {i} rome" for i in range(15)]
 
 
-# ============================================================================ 1. a second fit leaves old snapshots alone
+# ============================================================ 1. a second fit leaves old snapshots alone
 def test_second_fit_does_not_change_the_first_snapshot_nor_the_users_map():
     template = KMeansClusterMap(n_clusters=2, seed=0)
     router = UniRouter(embedder=topic_embedder, cluster_map=template, show_progress=False).fit(TRAIN)

@@ -132,8 +132,8 @@ class LearnedMapClusterMap(ClusterMap):
             raise ValueError(f"n_clusters must be a positive integer, got {k!r}")
         if train_scores is None:
             raise ValueError(
-                "cluster_map='learned_map' is supervised: fit(train_prompts, train_scores=(n_prompts, n_models) array of "
-                "the training LLMs' scores on those prompts, train_models=[names]) — train_scores is missing"
+                "cluster_map='learned_map' is supervised: fit(train_prompts, train_scores=(n_prompts, n_models) "
+                "array of the training LLMs' scores on those prompts, train_models=[names]) — train_scores is missing"
             )
         s = _check_scores(train_scores, len(x), "train_scores")
         if train_models is not None:

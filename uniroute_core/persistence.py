@@ -1,4 +1,4 @@
-"""Save and load a router's settings and :class:`~uniroute_core.state.RouterState` as JSON + NumPy ``.npz`` — never pickle.
+"""Save and load a router's settings and :class:`~uniroute_core.state.RouterState` as JSON + ``.npz``, never pickle.
 
 Layout of a saved router directory::
 
@@ -227,7 +227,9 @@ def _embedder_meta(meta: dict[str, Any], where: Path) -> SavedEmbedder:
         return SavedEmbedder(name=str(emb["name"]), kind=str(emb.get("kind", "sentence-transformers")),
                              dimension=int(emb["dimension"]))
     except (KeyError, TypeError, ValueError, AttributeError):
-        raise RouterFileError(f"{where / JSON_FILE}: 'embedder' must hold a name and a dimension, got {emb!r}") from None
+        raise RouterFileError(
+            f"{where / JSON_FILE}: 'embedder' must hold a name and a dimension, got {emb!r}"
+        ) from None
 
 
 def read_saved_embedder(directory: str | os.PathLike[str]) -> SavedEmbedder:
