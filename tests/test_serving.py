@@ -9,9 +9,15 @@ import time
 
 import numpy as np
 import pytest
+from conftest import topic_embedder
 
 from uniroute_core import UniRouter
-from uniroute_core.routing_text import TextWindow, encoder_window, window_text, word_window
+from uniroute_core.routing_text import (
+    TextWindow,
+    encoder_window,
+    window_text,
+    word_window,
+)
 from uniroute_core.rule import choose_by_lambda
 from uniroute_core.serving import (
     BudgetController,
@@ -21,8 +27,6 @@ from uniroute_core.serving import (
     TokenPrices,
     parse_cost,
 )
-
-from conftest import topic_embedder
 
 # ---------------------------------------------------------------------------------------------- the micro-batcher
 
@@ -66,7 +70,7 @@ def test_max_batch_size_splits_batches_in_arrival_order():
     gate.release.set()
     assert [f.result(5) for f in [first, *futures]] == [-10] + [r * 10 for r in range(20)]
     assert [len(b) for b in gate.batches] == [1, 8, 8, 4]
-    assert sum(gate.batches[1:], []) == list(range(20))
+    assert [r for b in gate.batches[1:] for r in b] == list(range(20))
     batcher.close()
 
 
@@ -88,7 +92,7 @@ def test_concurrent_async_callers_are_batched_and_the_loop_keeps_running():
 
     assert asyncio.run(main()) == [i * 10 for i in range(30)]
     assert len(gate.batches) < 30  # callers shared batches
-    assert sorted(sum(gate.batches, [])) == list(range(30))
+    assert sorted(r for b in gate.batches for r in b) == list(range(30))
     batcher.close()
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-__all__ = ["WindowStrategy", "TextWindow", "encoder_window", "window_text", "word_window", "WINDOW_STRATEGIES"]
+__all__ = ["WINDOW_STRATEGIES", "TextWindow", "WindowStrategy", "encoder_window", "window_text", "word_window"]
 
 WindowStrategy = Literal["tail", "head", "head_tail"]
 WINDOW_STRATEGIES: tuple[str, ...] = get_args(WindowStrategy)

@@ -45,13 +45,13 @@ from .rule import calibrate_lambda
 __all__ = [
     "DEFAULT_MAX_BATCH_SIZE",
     "DEFAULT_MAX_WAIT",
-    "ServingOverloadedError",
-    "ServingClosedError",
-    "MicroBatcher",
     "BudgetController",
     "BudgetStatus",
-    "SpendMeter",
+    "MicroBatcher",
+    "ServingClosedError",
     "ServingConfig",
+    "ServingOverloadedError",
+    "SpendMeter",
     "TokenPrices",
     "parse_cost",
 ]
@@ -355,7 +355,9 @@ class BudgetController:
     call's realised cost) from any thread; each takes one short lock.
     """
 
-    def __init__(self, budget: float, *, window: int = 200, min_rows: int = 20, meter: SpendMeter | None = None) -> None:
+    def __init__(
+        self, budget: float, *, window: int = 200, min_rows: int = 20, meter: SpendMeter | None = None
+    ) -> None:
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
             raise ValueError(f"budget must be a finite mean cost per call > 0, got {budget!r}")
         self.budget = float(budget)
@@ -494,4 +496,4 @@ def parse_cost(name: str, cost: float | Mapping[str, float]) -> tuple[float, Tok
         if prices.routing_cost <= 0 and prices.per_call is None:
             raise ValueError(f"member {name!r}: prices {dict(cost)} give a per-call cost of 0; give positive prices")
         return prices.routing_cost, prices
-    return cost, None  # type: ignore[return-value]  # numbers are validated where the profile is built
+    return cost, None  # numbers are validated where the profile is built

@@ -1,0 +1,263 @@
+"""Serving live traffic: concurrency without blocking the loop, shared batches, and a budget kept on shifted traffic.
+
+Four figures, each measured in this one run (interleaved repeats where two timings are compared):
+
+1. **Concurrency** — N concurrent ``ainvoke`` (LangChain ``ChatUniRoute``) and ``achat`` (LlamaIndex ``UniRouteLLM``)
+   over members that ``await asyncio.sleep(0.2)``, routed with the real packaged embedder (all-MiniLM-L6-v2, no
+   cache), vs the reference: one batched ``router.route`` of the same N prompts + 0.2 s. Goal: ratio ≤ 1.5. A
+   heartbeat task on the loop (``sleep(0.005)`` in a loop) records its longest wait beyond 5 ms. Goal: ≤ 100 ms.
+2. **Threads** — T threads calling ``invoke`` at once: how many routing batches served them.
+3. **Batch vs item by item** — ``router.route`` of N prompts one at a time vs once; and ``ChatUniRoute.batch``'s
+   encoder calls.
+4. **Live budget on shifted traffic** (real MMLU-Pro answers) — the budget is set on the balanced probe set, then
+   300 held-out questions of one category (math by default) are served: the mean cost over the last 150 calls with
+   the probe-only λ and with the live controller, side by side, with the quality each got.
+
+    python benchmarks/serving.py [--data DIR] [--n 200] [--repeats 3] [--budget 11] [--category math]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import threading
+import time
+from typing import Any
+
+import numpy as np
+from _common import add_pool, build, data_folder, machine, parse_args
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    CompletionResponse,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+)
+from llama_index.core.llms import CustomLLM
+
+from uniroute_core.delegation import MemberSelector, SelectRequest
+from uniroute_core.embedding import default_embedder
+from uniroute_core.policy import RoutingPolicy
+from uniroute_langchain import ChatUniRoute
+from uniroute_llamaindex import UniRouteLLM
+
+DELAY = 0.2
+
+
+class SleepyChat(BaseChatModel):
+    """A LangChain member that takes DELAY seconds to answer (awaits on the loop when called async)."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "sleepy"
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+        time.sleep(DELAY)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content="A"))])
+
+    async def _agenerate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
+        await asyncio.sleep(DELAY)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content="A"))])
+
+
+class SleepyLLM(CustomLLM):
+    """A LlamaIndex member that takes DELAY seconds to answer (awaits on the loop when called async)."""
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(is_chat_model=True, model_name="sleepy")
+
+    def complete(self, prompt: str, formatted: bool = False, **kw: Any) -> CompletionResponse:
+        time.sleep(DELAY)
+        return CompletionResponse(text="A")
+
+    def stream_complete(self, prompt: str, formatted: bool = False, **kw: Any) -> CompletionResponseGen:
+        yield self.complete(prompt)
+
+    async def achat(self, messages: Any, **kw: Any) -> ChatResponse:
+        await asyncio.sleep(DELAY)
+        return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content="A"))
+
+
+async def _with_heartbeat(make_calls: Any) -> tuple[float, float]:
+    """Run the calls concurrently with a heartbeat task; (wall seconds, longest heartbeat stall in seconds)."""
+    stall = 0.0
+    done = False
+
+    async def heartbeat() -> None:
+        nonlocal stall
+        while not done:
+            t = time.perf_counter()
+            await asyncio.sleep(0.005)
+            stall = max(stall, time.perf_counter() - t - 0.005)
+
+    beat = asyncio.create_task(heartbeat())
+    await asyncio.sleep(0.02)  # the heartbeat is running before the calls start
+    t0 = time.perf_counter()
+    await asyncio.gather(*make_calls())
+    wall = time.perf_counter() - t0
+    done = True
+    await beat
+    return wall, stall
+
+
+def concurrency(setup: Any, prompts: list[str], repeats: int) -> None:
+    router = setup.router
+    names = router.models
+    chat = ChatUniRoute(router=router, members={n: SleepyChat() for n in names}, lam=0.3)
+    llm = UniRouteLLM(router=router, members={n: SleepyLLM() for n in names}, lam=0.3)
+    router.route(prompts[:8])  # warm-up: load the encoder
+
+    def reference() -> float:
+        t0 = time.perf_counter()
+        router.route(prompts)
+        return time.perf_counter() - t0 + DELAY
+
+    def lc() -> tuple[float, float]:
+        return asyncio.run(_with_heartbeat(lambda: [chat.ainvoke(p) for p in prompts]))
+
+    def li() -> tuple[float, float]:
+        msgs = [[ChatMessage(role=MessageRole.USER, content=p)] for p in prompts]
+        return asyncio.run(_with_heartbeat(lambda: [llm.achat(m) for m in msgs]))
+
+    ref, lc_runs, li_runs = [], [], []
+    b0 = chat._selector().batches_run, llm._selector().batches_run
+    for _ in range(repeats):  # interleaved, so background load hits all three alike
+        ref.append(reference())
+        lc_runs.append(lc())
+        li_runs.append(li())
+    r = statistics.median(ref)
+    print(f"\n[1] {len(prompts)} concurrent calls over members that await {DELAY} s, real all-MiniLM-L6-v2 "
+          f"(median of {repeats}, interleaved):")
+    print(f"    reference: one batched router.route of the {len(prompts)} prompts + {DELAY} s = {r:.2f} s")
+    for label, runs, sel in (("ChatUniRoute.ainvoke", lc_runs, chat), ("UniRouteLLM.achat", li_runs, llm)):
+        wall = statistics.median(x[0] for x in runs)
+        stall = max(x[1] for x in runs)
+        print(f"    {label:22s} {wall:.2f} s  ratio {wall / r:.2f} (goal ≤ 1.5)   longest loop stall "
+              f"{stall * 1000:.0f} ms over {repeats} runs (goal ≤ 100 ms)")
+    b1 = chat._selector().batches_run, llm._selector().batches_run
+    print(f"    routing batches: ChatUniRoute {(b1[0] - b0[0]) / repeats:.1f} per {len(prompts)} calls, "
+          f"UniRouteLLM {(b1[1] - b0[1]) / repeats:.1f}")
+
+
+def threads(setup: Any, prompts: list[str], n_threads: int) -> None:
+    router = setup.router
+    chat = ChatUniRoute(router=router, members={n: SleepyChat() for n in router.models}, lam=0.3)
+    chat.invoke(prompts[0])
+    before = chat._selector().batches_run
+    barrier = threading.Barrier(n_threads)
+
+    def call(p: str) -> None:
+        barrier.wait()
+        chat.invoke(p)
+
+    ts = [threading.Thread(target=call, args=(p,)) for p in prompts[:n_threads]]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    wall = time.perf_counter() - t0
+    print(f"\n[2] {n_threads} threads calling ChatUniRoute.invoke at once (members sleep {DELAY} s): "
+          f"{chat._selector().batches_run - before} routing batches, {wall:.2f} s")
+
+
+def batching(setup: Any, prompts: list[str], repeats: int) -> None:
+    router = setup.router
+    one_by_one, batched = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for p in prompts:
+            router.route([p])
+        one_by_one.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        router.route(prompts)
+        batched.append(time.perf_counter() - t0)
+    a, b = statistics.median(one_by_one), statistics.median(batched)
+    print(f"\n[3] router.route of {len(prompts)} prompts: one at a time {a:.2f} s, in one call {b:.2f} s "
+          f"({a / b:.1f}× faster batched; median of {repeats}, interleaved)")
+    embedder = router.embedder
+    calls = []
+    inner = embedder.embed
+
+    def counting(texts: Any, **kw: Any) -> Any:
+        calls.append(len(texts))
+        return inner(texts, **kw)
+
+    chat = ChatUniRoute(router=router, members={n: SleepyChat() for n in router.models}, lam=0.3)
+    embedder.embed = counting  # type: ignore[method-assign]
+    try:
+        t0 = time.perf_counter()
+        chat.batch(prompts)
+        wall = time.perf_counter() - t0
+    finally:
+        del embedder.embed  # type: ignore[method-assign]
+    print(f"    ChatUniRoute.batch of {len(prompts)} inputs: {len(calls)} encoder call(s) of {calls} texts, "
+          f"{wall:.2f} s (members sleep {DELAY} s each)")
+
+
+def live_budget(setup: Any, budget: float, category: str, n_calls: int = 300) -> None:
+    data, router = setup.data, setup.router
+    names = router.models
+    cols = [data.models.index(n) for n in names]
+    cats = np.asarray(data.categories)
+    held = [i for i in setup.held_out if cats[i] == category][:n_calls]
+    if len(held) < n_calls:
+        raise SystemExit(f"only {len(held)} held-out {category!r} questions; pick another --category")
+    state = router.state
+    costs = state.costs
+    cal = state.calibration(budget)
+    print(f"\n[4] live budget on shifted traffic: budget {budget} per call (cost = {data.cost_unit}), set on the "
+          f"{len(router.probes)} balanced probes (λ = {cal.lam:.4f}, expected {cal.expected_cost:.2f} per call there); "
+          f"then {n_calls} held-out {category!r} questions")
+    prompts = [data.prompts[i] for i in held]
+    true = data.scores[np.ix_(held, cols)]
+    # probe-only: the λ calibrated on the probes, kept for every call (the behaviour before the live controller)
+    fixed = router.route(prompts, lam=cal.lam)
+    fixed_cost = np.array([d.cost for d in fixed])
+    fixed_q = np.array([true[k, names.index(d.model)] for k, d in enumerate(fixed)])
+    # live: the adapters' selector, batches of 10 calls (as concurrent traffic would arrive), costs recorded per call
+    selector = MemberSelector(router, policy=RoutingPolicy(budget=budget))
+    live_cost, live_q = [], []
+    for start in range(0, n_calls, 10):
+        chunk = prompts[start : start + 10]
+        for k, choice in enumerate(selector.select_many([SelectRequest(p) for p in chunk]), start=start):
+            meta = choice.metadata(choice.member)
+            live_cost.append(costs[names.index(choice.member)])
+            live_q.append(true[k, names.index(choice.member)])
+    live_cost_a, live_q_a = np.array(live_cost), np.array(live_q)
+    print(f"    {'':28s} {'mean cost, last 150':>20s} {'× budget':>9s} {'all 300':>8s} {'accuracy':>9s}")
+    for label, c, q in (("probe-only λ", fixed_cost, fixed_q), ("live controller", live_cost_a, live_q_a)):
+        last = c[-150:].mean()
+        print(f"    {label:28s} {last:20.2f} {last / budget:9.2f} {c.mean():8.2f} {q.mean():9.3f}")
+    print(f"    goal: live mean over the last 150 calls within [0.6, 1.05] × budget; metadata realised_mean_cost "
+          f"after the last call: {meta['realised_mean_cost']:.2f}")
+    cheapest = costs.min()
+    print(f"    (cheapest member costs {cheapest}; all-cheapest would be {cheapest / budget:.2f} × budget)")
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0], [("--n", {"type": int, "default": 200}),
+                                                ("--repeats", {"type": int, "default": 3}),
+                                                ("--threads", {"type": int, "default": 32}),
+                                                ("--budget", {"type": float, "default": 11.0}),
+                                                ("--category", {"type": str, "default": "math"})])
+    print(machine())
+    setup = build(data_folder(args.data), seed=args.seed, router_embedder=default_embedder())
+    add_pool(setup)
+    idx = setup.held_out_sample(args.n)
+    prompts = [setup.data.prompts[i] for i in idx]
+    concurrency(setup, prompts, args.repeats)
+    threads(setup, prompts, args.threads)
+    batching(setup, prompts[:40], args.repeats)
+    live_budget(setup, args.budget, args.category)
+
+
+if __name__ == "__main__":
+    main()
