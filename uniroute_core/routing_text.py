@@ -65,7 +65,7 @@ def _sentence_transformer_window(model: Any) -> TextWindow | None:
     max_len = getattr(model, "max_seq_length", None)
     if tokenizer is None or not isinstance(max_len, int) or not getattr(tokenizer, "is_fast", False):
         return None  # offsets need a fast (Rust) tokenizer; without one the text is passed unchanged
-    n_special = len(tokenizer.build_inputs_with_special_tokens([]))  # [CLS] and [SEP] for BERT-like encoders
+    n_special = len(tokenizer("")["input_ids"])  # [CLS] and [SEP] for BERT-like encoders
 
     def spans(text: str) -> list[tuple[int, int]]:
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False)
