@@ -107,18 +107,25 @@ class _TraceRecorder(BaseCallbackHandler):
 
 
 def _count_routing(monkeypatch: pytest.MonkeyPatch, router: UniRouter) -> list[str]:
-    """Spy on the adapter's routing step (``MemberSelector.select``): the returned list receives every text routed."""
+    """Spy on the adapter's routing step (``MemberSelector.select`` / ``aselect``): the returned list receives every
+    text routed."""
     from uniroute_core.delegation import MemberSelector
 
     routed: list[str] = []
-    select = MemberSelector.select
+    select, aselect = MemberSelector.select, MemberSelector.aselect
 
     def spy(self: MemberSelector, text: str, *args: Any, **kwargs: Any) -> Any:
         if self.router is router:
             routed.append(text)
         return select(self, text, *args, **kwargs)
 
+    async def aspy(self: MemberSelector, text: str, *args: Any, **kwargs: Any) -> Any:
+        if self.router is router:
+            routed.append(text)
+        return await aselect(self, text, *args, **kwargs)
+
     monkeypatch.setattr(MemberSelector, "select", spy)
+    monkeypatch.setattr(MemberSelector, "aselect", aspy)
     return routed
 
 
@@ -198,7 +205,9 @@ async def test_the_run_is_traced_under_the_routed_member_after_routing_once(rout
         assert (metadata["ls_provider"], metadata["ls_model_name"]) == ("uniroute", member)
         assert "_uniroute_plan" not in recorder.starts[0]["invocation_params"]
         entry = message.response_metadata["uniroute"]
-        assert set(entry) == {"member", "expected_quality", "cost", "lam", "mode", "fallbacks"}
+        assert set(entry) == {
+            "member", "expected_quality", "cost", "lam", "mode", "fallbacks", "calls_served", "realised_mean_cost"
+        }
         assert (entry["member"], entry["cost"], entry["lam"], entry["fallbacks"]) == (member, cost, 0.3, [])
         assert entry["expected_quality"]["strong"] == pytest.approx(1.0)
         assert message.response_metadata["model_name"] == f"fake-{member}"

@@ -17,18 +17,24 @@ only framework work; everything they share lives here, so it is written once:
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import numpy as np
+
+from .embedding import validate_texts
 from .policy import RoutingPolicy
 from .probes import ProbeSet
 from .profile import ModelProfile
 from .profiling import ProfilingResult, aprofile_answers, profile_answers
 from .router import UniRouter
+from .routing_text import encoder_window, window_text
+from .serving import BudgetController, MicroBatcher, ServingConfig, SpendMeter, TokenPrices, parse_cost
 from .state import RouteDecision, RouterState
 
 __all__ = [
@@ -38,6 +44,8 @@ __all__ = [
     "PoolChanges",
     "RoutingChoice",
     "MemberSelector",
+    "SelectRequest",
+    "SelectorSlot",
     "call_with_fallback",
     "acall_with_fallback",
     "add_profiled_model",
@@ -206,16 +214,27 @@ class RoutingChoice:
     order: tuple[str, ...]
     costs: Mapping[str, float]
     forced: bool = False
+    selector: MemberSelector | None = field(default=None, repr=False, compare=False)
+    """The selector that made the choice: :meth:`metadata` records the call's cost with it."""
+    _recorded: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def member(self) -> str:
         """The first member to try."""
         return self.order[0]
 
-    def metadata(self, used: str, fallbacks: Sequence[Mapping[str, str]] = ()) -> dict[str, Any]:
-        """The ``uniroute`` entry adapters attach to a response."""
+    def metadata(
+        self, used: str, fallbacks: Sequence[Mapping[str, str]] = (), *, usage: tuple[int, int] | None = None
+    ) -> dict[str, Any]:
+        """The ``uniroute`` entry adapters attach to a response; the first call also records the call as served.
+
+        ``usage`` is (input tokens, output tokens) when the member reported them: for a member priced per token it
+        gives the call's actual cost (``call_cost``, in the prices' currency). The entry also carries
+        ``calls_served`` and ``realised_mean_cost`` — the mean cost per call of the calls this adapter served so far
+        (actual cost where known, else the member's per-call cost) — and ``budget`` in budget mode.
+        """
         d = self.decision
-        return {
+        entry = {
             "member": used,
             "expected_quality": dict(d.expected_quality) if d is not None else {},
             "cost": self.costs[used],
@@ -223,26 +242,89 @@ class RoutingChoice:
             "mode": "forced" if self.forced else (d.mode if d is not None else None),
             "fallbacks": [dict(f) for f in fallbacks],
         }
+        if self.selector is not None:
+            if not self._recorded:  # one call, one record, however often its metadata is built
+                self._recorded.update(self.selector.record(used, self.costs[used], usage))
+            entry.update(self._recorded)
+        return entry
 
 
-@dataclass
+@dataclass(frozen=True)
+class SelectRequest:
+    """One call's routing request: its text and restrictions (see :meth:`MemberSelector.select`)."""
+
+    text: str
+    allowed: tuple[str, ...] | None = None
+    min_cost: float | None = None
+    force: str | None = None
+
+
+_UNSET: Any = object()
+
+
 class MemberSelector:
-    """Turns a routing text into a :class:`RoutingChoice` with the adapter's settings.
+    """Turns routing texts into :class:`RoutingChoice` objects with an adapter's settings: both adapters' one routing
+    entry point.
 
-    Attributes:
+    * **Micro-batched, off the loop.** Texts that arrive together — concurrent async calls, threads calling
+      ``invoke``, the items of a ``batch`` — are embedded in one encoder call in a worker thread
+      (:class:`~uniroute_core.serving.MicroBatcher`) and routed on ONE snapshot of the router per batch; async
+      callers await it, so nothing is embedded on an event loop. ``config`` sets the batch size and wait window.
+    * **A live budget.** With a ``budget`` policy, λ is kept on the traffic served by a
+      :class:`~uniroute_core.serving.BudgetController` (the probe calibration is its starting point).
+    * **Long texts.** A routing text longer than the encoder's window is cut to the part the encoder reads by
+      ``config.text_window`` (default: its end, where a RAG prompt's question is; see
+      :mod:`uniroute_core.routing_text`).
+    * **Realised cost.** :meth:`RoutingChoice.metadata` records each served call's cost (:meth:`record`), so
+      responses carry the realised mean cost so far; members in ``prices`` get their actual cost from token usage.
+
+    An adapter keeps one selector for as long as its settings do not change (see :class:`SelectorSlot`).
+
+    Args:
         router: the core router.
         policy: how to trade quality for cost (a validated :class:`~uniroute_core.policy.RoutingPolicy`).
         fallback: whether members after the first may be tried when it fails.
+        config: batching, the budget window and the text window (:class:`~uniroute_core.serving.ServingConfig`).
+        prices: token prices by member name (read at each call, so an adapter may add to it).
     """
 
-    router: UniRouter
-    policy: RoutingPolicy = field(default_factory=RoutingPolicy)
-    fallback: bool = True
+    def __init__(
+        self,
+        router: UniRouter,
+        policy: RoutingPolicy | None = None,
+        fallback: bool = True,
+        *,
+        config: ServingConfig | None = None,
+        prices: Mapping[str, TokenPrices] | None = None,
+    ) -> None:
+        policy = RoutingPolicy() if policy is None else policy
+        if not isinstance(policy, RoutingPolicy):
+            raise TypeError(f"policy must be a RoutingPolicy, got {type(policy).__name__}")
+        config = ServingConfig() if config is None else config
+        if not isinstance(config, ServingConfig):
+            raise TypeError(f"config must be a ServingConfig, got {type(config).__name__}")
+        self.router = router
+        self.policy = policy
+        self.fallback = fallback
+        self.config = config
+        self.prices: Mapping[str, TokenPrices] = {} if prices is None else prices
+        self.meter = SpendMeter()
+        self.budget: BudgetController | None = None
+        if policy.budget is not None:
+            self.budget = BudgetController(policy.budget, window=config.budget_window, meter=self.meter)
+        self._batcher: MicroBatcher[SelectRequest, RoutingChoice] = MicroBatcher(
+            self._process,
+            max_batch_size=config.max_batch_size,
+            max_wait=config.max_wait,
+            max_pending=config.max_pending,
+            name="uniroute-routing",
+        )
+        self._primed: dict[str, np.ndarray] = {}
+        self._primed_count: Counter[str] = Counter()
+        self._primed_lock = threading.Lock()
+        self._window: Any = _UNSET
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.policy, RoutingPolicy):
-            raise TypeError(f"policy must be a RoutingPolicy, got {type(self.policy).__name__}")
-
+    # ------------------------------------------------------------------ entry points
     def select(
         self,
         text: str,
@@ -254,30 +336,207 @@ class MemberSelector:
         """Route ``text`` among ``allowed`` members (all by default) costing at least ``min_cost``.
 
         ``force`` names a member to use without routing (it must be in the pool; fallback still follows the
-        routing order of the others when enabled). Costs, candidates and the decision all come from ONE snapshot
-        of the router (``router.state`` read once), so a member added or removed meanwhile cannot make the
-        candidate list and the routing disagree.
+        routing order of the others when enabled). This thread waits while the text's batch is embedded and routed
+        in the worker thread; calls from other threads arriving meanwhile share the batch.
         """
-        state = self.router.state  # the one snapshot this call reads
+        return self._batcher.run(_request(text, allowed, min_cost, force))
+
+    async def aselect(
+        self,
+        text: str,
+        *,
+        allowed: Collection[str] | None = None,
+        min_cost: float | None = None,
+        force: str | None = None,
+    ) -> RoutingChoice:
+        """Async :meth:`select`: awaits the batch, so the event loop runs other tasks while the text is embedded."""
+        return await self._batcher.arun(_request(text, allowed, min_cost, force))
+
+    def select_many(self, requests: Sequence[SelectRequest]) -> list[RoutingChoice]:
+        """Route several requests together (one encoder call when they fit ``max_batch_size``)."""
+        return self._batcher.run_many([_checked(r) for r in requests])
+
+    async def aselect_many(self, requests: Sequence[SelectRequest]) -> list[RoutingChoice]:
+        """Async :meth:`select_many`."""
+        return await self._batcher.arun_many([_checked(r) for r in requests])
+
+    @contextmanager
+    def primed(self, texts: Sequence[str]) -> Iterator[None]:
+        """Embed ``texts`` now, in one encoder call; calls routing any of them inside the ``with`` reuse the vectors.
+
+        An adapter's ``batch`` wraps its items' calls in this, so every item is embedded at once however the
+        framework schedules the calls.
+        """
+        keys = self._prime(texts)
+        try:
+            yield
+        finally:
+            self._unprime(keys)
+
+    @asynccontextmanager
+    async def aprimed(self, texts: Sequence[str]) -> AsyncIterator[None]:
+        """Async :meth:`primed` (the texts are embedded in a worker thread)."""
+        keys = await asyncio.to_thread(self._prime, texts)
+        try:
+            yield
+        finally:
+            self._unprime(keys)
+
+    def record(self, member: str, routing_cost: float, usage: tuple[int, int] | None = None) -> dict[str, Any]:
+        """Count one served call and return its cost entries for the metadata (see :meth:`RoutingChoice.metadata`)."""
+        prices = self.prices.get(member)
+        actual = prices.call_cost(*usage) if prices is not None and usage is not None else None
+        calls, spent = self.meter.record(actual if actual is not None else routing_cost)
+        entry: dict[str, Any] = {"calls_served": calls, "realised_mean_cost": spent / calls}
+        if self.budget is not None:
+            entry["budget"] = self.budget.budget
+        if prices is not None:
+            entry["call_cost"] = actual  # in the prices' currency; None when the member reported no usage
+            entry["usage"] = None if usage is None else {"input_tokens": usage[0], "output_tokens": usage[1]}
+        return entry
+
+    @property
+    def batches_run(self) -> int:
+        """How many routing batches have run (for monitoring and tests)."""
+        return self._batcher.batches_run
+
+    def close(self) -> None:
+        """Stop the routing worker thread: pending calls are still routed, later ones raise
+        :class:`~uniroute_core.serving.ServingClosedError`. Not needed normally (an idle worker exits by itself)."""
+        self._batcher.close()
+
+    # ------------------------------------------------------------------ the batch (worker thread)
+    def _windowed(self, text: str) -> str:
+        if self._window is _UNSET:
+            self._window = encoder_window(self.router.embedder)
+        return window_text(text, self._window, self.config.text_window)  # type: ignore[arg-type]
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        return self.router.embedder.embed(texts, show_progress=False)
+
+    def _prime(self, texts: Sequence[str]) -> list[str]:
+        keys = list(dict.fromkeys(self._windowed(t) for t in validate_texts(texts, "routing text")))
+        with self._primed_lock:
+            missing = [k for k in keys if k not in self._primed]
+        vectors = self._embed(missing) if missing else None
+        with self._primed_lock:
+            if vectors is not None:
+                for k, v in zip(missing, vectors):
+                    self._primed.setdefault(k, v)
+            self._primed_count.update(keys)
+        return keys
+
+    def _unprime(self, keys: list[str]) -> None:
+        with self._primed_lock:
+            self._primed_count.subtract(keys)
+            for k in keys:
+                if self._primed_count[k] <= 0:
+                    del self._primed_count[k]
+                    self._primed.pop(k, None)
+
+    def _vectors(self, texts: list[str]) -> np.ndarray:
+        """Embeddings of a batch's (windowed) texts: primed ones reused, the others in ONE encoder call."""
+        with self._primed_lock:
+            known = {t: self._primed[t] for t in texts if t in self._primed}
+        missing = list(dict.fromkeys(t for t in texts if t not in known))
+        if missing:
+            known.update(zip(missing, self._embed(missing)))
+        return np.stack([known[t] for t in texts])
+
+    def _process(self, requests: list[SelectRequest]) -> list[RoutingChoice | Exception]:
+        """Route one batch: one snapshot of the router, one encoder call, one λ."""
+        state = self.router.state  # the one snapshot this batch reads
         _before_route_hook(state)
         state.require_pool("route")
+        embeddings = self._vectors([self._windowed(r.text) for r in requests])
+        lam = None
+        if self.budget is not None:
+            lam = self.budget.lam_for(state, embeddings, lambda target: state.calibration(target).lam)
+        out: list[RoutingChoice | Exception] = []
+        for request, x in zip(requests, embeddings):
+            try:
+                out.append(self._choose(state, request, x[None, :], lam))
+            except Exception as exc:  # noqa: BLE001 - this caller's error only
+                out.append(exc)
+        return out
+
+    def _choose(self, state: RouterState, request: SelectRequest, x: np.ndarray, lam: float | None) -> RoutingChoice:
         costs = state.cost_by_name
+        allowed = request.allowed
         candidates = list(costs) if allowed is None else [m for m in costs if m in set(allowed)]
         if allowed is not None and not candidates:
             raise ValueError(f"no member is allowed for this call (allowed={sorted(allowed)}, pool={list(costs)})")
-        if min_cost is not None:
-            dearer = [m for m in candidates if costs[m] >= min_cost]
+        if request.min_cost is not None:
+            dearer = [m for m in candidates if costs[m] >= request.min_cost]
             candidates = dearer or [max(candidates, key=lambda m: costs[m])]
+        force = request.force
         if force is not None and force not in costs:
             raise KeyError(f"model {force!r} is not a member; members: {list(costs)}")
-        embeddings = self.router.embed([text])
-        decision = state.route(embeddings, self.policy, candidates=candidates)[0]
+        decision = state.route(x, self.policy if lam is None else RoutingPolicy(lam=lam), candidates=candidates)[0]
+        if lam is not None:
+            decision.mode = "budget"  # λ came from the live budget
         order = list(decision.ranking)
         if force is not None:
             order = [force] + [m for m in order if m != force]
         if not self.fallback:
             order = order[:1]
-        return RoutingChoice(decision=decision, order=tuple(order), costs=costs, forced=force is not None)
+        return RoutingChoice(decision, tuple(order), costs, forced=force is not None, selector=self)
+
+    def __repr__(self) -> str:
+        return f"MemberSelector(policy={self.policy}, fallback={self.fallback}, config={self.config})"
+
+
+def _checked(request: SelectRequest) -> SelectRequest:
+    if not isinstance(request, SelectRequest):
+        raise TypeError(f"expected a SelectRequest, got {type(request).__name__}")
+    validate_texts([request.text], "routing text")  # a bad text fails its own caller, before any batching
+    return request
+
+
+def _request(text: str, allowed: Collection[str] | None, min_cost: float | None, force: str | None) -> SelectRequest:
+    return _checked(SelectRequest(text, None if allowed is None else tuple(allowed), min_cost, force))
+
+
+def _settings(s: MemberSelector) -> tuple[Any, ...]:
+    return (s.router, s.policy, s.fallback, s.config)
+
+
+class SelectorSlot:
+    """An adapter's one :class:`MemberSelector`, kept while its settings stay the same (thread-safe).
+
+    Adapters are pydantic models whose fields may be reassigned; the selector (with its micro-batcher, live budget
+    and spend meter) is rebuilt only when the router, policy, fallback or serving config changed. ``prices`` (token
+    prices of members added with ``cost={"input_per_mtok": …}``) belong to the slot and survive a rebuild.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._selector: MemberSelector | None = None
+        self.prices: dict[str, TokenPrices] = {}
+
+    def get(
+        self, router: UniRouter, policy: RoutingPolicy, fallback: bool, config: ServingConfig | None = None
+    ) -> MemberSelector:
+        """The current selector for these settings."""
+        config = ServingConfig() if config is None else config
+        wanted = (router, policy, fallback, config)
+        s = self._selector
+        if s is not None and _settings(s) == wanted:
+            return s
+        with self._lock:
+            s = self._selector
+            if s is None or _settings(s) != wanted:
+                s = self._selector = MemberSelector(router, policy, fallback, config=config, prices=self.prices)
+            return s
+
+    def member_cost(self, name: str, cost: float | Mapping[str, float]) -> float:
+        """A new member's per-call routing cost from its ``cost=`` (a number or token prices, kept here)."""
+        per_call, prices = parse_cost(name, cost)
+        if prices is None:
+            self.prices.pop(name, None)
+        else:
+            self.prices[name] = prices
+        return per_call
 
 
 def _before_route_hook(state: RouterState) -> None:

@@ -24,6 +24,7 @@ from uniroute_core.delegation import (
     MemberSelector,
     PoolChanges,
     RoutingChoice,
+    SelectorSlot,
     aadd_profiled_model,
     acall_with_fallback,
     add_profiled_model,
@@ -33,6 +34,7 @@ from uniroute_core.delegation import (
 from uniroute_core.policy import RoutingPolicy
 from uniroute_core.profile import ModelProfile
 from uniroute_core.router import UniRouter
+from uniroute_core.serving import ServingConfig
 
 from ._messages import conversation_text, last_human_text
 from .profiling import answer_function, async_answer_function
@@ -86,6 +88,15 @@ def _run_metadata(
     merged.update(metadata or {})
     merged.update(own or {})
     return merged
+
+
+def _token_usage(result: ChatResult) -> tuple[int, int] | None:
+    """(input tokens, output tokens) the member reported for a call (``usage_metadata``), if it did."""
+    for generation in result.generations:
+        usage = getattr(generation.message, "usage_metadata", None)
+        if usage:
+            return int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+    return None
 
 
 def _unwrap_binding(runnable: Runnable, member: str) -> tuple[BaseChatModel, dict[str, Any]]:
@@ -237,8 +248,16 @@ class ChatUniRoute(BaseChatModel):
     fallback: bool = True
     """When the chosen member raises before producing output, try the next member by routing score."""
 
-    route_on: Literal["last_human", "conversation"] = "last_human"
-    """Text to route on: the last human message (default; system prompt excluded), or the whole conversation."""
+    route_on: Literal["last_human", "conversation"] | Callable[[list[BaseMessage]], str] = Field(
+        default="last_human", exclude=True
+    )
+    """Text to route on: the last human message (default; system prompt excluded), the whole conversation, or a
+    callable ``messages -> str`` (e.g. the question of a RAG prompt that puts context and question in one message).
+    A text longer than the encoder's window is cut to its end by default (``serving.text_window``)."""
+
+    serving: ServingConfig = Field(default_factory=ServingConfig, exclude=True)
+    """Micro-batching (``max_batch_size`` 64, ``max_wait`` 2 ms), the live budget's window and the long-text window:
+    see :class:`uniroute_core.serving.ServingConfig`. A dict is accepted."""
 
     sticky: bool = False
     """Within one conversation, never route a later turn to a cheaper member than an earlier turn used."""
@@ -263,6 +282,7 @@ class ChatUniRoute(BaseChatModel):
     _floors: ConversationFloors = PrivateAttr()
     _policy: RoutingPolicy = PrivateAttr(default_factory=RoutingPolicy)
     _pool_changes: PoolChanges = PrivateAttr(default_factory=PoolChanges)
+    _selector_slot: SelectorSlot = PrivateAttr(default_factory=SelectorSlot)
 
     # ------------------------------------------------------------------ validation
 
@@ -362,6 +382,19 @@ class ChatUniRoute(BaseChatModel):
             plan = exc
         return {**kwargs, _PLAN_KWARG: plan}
 
+    async def _awith_plan(
+        self, messages: list[BaseMessage], kwargs: dict[str, Any], metadata: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Async :meth:`_with_plan` (routing awaits the core's worker thread)."""
+        if _PLAN_KWARG in kwargs:
+            return kwargs
+        routing_kwargs = {k: v for k, v in kwargs.items() if k not in _TRACING_ONLY_KWARGS}
+        try:
+            plan: _CallPlan | Exception = await self._aplan(messages, routing_kwargs, metadata)
+        except Exception as exc:  # noqa: BLE001 - re-raised inside the run by _acall_plan
+            plan = exc
+        return {**kwargs, _PLAN_KWARG: plan}
+
     def _input_with_plan(
         self, input: LanguageModelInput, config: RunnableConfig | None, kwargs: dict[str, Any]
     ) -> dict[str, Any]:
@@ -370,6 +403,15 @@ class ChatUniRoute(BaseChatModel):
         config = ensure_config(config)
         metadata = _run_metadata(config.get("callbacks"), config.get("metadata"), self.metadata)
         return self._with_plan(self._convert_input(input).to_messages(), kwargs, metadata)
+
+    async def _ainput_with_plan(
+        self, input: LanguageModelInput, config: RunnableConfig | None, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        if _PLAN_KWARG in kwargs:
+            return kwargs
+        config = ensure_config(config)
+        metadata = _run_metadata(config.get("callbacks"), config.get("metadata"), self.metadata)
+        return await self._awith_plan(self._convert_input(input).to_messages(), kwargs, metadata)
 
     def _call_plan(self, messages: list[BaseMessage], kwargs: dict[str, Any], run_manager: Any) -> _CallPlan:
         """The plan routed before the run (taken out of ``kwargs``), else route now (``_generate`` called directly,
@@ -380,6 +422,15 @@ class ChatUniRoute(BaseChatModel):
         if given is not None:
             return given
         return self._plan(messages, kwargs, getattr(run_manager, "metadata", None) or {})
+
+    async def _acall_plan(self, messages: list[BaseMessage], kwargs: dict[str, Any], run_manager: Any) -> _CallPlan:
+        """Async :meth:`_call_plan`."""
+        given = kwargs.pop(_PLAN_KWARG, None)
+        if isinstance(given, Exception):
+            raise given
+        if given is not None:
+            return given
+        return await self._aplan(messages, kwargs, getattr(run_manager, "metadata", None) or {})
 
     def _generate_kwargs(
         self,
@@ -427,7 +478,8 @@ class ChatUniRoute(BaseChatModel):
         **kwargs: Any,
     ) -> LLMResult:
         """Async :meth:`generate`."""
-        kwargs = self._generate_kwargs(messages, callbacks, metadata, kwargs)
+        if len(messages) == 1:
+            kwargs = await self._awith_plan(messages[0], kwargs, _run_metadata(callbacks, metadata, self.metadata))
         return await super().agenerate(
             messages, stop, callbacks, tags=tags, metadata=metadata, run_name=run_name, run_id=run_id, **kwargs
         )
@@ -452,8 +504,45 @@ class ChatUniRoute(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
         """``BaseChatModel.astream``, routing before the run starts (see ``_get_ls_params``)."""
-        async for chunk in super().astream(input, config, stop=stop, **self._input_with_plan(input, config, kwargs)):
+        kwargs = await self._ainput_with_plan(input, config, kwargs)
+        async for chunk in super().astream(input, config, stop=stop, **kwargs):
             yield chunk
+
+    def _batch_texts(self, inputs: Sequence[LanguageModelInput]) -> list[str]:
+        """The routing texts of a batch's inputs (inputs that cannot be read are left to fail in their own call)."""
+        texts = []
+        for item in inputs:
+            try:
+                texts.append(self._routing_text(self._convert_input(item).to_messages()))
+            except Exception:  # noqa: BLE001, S112 - that item's own call reports it
+                continue
+        return [t for t in texts if t.strip()]
+
+    def batch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage]:
+        """``BaseChatModel.batch`` with every input's routing text embedded in one encoder call up front."""
+        with self._selector().primed(self._batch_texts(inputs)):
+            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+
+    async def abatch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage]:
+        """Async :meth:`batch` (the inputs are embedded in a worker thread, never on the loop)."""
+        async with self._selector().aprimed(self._batch_texts(inputs)):
+            return await super().abatch(
+                inputs, config, return_exceptions=return_exceptions, **kwargs
+            )
 
     # ------------------------------------------------------------------ the pool
 
@@ -474,7 +563,8 @@ class ChatUniRoute(BaseChatModel):
         return p
 
     def _selector(self) -> MemberSelector:
-        return MemberSelector(self.router, policy=self.policy, fallback=self.fallback)
+        """The core's routing entry point for this model's settings (kept across calls: it batches them)."""
+        return self._selector_slot.get(self.router, self.policy, self.fallback, self.serving)
 
     @staticmethod
     def _check_new_member(name: str, chat_model: Any) -> None:
@@ -485,7 +575,13 @@ class ChatUniRoute(BaseChatModel):
             )
 
     def add_model(
-        self, name: str, chat_model: BaseChatModel, cost: float, *, replace: bool = False, **profiling_kwargs: Any
+        self,
+        name: str,
+        chat_model: BaseChatModel,
+        cost: float | Mapping[str, float],
+        *,
+        replace: bool = False,
+        **profiling_kwargs: Any,
     ) -> ModelProfile:
         """Profile ``chat_model`` on the router's probe set, grade it, and add it to the pool; returns its profile.
 
@@ -493,18 +589,32 @@ class ChatUniRoute(BaseChatModel):
         ``retries``, ``max_failure_rate``, ``show_progress``...). A failed probe counts as unknown, not wrong; a
         model whose answers are mostly errors is refused (:class:`uniroute_core.ProfilingError`) and not added.
         Calls in flight keep routing on the old pool; the new member is swapped in at the end.
+
+        ``cost`` is the per-call cost, or token prices ``{"input_per_mtok": …, "output_per_mtok": …}`` (optional
+        ``typical_input_tokens`` / ``typical_output_tokens`` / ``per_call``): routing then uses the per-call cost of
+        :class:`uniroute_core.serving.TokenPrices`, and each response's ``uniroute`` metadata gives the call's
+        actual cost (``call_cost``) from the member's reported token usage. Prices are kept by this model, not saved
+        with the router.
         """
         self._check_new_member(name, chat_model)
+        cost = self._selector_slot.member_cost(name, cost)
         with self._pool_changes.adding_to(self, name, chat_model):
             return add_profiled_model(
                 self.router, name, answer_function(chat_model), cost, replace=replace, **profiling_kwargs
             )
 
     async def aadd_model(
-        self, name: str, chat_model: BaseChatModel, cost: float, *, replace: bool = False, **profiling_kwargs: Any
+        self,
+        name: str,
+        chat_model: BaseChatModel,
+        cost: float | Mapping[str, float],
+        *,
+        replace: bool = False,
+        **profiling_kwargs: Any,
     ) -> ModelProfile:
         """Async :meth:`add_model` (probes run concurrently on the event loop)."""
         self._check_new_member(name, chat_model)
+        cost = self._selector_slot.member_cost(name, cost)
         with self._pool_changes.adding_to(self, name, chat_model):
             return await aadd_profiled_model(
                 self.router, name, async_answer_function(chat_model), cost, replace=replace, **profiling_kwargs
@@ -520,6 +630,13 @@ class ChatUniRoute(BaseChatModel):
     # ------------------------------------------------------------------ routing one call
 
     def _routing_text(self, messages: Sequence[BaseMessage]) -> str:
+        if callable(self.route_on):
+            text = self.route_on(list(messages))
+            if not isinstance(text, str):
+                raise TypeError(f"route_on returned {type(text).__name__}; it must return the text to route on (str)")
+            if not text.strip():
+                raise ValueError("route_on returned an empty text: there is nothing to route on")
+            return text
         text = conversation_text(messages) if self.route_on == "conversation" else last_human_text(messages)
         if not text.strip():
             text = conversation_text(messages, include_system=True)
@@ -539,6 +656,20 @@ class ChatUniRoute(BaseChatModel):
 
     def _plan(self, messages: list[BaseMessage], kwargs: dict[str, Any], metadata: Mapping[str, Any]) -> _CallPlan:
         """Route one call: ``kwargs`` are its call keywords, ``metadata`` its run's metadata (conversation id)."""
+        text, request, make_plan = self._plan_parts(messages, kwargs, metadata)
+        return make_plan(self._selector().select(text, **request))
+
+    async def _aplan(
+        self, messages: list[BaseMessage], kwargs: dict[str, Any], metadata: Mapping[str, Any]
+    ) -> _CallPlan:
+        """Async :meth:`_plan`: the routing text is embedded in the core's worker thread, never on the loop."""
+        text, request, make_plan = self._plan_parts(messages, kwargs, metadata)
+        return make_plan(await self._selector().aselect(text, **request))
+
+    def _plan_parts(
+        self, messages: list[BaseMessage], kwargs: dict[str, Any], metadata: Mapping[str, Any]
+    ) -> tuple[str, dict[str, Any], Callable[[RoutingChoice], _CallPlan]]:
+        """Everything of :meth:`_plan` but the routing: (text, selection keywords, choice -> plan)."""
         kwargs = dict(kwargs)
         force = kwargs.pop("model", None)
         conversation_id = self._conversation_id(kwargs, metadata)
@@ -555,13 +686,15 @@ class ChatUniRoute(BaseChatModel):
                     f"model={force!r} was forced but it does not support tool calling; tool-capable members: {allowed}"
                 )
         min_cost = self._floors.floor(conversation_id) if self.sticky else None
-        choice = self._selector().select(
-            self._routing_text(messages), allowed=allowed, min_cost=min_cost, force=force
-        )
         for name, value in (("temperature", self.temperature), ("max_tokens", self.max_tokens)):
             if value is not None:
                 kwargs.setdefault(name, value)
-        return _CallPlan(choice, conversation_id, members, list(tools) if tools else None, tool_choice, kwargs)
+
+        def make_plan(choice: RoutingChoice) -> _CallPlan:
+            return _CallPlan(choice, conversation_id, members, list(tools) if tools else None, tool_choice, kwargs)
+
+        request = {"allowed": allowed, "min_cost": min_cost, "force": force}
+        return self._routing_text(messages), request, make_plan
 
     def _no_tool_member_message(self) -> str:
         return (
@@ -584,7 +717,7 @@ class ChatUniRoute(BaseChatModel):
 
     def _annotate(self, result: ChatResult, plan: _CallPlan, used: str, fallbacks: list[dict[str, str]]) -> ChatResult:
         self._finish(plan, used)
-        entry = plan.choice.metadata(used, fallbacks)
+        entry = plan.choice.metadata(used, fallbacks, usage=_token_usage(result))
         for generation in result.generations:
             metadata = dict(generation.message.response_metadata)
             metadata.setdefault("model_name", used)
@@ -618,7 +751,7 @@ class ChatUniRoute(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        plan = self._call_plan(messages, kwargs, run_manager)
+        plan = await self._acall_plan(messages, kwargs, run_manager)
         stop = stop if stop is not None else self.stop
 
         async def attempt(name: str) -> ChatResult:
@@ -661,7 +794,7 @@ class ChatUniRoute(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        plan = self._call_plan(messages, kwargs, run_manager)
+        plan = await self._acall_plan(messages, kwargs, run_manager)
         stop = stop if stop is not None else self.stop
 
         async def start(name: str) -> tuple[AsyncIterator[ChatGenerationChunk], ChatGenerationChunk]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,12 +24,15 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr, model_validator
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
+from llama_index.core.prompts import BasePromptTemplate, PromptTemplate
+from llama_index.core.types import TokenAsyncGen, TokenGen
 
 from uniroute_core.delegation import (
     MemberMismatchError,
     MemberSelector,
     PoolChanges,
     RoutingChoice,
+    SelectorSlot,
     aadd_profiled_model,
     acall_with_fallback,
     add_profiled_model,
@@ -39,6 +44,7 @@ from uniroute_core.delegation import (
 from uniroute_core.policy import RoutingPolicy
 from uniroute_core.profile import ModelProfile
 from uniroute_core.router import UniRouter
+from uniroute_core.serving import ServingConfig
 
 from ._undecorated import undecorated_method
 
@@ -72,6 +78,49 @@ class ToolRequest:
 
 
 _EMPTY = object()
+
+_QUERY: ContextVar[str | None] = ContextVar("uniroute_llamaindex_query", default=None)
+"""The query string of the prompt template being predicted (set by ``predict`` & co. for the call they make)."""
+
+_QUERY_KEYS = ("query_str",)
+"""Template variables holding the user's query in LlamaIndex's prompts (QA, refine, summarize, …)."""
+
+
+def _query_of(prompt: Any, prompt_args: Mapping[str, Any]) -> str | None:
+    """The user's query among a template's partial-format kwargs and the call's prompt arguments, if any."""
+    args = {**(getattr(prompt, "kwargs", None) or {}), **prompt_args}
+    for key in _QUERY_KEYS:
+        value = args.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
+@contextmanager
+def _routing_on(query: str | None) -> Iterator[None]:
+    token = _QUERY.set(query)
+    try:
+        yield
+    finally:
+        _QUERY.reset(token)
+
+
+def _token_usage(response: Any) -> tuple[int, int] | None:
+    """(input, output) tokens a member reported: ``additional_kwargs`` prompt/completion tokens (llama-index-llms-
+    openai and others), else a ``usage`` entry in ``raw`` (input/output or prompt/completion tokens)."""
+    extra = getattr(response, "additional_kwargs", None) or {}
+    if "prompt_tokens" in extra or "completion_tokens" in extra:
+        return int(extra.get("prompt_tokens") or 0), int(extra.get("completion_tokens") or 0)
+    raw = getattr(response, "raw", None)
+    usage = raw.get("usage") if isinstance(raw, Mapping) else getattr(raw, "usage", None)
+    if usage is None:
+        return None
+    get = usage.get if isinstance(usage, Mapping) else lambda k, d=None: getattr(usage, k, d)
+    tokens_in = get("input_tokens") or get("prompt_tokens")
+    tokens_out = get("output_tokens") or get("completion_tokens")
+    if tokens_in is None and tokens_out is None:
+        return None
+    return int(tokens_in or 0), int(tokens_out or 0)
 
 
 def _tag(response: Any, record: dict[str, Any]) -> Any:
@@ -153,8 +202,15 @@ class UniRouteLLM(FunctionCallingLLM):
         exclude=True,
         description="Counts a prompt's tokens for the context-window check; None estimates ceil(chars / 4).",
     )
+    serving: ServingConfig = Field(
+        default_factory=ServingConfig,
+        exclude=True,
+        description="Micro-batching (max_batch_size 64, max_wait 2 ms), the live budget's window and the long-text "
+        "window: see uniroute_core.serving.ServingConfig. A dict is accepted.",
+    )
 
     _pool_changes: PoolChanges = PrivateAttr(default_factory=PoolChanges)
+    _selector_slot: SelectorSlot = PrivateAttr(default_factory=SelectorSlot)
     _policy: RoutingPolicy = PrivateAttr(default_factory=RoutingPolicy)
 
     @model_validator(mode="after")
@@ -211,7 +267,8 @@ class UniRouteLLM(FunctionCallingLLM):
         return p
 
     def _selector(self) -> MemberSelector:
-        return MemberSelector(self.router, policy=self.policy, fallback=self.fallback)
+        """The core's routing entry point for these settings (kept across calls: it batches them)."""
+        return self._selector_slot.get(self.router, self.policy, self.fallback, self.serving)
 
     @staticmethod
     def _function_calling_members(members: Mapping[str, LLM]) -> list[str]:
@@ -226,13 +283,22 @@ class UniRouteLLM(FunctionCallingLLM):
     def _count_tokens(self, text: str) -> int:
         return self.token_counter(text) if self.token_counter is not None else estimate_tokens(text)
 
-    def _choose(self, routing_text: str, full_prompt: str, *, tools: bool) -> RoutingChoice:
-        """Route ``routing_text`` among the members allowed for this call (tool-capable, context fits)."""
+    def _allowed(self, full_prompt: str, tools: bool) -> list[str]:
+        """The members allowed for this call: tool-capable when it has tools, and whose context holds the prompt."""
         members = self._pool_changes.steady_members(self.router, lambda: self.members)
         allowed = self._function_calling_members(members) if tools else list(members)
         windows = {n: members[n].metadata.context_window for n in allowed}
-        allowed = members_fitting(self._count_tokens(full_prompt), windows)
-        return self._selector().select(routing_text, allowed=allowed)
+        return members_fitting(self._count_tokens(full_prompt), windows)
+
+    def _choose(self, routing_text: str, full_prompt: str, *, tools: bool) -> RoutingChoice:
+        """Route ``routing_text`` (or the query of the template being predicted) among the allowed members."""
+        allowed = self._allowed(full_prompt, tools)
+        return self._selector().select(_QUERY.get() or routing_text, allowed=allowed)
+
+    async def _achoose(self, routing_text: str, full_prompt: str, *, tools: bool) -> RoutingChoice:
+        """Async :meth:`_choose`: the text is embedded in the core's worker thread, never on the event loop."""
+        allowed = self._allowed(full_prompt, tools)
+        return await self._selector().aselect(_QUERY.get() or routing_text, allowed=allowed)
 
     def _routing_text(self, messages: Sequence[ChatMessage]) -> str:
         spoken = [m for m in messages if m.role != MessageRole.SYSTEM]
@@ -245,6 +311,46 @@ class UniRouteLLM(FunctionCallingLLM):
     def _choose_for_chat(self, messages: Sequence[ChatMessage], request: ToolRequest | None) -> RoutingChoice:
         full = "\n".join(m.content or "" for m in messages)
         return self._choose(self._routing_text(messages), full, tools=request is not None)
+
+    async def _achoose_for_chat(self, messages: Sequence[ChatMessage], request: ToolRequest | None) -> RoutingChoice:
+        full = "\n".join(m.content or "" for m in messages)
+        return await self._achoose(self._routing_text(messages), full, tools=request is not None)
+
+    # ------------------------------------------------------------------ prompt templates: route on the query
+    def predict(self, prompt: BasePromptTemplate, **prompt_args: Any) -> str:
+        """``LLM.predict``, routed on the template's ``query_str`` when it has one (query engines: the user's
+        question, not the retrieved context the formatted prompt starts with)."""
+        with _routing_on(_query_of(prompt, prompt_args)):
+            return super().predict(prompt, **prompt_args)
+
+    async def apredict(self, prompt: BasePromptTemplate, **prompt_args: Any) -> str:
+        """Async :meth:`predict`."""
+        with _routing_on(_query_of(prompt, prompt_args)):
+            return await super().apredict(prompt, **prompt_args)
+
+    def stream(self, prompt: BasePromptTemplate, **prompt_args: Any) -> TokenGen:
+        """``LLM.stream``, routed on the template's ``query_str`` (see :meth:`predict`)."""
+        with _routing_on(_query_of(prompt, prompt_args)):
+            return super().stream(prompt, **prompt_args)
+
+    async def astream(self, prompt: BasePromptTemplate, **prompt_args: Any) -> TokenAsyncGen:
+        """Async :meth:`stream`."""
+        with _routing_on(_query_of(prompt, prompt_args)):
+            return await super().astream(prompt, **prompt_args)
+
+    def structured_predict(
+        self, output_cls: Any, prompt: PromptTemplate, llm_kwargs: Any = None, **prompt_args: Any
+    ) -> Any:
+        """``LLM.structured_predict``, routed on the template's ``query_str`` (see :meth:`predict`)."""
+        with _routing_on(_query_of(prompt, prompt_args)):
+            return super().structured_predict(output_cls, prompt, llm_kwargs, **prompt_args)
+
+    async def astructured_predict(
+        self, output_cls: Any, prompt: PromptTemplate, llm_kwargs: Any = None, **prompt_args: Any
+    ) -> Any:
+        """Async :meth:`structured_predict`."""
+        with _routing_on(_query_of(prompt, prompt_args)):
+            return await super().astructured_predict(output_cls, prompt, llm_kwargs, **prompt_args)
 
     # ------------------------------------------------------------------ member calls
     @staticmethod
@@ -297,12 +403,12 @@ class UniRouteLLM(FunctionCallingLLM):
             return self._validated(member, response, request)
 
         response, used, fallbacks = call_with_fallback(choice.order, call)
-        return _tag(response, choice.metadata(used, fallbacks))
+        return _tag(response, choice.metadata(used, fallbacks, usage=_token_usage(response)))
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         request: ToolRequest | None = kwargs.pop(_TOOL_REQUEST_KWARG, None)
-        choice = self._choose_for_chat(messages, request)
+        choice = await self._achoose_for_chat(messages, request)
 
         async def call(name: str) -> ChatResponse:
             member = self.members[name]
@@ -310,7 +416,7 @@ class UniRouteLLM(FunctionCallingLLM):
             return self._validated(member, response, request)
 
         response, used, fallbacks = await acall_with_fallback(choice.order, call)
-        return _tag(response, choice.metadata(used, fallbacks))
+        return _tag(response, choice.metadata(used, fallbacks, usage=_token_usage(response)))
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
@@ -327,7 +433,7 @@ class UniRouteLLM(FunctionCallingLLM):
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         request: ToolRequest | None = kwargs.pop(_TOOL_REQUEST_KWARG, None)
-        choice = self._choose_for_chat(messages, request)
+        choice = await self._achoose_for_chat(messages, request)
 
         async def call(name: str) -> tuple[Any, Any]:
             member = self.members[name]
@@ -344,15 +450,15 @@ class UniRouteLLM(FunctionCallingLLM):
         response, used, fallbacks = call_with_fallback(
             choice.order, lambda name: self._call(name, "complete", prompt, formatted=formatted, **kwargs)
         )
-        return _tag(response, choice.metadata(used, fallbacks))
+        return _tag(response, choice.metadata(used, fallbacks, usage=_token_usage(response)))
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        choice = self._choose(prompt, prompt, tools=False)
+        choice = await self._achoose(prompt, prompt, tools=False)
         response, used, fallbacks = await acall_with_fallback(
             choice.order, lambda name: self._acall(name, "acomplete", prompt, formatted=formatted, **kwargs)
         )
-        return _tag(response, choice.metadata(used, fallbacks))
+        return _tag(response, choice.metadata(used, fallbacks, usage=_token_usage(response)))
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
@@ -367,7 +473,7 @@ class UniRouteLLM(FunctionCallingLLM):
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        choice = self._choose(prompt, prompt, tools=False)
+        choice = await self._achoose(prompt, prompt, tools=False)
 
         async def call(name: str) -> tuple[Any, Any]:
             stream = await self._acall(name, "astream_complete", prompt, formatted=formatted, **kwargs)
@@ -446,15 +552,22 @@ class UniRouteLLM(FunctionCallingLLM):
             raise MemberMismatchError(f"member {name!r} already exists; pass replace=True to re-profile it")
 
     def add_model(
-        self, name: str, llm: LLM, cost: float, *, replace: bool = False, **profiling_kwargs: Any
+        self, name: str, llm: LLM, cost: float | Mapping[str, float], *, replace: bool = False, **profiling_kwargs: Any
     ) -> ModelProfile:
         """Profile ``llm`` on the router's probe set (answers via ``llm.complete``), add it, and return its profile.
 
         One call adds a member: the probes are answered concurrently, graded with the probe set's grader, and the
         member joins the pool atomically (calls in flight keep routing over the old pool). ``profiling_kwargs`` go
         to :func:`uniroute_core.profiling.profile_answers` (``max_concurrency``, ``retries``, ``show_progress``...).
+
+        ``cost`` is the per-call cost, or token prices ``{"input_per_mtok": …, "output_per_mtok": …}`` (optional
+        ``typical_input_tokens`` / ``typical_output_tokens`` / ``per_call``): routing then uses the per-call cost of
+        :class:`uniroute_core.serving.TokenPrices`, and the ``uniroute`` record gives each call's actual cost
+        (``call_cost``) from the token counts the member reports (``prompt_tokens`` / ``completion_tokens`` in
+        ``additional_kwargs``, or ``usage`` in ``raw``). Prices are kept by this LLM, not saved with the router.
         """
         self._check_new_member(name, llm, replace)
+        cost = self._selector_slot.member_cost(name, cost)
 
         def answer(prompt: str) -> str:
             return llm.complete(prompt).text
@@ -463,10 +576,11 @@ class UniRouteLLM(FunctionCallingLLM):
             return add_profiled_model(self.router, name, answer, cost, replace=replace, **profiling_kwargs)
 
     async def aadd_model(
-        self, name: str, llm: LLM, cost: float, *, replace: bool = False, **profiling_kwargs: Any
+        self, name: str, llm: LLM, cost: float | Mapping[str, float], *, replace: bool = False, **profiling_kwargs: Any
     ) -> ModelProfile:
         """Async :meth:`add_model` (answers via ``llm.acomplete``)."""
         self._check_new_member(name, llm, replace)
+        cost = self._selector_slot.member_cost(name, cost)
 
         async def answer(prompt: str) -> str:
             return (await llm.acomplete(prompt)).text
