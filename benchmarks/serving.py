@@ -55,7 +55,9 @@ class SleepyChat(BaseChatModel):
     def _llm_type(self) -> str:
         return "sleepy"
 
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
         time.sleep(DELAY)
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content="A"))])
 
@@ -136,7 +138,7 @@ def concurrency(setup: Any, prompts: list[str], repeats: int) -> None:
     print(f"\n[1] {len(prompts)} concurrent calls over members that await {DELAY} s, real all-MiniLM-L6-v2 "
           f"(median of {repeats}, interleaved):")
     print(f"    reference: one batched router.route of the {len(prompts)} prompts + {DELAY} s = {r:.2f} s")
-    for label, runs, sel in (("ChatUniRoute.ainvoke", lc_runs, chat), ("UniRouteLLM.achat", li_runs, llm)):
+    for label, runs in (("ChatUniRoute.ainvoke", lc_runs), ("UniRouteLLM.achat", li_runs)):
         wall = statistics.median(x[0] for x in runs)
         stall = max(x[1] for x in runs)
         print(f"    {label:22s} {wall:.2f} s  ratio {wall / r:.2f} (goal ≤ 1.5)   longest loop stall "
