@@ -62,14 +62,24 @@ def test_eval_writes_results_json_in_the_issue_schema_and_a_png(folder, tmp_path
     assert "Area(50%)" in printed and "learned_map" in printed and "sign test" in printed
 
 
-def test_second_run_reads_the_embedding_cache(folder, tmp_path):
+def test_second_run_reads_the_embedding_cache(folder, tmp_path, monkeypatch):
+    import sqlite3
+    import sys
+
     cache = tmp_path / "cache"
     assert _run(folder, tmp_path / "o1", cache, "--trials", "1", "--methods", "zero,random") == 0
-    files = list(cache.glob("embeddings-*.npz"))
-    assert len(files) == 1
-    stamp = files[0].stat().st_mtime_ns
+    with sqlite3.connect(cache / "embeddings.sqlite3") as conn:
+        assert conn.execute("SELECT count(*) FROM vectors").fetchone()[0] == 240
+    embedded: list[str] = []
+    real = sys.modules["conftest"].topic_embedder
+
+    def counting(texts):
+        embedded.extend(texts)
+        return real(texts)
+
+    monkeypatch.setattr(sys.modules["conftest"], "topic_embedder", counting)
     assert _run(folder, tmp_path / "o2", cache, "--trials", "1", "--methods", "zero,random") == 0
-    assert files[0].stat().st_mtime_ns == stamp  # nothing new was embedded, so the cache was not rewritten
+    assert embedded == []  # every vector came from the cache
     a = json.loads((tmp_path / "o1" / "results.json").read_text())["methods"]["zero"]["area"]
     b = json.loads((tmp_path / "o2" / "results.json").read_text())["methods"]["zero"]["area"]
     assert a == b

@@ -10,29 +10,36 @@ Routing needs one vector per prompt. Everything here is built around two promise
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 import numpy as np
 from tqdm.auto import tqdm
 
 __all__ = [
     "DEFAULT_EMBEDDER_NAME",
+    "CacheWarning",
+    "CachedEmbedder",
+    "CallableEmbedder",
     "Embedder",
     "SentenceTransformerEmbedder",
-    "CallableEmbedder",
-    "CachedEmbedder",
-    "default_embedder",
     "default_cache_dir",
+    "default_embedder",
     "resolve_embedder",
     "validate_texts",
 ]
 
 DEFAULT_EMBEDDER_NAME = "all-MiniLM-L6-v2"
+T = TypeVar("T")
 PROGRESS_THRESHOLD = 256
 """Show a progress bar when a call embeds more unique texts than this."""
 
@@ -189,61 +196,299 @@ class CallableEmbedder:
         return f"CallableEmbedder({self.name!r})"
 
 
+class CacheWarning(UserWarning):
+    """The embedding cache could not be used as is (damaged, unwritable): it was rebuilt or bypassed, never fatal."""
+
+
+_CACHE_FILE = "embeddings.sqlite3"
+_LEGACY_PATTERN = "embeddings-*.npz"
+_SQL_CHUNK = 500  # keys per SELECT … IN (…); well under SQLite's bound-parameter limit
+_BUSY_TIMEOUT_MS = 60_000
+_SCHEMA = (
+    (
+        "CREATE TABLE IF NOT EXISTS vectors ("
+        " embedder TEXT NOT NULL, text_sha256 BLOB NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL,"
+        " PRIMARY KEY (embedder, text_sha256)) WITHOUT ROWID"
+    ),
+    "CREATE TABLE IF NOT EXISTS imported (source TEXT PRIMARY KEY, embedder TEXT NOT NULL, n_vectors INTEGER)",
+)
+_reported: set[tuple[str, str]] = set()
+_reported_lock = threading.Lock()
+
+
+def _report_once(path: Path, kind: str, message: str) -> None:
+    """Warn about ``path`` once per process and problem kind (a damaged cache must not flood the log)."""
+    with _reported_lock:
+        if (str(path), kind) in _reported:
+            return
+        _reported.add((str(path), kind))
+    warnings.warn(message, CacheWarning, stacklevel=4)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (created if needed); a no-op where ``fcntl`` does not exist."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: sqlite's own locking still protects the data
+        yield
+        return
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 class CachedEmbedder:
-    """An embedder with an on-disk cache keyed by (embedder name, text), stored as ``.npz`` (no pickle).
+    """An embedder with an on-disk cache keyed by (embedder name, SHA-256 of the text), shared safely by processes.
 
     A second evaluation run over the same prompts reads vectors instead of running the encoder. The cache is one
-    file per embedder name under ``directory``; new vectors are appended on each call that embedded something.
+    SQLite database, ``embeddings.sqlite3`` under ``directory``, in WAL mode: several processes and threads may read
+    and write it at once (each thread opens its own connection; writers wait for each other up to a minute), a miss
+    is an ``INSERT OR IGNORE`` of the new rows only (never a rewrite of the file), and vectors are float32 blobs —
+    no pickle, nothing executable. Why SQLite: it is in the standard library, its WAL journal makes every commit
+    atomic and crash-safe, and it was built for exactly this many-readers/few-writers key-value use.
+
+    A damaged database is reported once (:class:`CacheWarning`), moved aside (``embeddings.sqlite3.damaged-…``) and
+    rebuilt; if the directory cannot be written at all the cache is bypassed with a warning. Neither is ever fatal:
+    the worst case is re-embedding. Caches of earlier UniRoute versions (``embeddings-<hash>.npz``) are imported
+    once, so their vectors are not lost.
+
+    Args:
+        inner: the embedder that computes missing vectors; its ``name`` is part of every key, so two different
+            embedders must have different names.
+        directory: the cache folder (created if needed).
     """
 
     def __init__(self, inner: Embedder, directory: str | os.PathLike[str]) -> None:
+        if not isinstance(inner, Embedder):
+            raise TypeError(f"inner must be an embedder (a name and embed(texts)), got {type(inner).__name__}")
         self.inner = inner
         self.name = inner.name
         self.directory = Path(directory)
+        self._local = threading.local()
         self._lock = threading.Lock()
-        self._keys: dict[str, int] | None = None
-        self._vectors: np.ndarray | None = None
+        self._disabled = False
 
     @property
     def path(self) -> Path:
-        """The cache file for this embedder."""
-        slug = hashlib.sha256(self.name.encode("utf-8")).hexdigest()[:16]
-        return self.directory / f"embeddings-{slug}.npz"
+        """The cache database (shared by every embedder name)."""
+        return self.directory / _CACHE_FILE
 
     @staticmethod
-    def _key(text: str) -> str:
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    def _key(text: str) -> bytes:
+        return hashlib.sha256(text.encode("utf-8")).digest()
 
-    def _load(self) -> None:
-        if self._keys is not None:
+    # -- connection handling ------------------------------------------------------------------------------------
+    def _open(self) -> sqlite3.Connection:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            for stmt in _SCHEMA:
+                conn.execute(stmt)
+            conn.execute("SELECT count(*) FROM imported").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection (a new one after ``fork``: SQLite connections must not cross processes)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            return cast(sqlite3.Connection, conn)
+        conn = self._open()
+        self._local.conn, self._local.pid = conn, os.getpid()
+        self._import_legacy(conn)
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None and self._local.pid == os.getpid():
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def _rebuild(self, exc: BaseException) -> None:
+        """Move a damaged database aside (under a lock, after checking it is still damaged) so the next open rebuilds."""
+        self._drop_connection()
+        with _file_lock(self.directory / ".embeddings.lock"):
+            if self.path.exists() and not _is_damaged(self.path):
+                return  # another process already rebuilt it
+            stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            aside = self.path.with_name(f"{_CACHE_FILE}.damaged-{stamp}")
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(str(self.path) + suffix)
+                if src.exists():
+                    os.replace(src, Path(str(aside) + suffix))
+        _report_once(
+            self.path, "damaged",
+            f"the embedding cache {str(self.path)!r} is damaged ({exc}); it was moved aside to {aside.name!r} and "
+            "is being rebuilt (vectors will be re-embedded as needed)",
+        )
+
+    def _with_db(self, action: Callable[[sqlite3.Connection], T]) -> T | None:
+        """Run ``action`` on this thread's connection; rebuild a damaged file once; ``None`` if the cache is unusable."""
+        if self._disabled:
+            return None
+        for attempt in range(2):
+            try:
+                return action(self._connection())
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, sqlite3.OperationalError) and not _damage_message(exc):
+                    failure: BaseException = exc  # locked for over a minute, disk full, read-only, ...
+                    break
+                if attempt == 0:
+                    try:
+                        self._rebuild(exc)
+                        continue
+                    except OSError as os_exc:
+                        failure = os_exc
+                        break
+                failure = exc
+            except OSError as exc:  # the directory cannot be created or written
+                failure = exc
+                break
+        self._drop_connection()
+        self._disabled = True
+        _report_once(
+            self.path, "unusable",
+            f"the embedding cache {str(self.path)!r} cannot be used ({failure}); embedding without a cache",
+        )
+        return None
+
+    # -- legacy import ------------------------------------------------------------------------------------------
+    def _import_legacy(self, conn: sqlite3.Connection) -> None:
+        """Copy the vectors of an old ``embeddings-<hash>.npz`` cache for this embedder into the database, once."""
+        slug = hashlib.sha256(self.name.encode("utf-8")).hexdigest()[:16]
+        legacy = self.directory / f"embeddings-{slug}.npz"
+        if not legacy.is_file():
             return
-        self._keys, self._vectors = {}, None
-        if self.path.exists():
-            with np.load(self.path, allow_pickle=False) as z:
+        source = legacy.name
+        if conn.execute("SELECT 1 FROM imported WHERE source = ?", (source,)).fetchone():
+            return
+        rows: list[tuple[str, bytes, int, bytes]] = []
+        try:
+            with np.load(legacy, allow_pickle=False) as z:
                 if str(z["name"]) == self.name:
-                    self._keys = {str(k): i for i, k in enumerate(z["keys"])}
-                    self._vectors = np.asarray(z["vectors"], dtype=np.float32)
+                    keys = [bytes.fromhex(str(k)) for k in z["keys"]]
+                    vectors = np.ascontiguousarray(z["vectors"], dtype=np.float32)
+                    if vectors.ndim != 2 or len(vectors) != len(keys) or not np.all(np.isfinite(vectors)):
+                        raise ValueError(f"vectors of shape {vectors.shape} for {len(keys)} keys")
+                    dim = int(vectors.shape[1])
+                    rows = [(self.name, k, dim, v.tobytes()) for k, v in zip(keys, vectors)]
+        except Exception as exc:  # noqa: BLE001 - any damage in an old cache only means re-embedding
+            _report_once(legacy, "legacy", f"the old embedding cache {str(legacy)!r} could not be read ({exc}); skipped")
+            rows = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("INSERT OR IGNORE INTO vectors VALUES (?, ?, ?, ?)", rows)
+            conn.execute("INSERT OR IGNORE INTO imported VALUES (?, ?, ?)", (source, self.name, len(rows)))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # -- reads and writes ---------------------------------------------------------------------------------------
+    def _fetch(self, keys: list[bytes]) -> tuple[dict[bytes, np.ndarray], set[bytes]]:
+        """The valid cached vectors among ``keys``, and the keys whose stored row is unreadable (to be replaced)."""
+
+        def read(conn: sqlite3.Connection) -> tuple[dict[bytes, np.ndarray], set[bytes]]:
+            found: dict[bytes, np.ndarray] = {}
+            bad: set[bytes] = set()
+            for start in range(0, len(keys), _SQL_CHUNK):
+                chunk = keys[start : start + _SQL_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for key, dim, blob in conn.execute(
+                    f"SELECT text_sha256, dim, vector FROM vectors WHERE embedder = ? AND text_sha256 IN ({marks})",
+                    [self.name, *chunk],
+                ):
+                    vec = np.frombuffer(blob, dtype=np.float32) if isinstance(blob, bytes) else None
+                    if vec is None or dim < 1 or vec.size != dim or not np.all(np.isfinite(vec)):
+                        bad.add(bytes(key))  # a bad row is a miss; the fresh vector replaces it
+                        continue
+                    found[bytes(key)] = vec
+            return found, bad
+
+        return self._with_db(read) or ({}, set())
+
+    def _store(self, keys: list[bytes], vectors: np.ndarray, replace: set[bytes]) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        dim = int(vectors.shape[1])
+        rows = [(self.name, k, dim, v.tobytes()) for k, v in zip(keys, vectors)]
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if replace:
+                    conn.executemany(
+                        "DELETE FROM vectors WHERE embedder = ? AND text_sha256 = ?", [(self.name, k) for k in replace]
+                    )
+                conn.executemany("INSERT OR IGNORE INTO vectors VALUES (?, ?, ?, ?)", rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+
+        self._with_db(write)
 
     def embed(self, texts: Sequence[str], *, show_progress: bool = True) -> np.ndarray:
-        """Embed ``texts``, reading cached vectors and encoding (then caching) only the missing ones."""
+        """Embed ``texts``, reading cached vectors and encoding (then appending to the cache) only the missing ones."""
         texts = validate_texts(texts)
-        with self._lock:
-            self._load()
-            assert self._keys is not None
-            keys = [self._key(t) for t in texts]
-            missing = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in self._keys))
-            if missing:
-                new = self.inner.embed(missing, show_progress=show_progress)
-                start = len(self._keys)
-                for j, t in enumerate(missing):
-                    self._keys[self._key(t)] = start + j
-                self._vectors = new if self._vectors is None else np.concatenate([self._vectors, new])
-                self.directory.mkdir(parents=True, exist_ok=True)
-                tmp = self.path.with_suffix(".tmp.npz")
-                np.savez(tmp, name=np.array(self.name), keys=np.array(list(self._keys)), vectors=self._vectors)
-                os.replace(tmp, self.path)
-            assert self._vectors is not None
-            return self._vectors[[self._keys[k] for k in keys]]
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        keys = [self._key(t) for t in texts]
+        unique_keys = list(dict.fromkeys(keys))
+        found, bad = self._fetch(unique_keys)
+        dims = {v.size for v in found.values()}
+        if len(dims) > 1:
+            raise ValueError(
+                f"the embedding cache {str(self.path)!r} holds vectors of several widths {sorted(dims)} under the "
+                f"embedder name {self.name!r}: two different embedders share that name; give them distinct names"
+            )
+        by_key = dict(zip(keys, texts))
+        missing = [k for k in unique_keys if k not in found]
+        if missing:
+            new = np.asarray(self.inner.embed([by_key[k] for k in missing], show_progress=show_progress), np.float32)
+            if dims and new.shape[1] not in dims:
+                raise ValueError(
+                    f"the embedder {self.name!r} gives {new.shape[1]}-dimensional vectors but the cache "
+                    f"{str(self.path)!r} holds {dims.pop()}-dimensional ones under that name: two different embedders "
+                    "share the name; give them distinct names or use another cache directory"
+                )
+            self._store(missing, new, replace=bad)
+            found.update(zip(missing, new))
+        return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+
+    def __repr__(self) -> str:
+        return f"CachedEmbedder({self.inner!r}, {str(self.directory)!r})"
+
+
+def _damage_message(exc: BaseException) -> bool:
+    """Whether an SQLite error means the file itself is damaged (as opposed to busy, read-only or out of space)."""
+    text = str(exc).lower()
+    return any(s in text for s in ("malformed", "not a database", "file is encrypted", "disk image", "corrupt"))
+
+
+def _is_damaged(path: Path) -> bool:
+    """Open ``path`` read-only and run SQLite's quick check; True when the file is not a healthy database."""
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.Error:
+        return True
+    try:
+        row = conn.execute("PRAGMA quick_check").fetchone()
+        return not (row and row[0] == "ok")
+    except sqlite3.DatabaseError as exc:
+        return _damage_message(exc) or not isinstance(exc, sqlite3.OperationalError)
+    finally:
+        conn.close()
 
 
 def default_cache_dir() -> Path:
