@@ -92,3 +92,80 @@ def test_reads_the_real_folder(mmlu_pro_path):
     assert d.scores.shape == (d.n_prompts, d.n_models)
     assert np.all((d.scores >= 0) & (d.scores <= 1)) and np.all(d.costs > 0)
     assert d.references is not None and d.responses is not None
+
+
+def test_a_one_megabyte_prompt_round_trips(tmp_path):
+    huge = "word, \"quoted\"\nand a new line " * 35_000  # about 1.1 MB, past the csv module's 128 KiB default
+    assert len(huge) > 1_000_000
+    d = load_routing_data(make(tmp_path, prompts=[huge, "short", "plain"]))
+    assert d.prompts[0] == huge and d.prompts[1:] == ["short", "plain"]
+    from uniroute_core.probes import ProbeSet
+
+    probes = ProbeSet.from_routing_data(tmp_path / "data")  # the probe reader is the same reader
+    assert probes.prompts[0] == huge
+
+
+def test_a_byte_order_mark_is_tolerated(tmp_path):
+    folder = make(tmp_path)
+    models = folder / "models.csv"
+    models.write_bytes(b"\xef\xbb\xbf" + models.read_bytes())
+    with gzip.open(folder / "prompts.csv.gz", "rb") as fh:
+        raw = fh.read()
+    with gzip.open(folder / "prompts.csv.gz", "wb") as fh:
+        fh.write(b"\xef\xbb\xbf" + raw)
+    d = load_routing_data(folder)
+    assert d.models == ["a", "b"] and d.prompts == PROMPTS
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (
+            "model,cost,cost_unit,source_of_cost\na,1,relative,given\nb,3.5\n",
+            r"models.csv line 3: 2 field\(s\) where the header has 4",
+        ),
+        ("model,cost\na,1,extra\nb,2\n", r"models.csv line 2: 3 field\(s\) where the header has 2"),
+        ("model,cost\na,1\n,2\n", "models.csv line 3: the model name is blank"),
+        ("model,cost\na,1\na,2\n", "models.csv line 3: model 'a' is listed twice"),
+        ("model,cost\na,inf\nb,2\n", r"models.csv line 2: model 'a' has cost 'inf'; expected a finite number >= 0"),
+        ("model,cost\na,true\nb,2\n", "models.csv line 2: model 'a' has cost 'true', not a number"),
+        ("model,cost\n", "models.csv lists no models"),
+        ("", "models.csv is empty: expected a header row"),
+        ("model,model\na,1\n", r"models.csv line 1: column\(s\) \['model'\] appear more than once"),
+        ("model,cost\na,1\nb,\"2\n", "models.csv line 3: not readable as CSV"),
+    ],
+)
+def test_bad_models_file_is_named_with_its_line(tmp_path, content, match):
+    folder = make(tmp_path)
+    (folder / "models.csv").write_text(content, encoding="utf-8")
+    with pytest.raises(RoutingDataError, match=match):
+        load_routing_data(folder)
+
+
+def test_damaged_files_are_routing_data_errors(tmp_path):
+    folder = make(tmp_path)
+    prompts = folder / "prompts.csv.gz"
+    good = prompts.read_bytes()
+    prompts.write_bytes(b"prompt_id,prompt\np0,hello\n")  # plain text under a .gz name
+    with pytest.raises(RoutingDataError, match="prompts.csv.gz is not a gzip file although its name ends in .gz"):
+        load_routing_data(folder)
+    prompts.write_bytes(good[: len(good) // 2])
+    with pytest.raises(RoutingDataError, match="prompts.csv.gz near line 1: damaged or truncated"):
+        load_routing_data(folder)
+    with gzip.open(prompts, "wb") as fh:
+        fh.write("prompt_id,prompt\np0,caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(RoutingDataError, match="prompts.csv.gz line 2: not UTF-8 text"):
+        load_routing_data(folder)
+    with gzip.open(prompts, "wt", encoding="utf-8") as fh:
+        fh.write('prompt_id,prompt\np0,"fine"\np1,"  "\n')
+    with pytest.raises(RoutingDataError, match=r"prompts.csv.gz line 3: prompt 'p1' is blank"):
+        load_routing_data(folder)
+    with gzip.open(prompts, "wt", encoding="utf-8") as fh:
+        fh.write('prompt_id,prompt\np0,"two\nlines"\np0,again\n')
+    with pytest.raises(RoutingDataError, match=r"prompts.csv.gz line 4: prompt_id 'p0' appears more than once"):
+        load_routing_data(folder)
+    (folder / "scores.csv.gz").unlink()
+    (folder / "scores.csv.gz").mkdir()
+    prompts.write_bytes(good)
+    with pytest.raises(RoutingDataError, match="scores.csv.gz does not exist or is not a file"):
+        load_routing_data(folder)

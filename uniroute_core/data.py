@@ -16,13 +16,16 @@ import csv
 import gzip
 import io
 import os
+import sys
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
-__all__ = ["RoutingData", "load_routing_data", "RoutingDataError"]
+__all__ = ["CsvTable", "RoutingData", "RoutingDataError", "load_routing_data", "read_csv", "write_routing_data"]
 
 
 class RoutingDataError(ValueError):
@@ -102,12 +105,98 @@ class RoutingData:
         )
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        rows = list(reader)
-        return list(reader.fieldnames or []), rows
+_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
+"""The csv module's field-size limit while reading: a prompt may be megabytes long (the default stops at 128 KiB)."""
+
+
+@dataclass(frozen=True)
+class CsvTable:
+    """One CSV file read by :func:`read_csv`: header, rows as dicts, and the line each row starts on."""
+
+    path: Path
+    columns: list[str]
+    rows: list[dict[str, str]]
+    lines: list[int]
+
+
+def _open_text(file: Path) -> IO[str]:
+    """``file`` opened for CSV reading as UTF-8 text (a BOM skipped), through gzip when named ``.gz``."""
+    if file.suffix == ".gz":
+        return gzip.open(file, "rt", encoding="utf-8-sig", newline="")
+    return open(file, encoding="utf-8-sig", newline="")
+
+
+def _first_non_utf8_line(file: Path) -> int | None:
+    """The first physical line of ``file`` that is not valid UTF-8 (only called once decoding has failed)."""
+    try:
+        with gzip.open(file, "rb") if file.suffix == ".gz" else open(file, "rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return number
+    except (OSError, EOFError, zlib.error):
+        return None
+    return None
+
+
+def read_csv(path: str | os.PathLike[str]) -> CsvTable:
+    """Read a UTF-8 CSV file (gzip-compressed when its name ends in ``.gz``) — the one CSV reader of the package.
+
+    RFC 4180 quoting (fields may hold commas, quotes and newlines), fields of any length (the ``csv`` module's
+    128 KiB default limit is raised for this read and never lowered), a leading byte-order mark tolerated, blank lines
+    skipped. Every problem is a :class:`RoutingDataError` naming the file and, where there is one, the line: a file
+    that is not gzip although named ``.gz``, a truncated gzip stream, bytes that are not UTF-8, a NUL byte, an empty
+    file, a repeated column name, or a row with more or fewer fields than the header.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise RoutingDataError(f"{file} does not exist or is not a file")
+    if csv.field_size_limit() < _FIELD_LIMIT:
+        csv.field_size_limit(_FIELD_LIMIT)  # raised only, never lowered: safe with concurrent readers
+    line = 1
+    try:
+        if file.suffix == ".gz":
+            with open(file, "rb") as raw:
+                if raw.read(2) != b"\x1f\x8b":
+                    raise RoutingDataError(f"{file} is not a gzip file although its name ends in .gz")
+        with _open_text(file) as handle:
+            reader = csv.reader(handle, strict=True)
+            header: list[str] | None = None
+            rows: list[dict[str, str]] = []
+            lines: list[int] = []
+            for record in reader:
+                start, line = line, reader.line_num + 1
+                if not record or (len(record) == 1 and not record[0].strip() and header is not None):
+                    continue
+                if header is None:
+                    header = [c.strip() for c in record]
+                    dup = sorted({c for c in header if header.count(c) > 1})
+                    if dup:
+                        raise RoutingDataError(
+                            f"{file} line {start}: column(s) {dup} appear more than once in the header"
+                        )
+                    continue
+                if len(record) != len(header):
+                    raise RoutingDataError(
+                        f"{file} line {start}: {len(record)} field(s) where the header has {len(header)} "
+                        f"({', '.join(header)}); a row is cut short or has an unquoted comma"
+                    )
+                rows.append(dict(zip(header, record)))
+                lines.append(start)
+    except RoutingDataError:
+        raise
+    except UnicodeDecodeError as exc:
+        where = _first_non_utf8_line(file)
+        at = f" line {where}" if where else ""
+        raise RoutingDataError(f"{file}{at}: not UTF-8 text ({exc.reason}); save the file as UTF-8") from None
+    except csv.Error as exc:
+        raise RoutingDataError(f"{file} line {line}: not readable as CSV ({exc})") from None
+    except (EOFError, OSError, zlib.error) as exc:
+        raise RoutingDataError(f"{file} near line {line}: damaged or truncated ({type(exc).__name__}: {exc})") from None
+    if header is None:
+        raise RoutingDataError(f"{file} is empty: expected a header row")
+    return CsvTable(file, header, rows, lines)
 
 
 def _find(folder: Path, stem: str) -> Path:
@@ -126,55 +215,78 @@ def _require(columns: list[str], needed: Sequence[str], path: Path) -> None:
 def load_routing_data(path: str | os.PathLike[str]) -> RoutingData:
     """Read a routing data folder (``prompts.csv.gz``, ``scores.csv.gz``, ``models.csv``) into :class:`RoutingData`.
 
-    Raises :class:`RoutingDataError` naming the file, the column or the (prompt, model) pair at fault: a missing
-    file or column, a score outside [0, 1] or not a number, a missing or duplicate (prompt, model) pair, a model in
-    the scores that ``models.csv`` does not list, or a negative / non-finite cost.
+    Raises :class:`RoutingDataError` naming the file, the line, the column or the (prompt, model) pair at fault: a
+    missing file or column, a file that is not valid (gzip) UTF-8 CSV or has a row cut short (see :func:`read_csv`),
+    a blank or repeated prompt id, a blank prompt, a blank or repeated model, a score outside [0, 1] or not a number,
+    a missing or duplicate (prompt, model) pair, a model in the scores that ``models.csv`` does not list, or a
+    negative / non-finite cost. Prompts of any length are read (a 1 MB prompt round-trips through
+    :func:`write_routing_data`); the embedder later reads as many tokens of each as it takes.
     """
     folder = Path(path)
     if not folder.is_dir():
         raise RoutingDataError(f"routing data folder {str(folder)!r} does not exist or is not a folder")
 
     p_path = _find(folder, "prompts")
-    p_cols, p_rows = _read_csv(p_path)
+    p_table = read_csv(p_path)
+    p_cols, p_rows = p_table.columns, p_table.rows
     _require(p_cols, ["prompt_id", "prompt"], p_path)
     if not p_rows:
         raise RoutingDataError(f"{p_path} has no prompts")
-    prompt_ids = [r["prompt_id"] for r in p_rows]
-    pos = {pid: i for i, pid in enumerate(prompt_ids)}
-    if len(pos) != len(prompt_ids):
-        dup = next(pid for pid in prompt_ids if prompt_ids.count(pid) > 1)
-        raise RoutingDataError(f"{p_path}: prompt_id {dup!r} appears more than once")
+    pos: dict[str, int] = {}
+    for i, (r, line) in enumerate(zip(p_rows, p_table.lines)):
+        pid = r["prompt_id"]
+        if not pid.strip():
+            raise RoutingDataError(f"{p_path} line {line}: the prompt_id is blank")
+        if pid in pos:
+            raise RoutingDataError(f"{p_path} line {line}: prompt_id {pid!r} appears more than once")
+        if not r["prompt"].strip():
+            raise RoutingDataError(
+                f"{p_path} line {line}: prompt {pid!r} is blank (or only white space); there is nothing to route on"
+            )
+        pos[pid] = i
+    prompt_ids = list(pos)
 
     m_path = _find(folder, "models")
-    m_cols, m_rows = _read_csv(m_path)
+    m_table = read_csv(m_path)
+    m_cols, m_rows = m_table.columns, m_table.rows
     _require(m_cols, ["model", "cost"], m_path)
-    models = [r["model"] for r in m_rows]
-    if len(set(models)) != len(models):
-        raise RoutingDataError(f"{m_path}: a model is listed twice")
-    costs = np.empty(len(models))
-    for j, r in enumerate(m_rows):
+    if not m_rows:
+        raise RoutingDataError(f"{m_path} lists no models")
+    models: list[str] = []
+    costs = np.empty(len(m_rows))
+    for j, (r, line) in enumerate(zip(m_rows, m_table.lines)):
+        name = r["model"]
+        if not name.strip():
+            raise RoutingDataError(f"{m_path} line {line}: the model name is blank")
+        if name in models:
+            raise RoutingDataError(f"{m_path} line {line}: model {name!r} is listed twice")
+        models.append(name)
         try:
             costs[j] = float(r["cost"])
         except ValueError:
-            raise RoutingDataError(f"{m_path}: model {r['model']!r} has cost {r['cost']!r}, not a number") from None
+            raise RoutingDataError(
+                f"{m_path} line {line}: model {name!r} has cost {r['cost']!r}, not a number"
+            ) from None
         if not np.isfinite(costs[j]) or costs[j] < 0:
             raise RoutingDataError(
-                f"{m_path}: model {r['model']!r} has cost {r['cost']!r}; expected a finite number >= 0"
+                f"{m_path} line {line}: model {name!r} has cost {r['cost']!r}; expected a finite number >= 0"
             )
     mpos = {m: j for j, m in enumerate(models)}
 
     s_path = _find(folder, "scores")
-    s_cols, s_rows = _read_csv(s_path)
+    s_table = read_csv(s_path)
+    s_cols, s_rows = s_table.columns, s_table.rows
     _require(s_cols, ["prompt_id", "model", "score"], s_path)
     has_resp = "response" in s_cols
     scores = np.full((len(prompt_ids), len(models)), np.nan)
     responses = np.full((len(prompt_ids), len(models)), "", dtype=object) if has_resp else None
-    for line, r in enumerate(s_rows, start=2):
-        if r["prompt_id"] not in pos:
+    for line, r in zip(s_table.lines, s_rows):
+        pi = pos.get(r["prompt_id"])
+        if pi is None:
             raise RoutingDataError(f"{s_path} line {line}: prompt_id {r['prompt_id']!r} is not in {p_path.name}")
-        if r["model"] not in mpos:
+        mj = mpos.get(r["model"])
+        if mj is None:
             raise RoutingDataError(f"{s_path} line {line}: model {r['model']!r} is not in {m_path.name}")
-        i, j = pos[r["prompt_id"]], mpos[r["model"]]
         try:
             v = float(r["score"])
         except ValueError:
@@ -183,11 +295,11 @@ def load_routing_data(path: str | os.PathLike[str]) -> RoutingData:
             raise RoutingDataError(
                 f"{s_path} line {line}: score {v} for ({r['prompt_id']}, {r['model']}) is outside [0, 1]"
             )
-        if not np.isnan(scores[i, j]):
+        if not np.isnan(scores[pi, mj]):
             raise RoutingDataError(f"{s_path} line {line}: ({r['prompt_id']}, {r['model']}) is scored twice")
-        scores[i, j] = v
+        scores[pi, mj] = v
         if responses is not None:
-            responses[i, j] = r.get("response") or ""
+            responses[pi, mj] = r.get("response") or ""
     holes = np.argwhere(np.isnan(scores))
     if len(holes):
         i, j = holes[0]

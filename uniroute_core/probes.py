@@ -12,10 +12,7 @@ This module is framework-neutral: it must not import LangChain or LlamaIndex.
 
 from __future__ import annotations
 
-import csv
-import gzip
 import os
-import sys
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .data import read_csv
 from .grading import Grader, check_reference, resolve_grader
 
 __all__ = ["ProbeSet"]
@@ -260,17 +258,9 @@ def _as_str_tuple(values: Iterable[Any], what: str, *, allow_numbers: bool = Fal
 
 
 def _read_gzip_csv(file: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Header and rows of an RFC 4180 gzip CSV (prompts may hold commas, quotes, newlines)."""
-    previous_limit = csv.field_size_limit()
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long prompts exceed the 128 KiB default
-    try:
-        with gzip.open(file, "rt", encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            rows = list(reader)
-            columns = list(reader.fieldnames or [])
-    finally:
-        csv.field_size_limit(previous_limit)
-    return columns, rows
+    """Header and rows of the prompts file, through the package's one CSV reader (long fields, BOM, clear errors)."""
+    table = read_csv(file)
+    return table.columns, table.rows
 
 
 def _stratified_sample(strata: Sequence[str], n: int, seed: int) -> list[int]:
