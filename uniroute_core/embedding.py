@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -32,9 +33,11 @@ __all__ = [
     "CallableEmbedder",
     "Embedder",
     "SentenceTransformerEmbedder",
+    "UntrustedEmbedderError",
     "default_cache_dir",
     "default_embedder",
     "resolve_embedder",
+    "resolve_saved_embedder",
     "validate_texts",
 ]
 
@@ -116,6 +119,10 @@ class SentenceTransformerEmbedder:
         batch_size: texts per encoder call.
         device: torch device (``"cpu"`` by default: routing must not need a GPU).
         local_files_only: never reach a model hub (default); set False only if you accept downloads.
+
+    Models are always loaded with ``trust_remote_code=False``: a model folder's ``modeling_*.py`` is never imported
+    (sentence-transformers >= 6 refuses such a model). To use one, build the ``SentenceTransformer`` yourself and
+    pass the instance as ``embedder=``.
     """
 
     def __init__(
@@ -144,7 +151,10 @@ class SentenceTransformerEmbedder:
                     from sentence_transformers import SentenceTransformer
 
                     self._model = SentenceTransformer(
-                        self.model_name_or_path, device=self.device, local_files_only=self.local_files_only
+                        self.model_name_or_path,
+                        device=self.device,
+                        local_files_only=self.local_files_only,
+                        trust_remote_code=False,  # a model folder's own Python code is never run
                     )
         return self._model
 
@@ -542,3 +552,74 @@ def resolve_embedder(spec: Any = None) -> Embedder:
         f"embedder must be None (packaged default), a sentence-transformers model name/path or instance, "
         f"or a callable list[str] -> array; got {type(spec).__name__}"
     )
+
+
+class UntrustedEmbedderError(ValueError):
+    """A saved file names an embedder that UniRoute will not load on the file's word alone."""
+
+
+def _hub_snapshot(name: str) -> str | None:
+    """The local folder of ``name`` in the Hugging Face cache, or ``None`` (never downloads, never raises)."""
+    if not _HUB_ID.fullmatch(name) or ".." in name:
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:  # pragma: no cover - installed with sentence-transformers
+        return None
+    cache = os.environ.get("SENTENCE_TRANSFORMERS_HOME") or None
+    candidates = [name] if "/" in name else [f"sentence-transformers/{name}", name]
+    for repo_id in candidates:
+        try:
+            return str(snapshot_download(repo_id=repo_id, local_files_only=True, cache_dir=cache))
+        except Exception:  # noqa: BLE001, S112 - not in the cache (or not a valid id): try the next form
+            continue
+    return None
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
+
+
+def resolve_saved_embedder(name: object, directory: str | os.PathLike[str]) -> Embedder:
+    """The embedder a saved router (in ``directory``) names, accepted only when loading it cannot run foreign code.
+
+    A router file is data someone else may have written, and a sentence-transformers model folder can carry Python
+    code; so a name read from a file is accepted only when it is
+
+    * the packaged default (``"all-MiniLM-L6-v2"``) or another embedder built into UniRoute (``"fast"``, …);
+    * a model already in the local Hugging Face cache (loaded from the cache's own folder, never from a same-named
+      folder in the working directory, and never downloaded);
+    * a folder inside the router's own directory (a relative name is taken relative to ``directory``, not to the
+      working directory; symbolic links are followed before the check).
+
+    Every model is loaded with ``trust_remote_code=False``. Anything else raises :class:`UntrustedEmbedderError`
+    telling the caller to pass the embedder explicitly (``embedder=``), which is then the caller's decision.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise UntrustedEmbedderError(f"the embedder name {name!r} is not a non-empty string")
+    if name == DEFAULT_EMBEDDER_NAME:
+        return default_embedder()
+    if name in _builtin_aliases():
+        return resolve_embedder(name)
+    folder = Path(directory).resolve()
+    candidate = Path(name) if Path(name).is_absolute() else folder / name
+    try:
+        inside = candidate.resolve()
+        inside.relative_to(folder)
+    except (ValueError, OSError, RuntimeError):
+        inside = None
+    if inside is not None and inside.is_dir() and inside != folder:
+        return SentenceTransformerEmbedder(inside, name=name)
+    snapshot = _hub_snapshot(name)
+    if snapshot is not None:
+        return SentenceTransformerEmbedder(snapshot, name=name)
+    raise UntrustedEmbedderError(
+        f"the embedder {name!r} is not the packaged default, not built into UniRoute, not in the local Hugging Face "
+        f"cache and not a folder inside {str(folder)!r}; a name read from a file is not loaded from anywhere else "
+        f"(a model folder may carry code). Pass the embedder yourself: UniRouter.load(directory, embedder={name!r}) "
+        "if you trust it, or the embedder object"
+    )
+
+
+def _builtin_aliases() -> frozenset[str]:
+    """Names :func:`resolve_embedder` maps to embedders shipped with UniRoute (no model folder involved)."""
+    return frozenset({DEFAULT_EMBEDDER_NAME}) | _fast_aliases()

@@ -30,7 +30,14 @@ from typing import Any, cast
 import numpy as np
 
 from .cluster_map import CLUSTER_MAPS, ClusterMap
-from .embedding import DEFAULT_EMBEDDER_NAME, CallableEmbedder, Embedder, resolve_embedder
+from .embedding import (
+    DEFAULT_EMBEDDER_NAME,
+    CallableEmbedder,
+    Embedder,
+    UntrustedEmbedderError,
+    resolve_embedder,
+    resolve_saved_embedder,
+)
 from .probes import ProbeSet
 from .profile import ModelProfile
 from .state import RouterState
@@ -66,11 +73,13 @@ class SavedEmbedder:
         name: the embedder's name (the packaged default's, a sentence-transformers name/path, or a callable's).
         kind: ``"sentence-transformers"`` (loadable by name) or ``"callable"`` (code: the user must pass it again).
         dimension: the embedding dimension the cluster map was fitted on.
+        directory: the saved router's directory (a model folder inside it may be named relative to it).
     """
 
     name: str
     kind: str
     dimension: int
+    directory: Path | None = None
 
     @property
     def is_callable(self) -> bool:
@@ -88,12 +97,22 @@ class SavedEmbedder:
         return None if self.name == DEFAULT_EMBEDDER_NAME else self.name
 
     def resolve(self) -> Embedder:
-        """Load the named embedder (local files only); a failure is a :class:`RouterFileError` naming it."""
-        spec = self.spec
+        """The named embedder, accepted only where loading it cannot run foreign code (see
+        :func:`~uniroute_core.embedding.resolve_saved_embedder`: built in, in the local Hugging Face cache, or a
+        folder inside the router's directory); anything else is a :class:`RouterFileError` asking for ``embedder=``.
+        """
+        if self.is_callable:
+            raise RouterFileError(
+                f"this router was saved with a custom embedder {self.name!r}; pass the same one: "
+                "UniRouter.load(directory, embedder=...)"
+            )
+        where = self.directory / JSON_FILE if self.directory is not None else JSON_FILE
         try:
-            return resolve_embedder(spec)
+            return resolve_saved_embedder(self.name, self.directory if self.directory is not None else Path.cwd())
+        except UntrustedEmbedderError as exc:
+            raise RouterFileError(f"{where}: field 'embedder.name': {exc}") from None
         except Exception as exc:  # noqa: BLE001 - report which embedder could not be loaded
-            raise RouterFileError(f"cannot load the embedder {self.name!r} named in the saved router: {exc}") from exc
+            raise RouterFileError(f"cannot load the embedder {self.name!r} named in {where}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -225,7 +244,7 @@ def _embedder_meta(meta: dict[str, Any], where: Path) -> SavedEmbedder:
     emb: Any = meta.get("embedder")
     try:
         return SavedEmbedder(name=str(emb["name"]), kind=str(emb.get("kind", "sentence-transformers")),
-                             dimension=int(emb["dimension"]))
+                             dimension=int(emb["dimension"]), directory=where)
     except (KeyError, TypeError, ValueError, AttributeError):
         raise RouterFileError(
             f"{where / JSON_FILE}: 'embedder' must hold a name and a dimension, got {emb!r}"
@@ -285,7 +304,19 @@ def load_state(
 
     emb_meta = _embedder_meta(meta, folder)
     dim = emb_meta.dimension
+    from_file = embedder is None
     resolved = resolve_embedder(embedder) if embedder is not None else emb_meta.resolve()
+
+    def embed(texts: list[str], progress: bool) -> np.ndarray:
+        try:
+            return resolved.embed(texts, show_progress=progress)
+        except (OSError, ValueError, ImportError, RuntimeError) as exc:
+            if not from_file:
+                raise
+            raise RouterFileError(
+                f"the embedder {emb_meta.name!r} named in {folder / JSON_FILE} could not be loaded "
+                f"({type(exc).__name__}: {exc}); pass one yourself: UniRouter.load(directory, embedder=...)"
+            ) from None
 
     probes = None
     if meta.get("probes"):
@@ -299,9 +330,9 @@ def load_state(
         n_probes = len(probes)
         if "probe_assign" in arrays:
             assign = _need(arrays, "probe_assign", (n_probes, k))
-            sample = resolved.embed([probes.prompts[0]], show_progress=False)
+            sample = embed([probes.prompts[0]], False)
         else:
-            emb = resolved.embed(list(probes.prompts), show_progress=show_progress)
+            emb = embed(list(probes.prompts), show_progress)
             sample, assign = emb[:1], None
         if sample.shape[1] != dim:
             raise RouterFileError(
