@@ -70,6 +70,17 @@ def test_a_model_folder_outside_the_router_is_refused(embedder, tmp_path, monkey
     assert UniRouter.load(router_dir, embedder=embedder).models
 
 
+def test_the_replay_loader_applies_the_same_rules(embedder, tmp_path):
+    from uniroute_core.evaluation.preview import load_router_cached
+
+    marker = tmp_path / "MARKER"
+    evil = evil_model(tmp_path / "evil", marker)
+    saved_router_naming(embedder, tmp_path / "router", str(evil))
+    with pytest.raises(RouterFileError, match="Pass the embedder yourself"):
+        load_router_cached(tmp_path / "router", show_progress=False)
+    assert not marker.exists()
+
+
 def test_names_that_are_not_strings_or_unknown_models_are_refused(tmp_path):
     for name in (None, "", 3, ["x"]):
         with pytest.raises(UntrustedEmbedderError, match="not a non-empty string"):

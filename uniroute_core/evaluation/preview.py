@@ -286,6 +286,7 @@ def load_router_cached(path: str | os.PathLike[str], *, cache: bool = True, show
             saved = read_saved_embedder(folder)
         except RouterFileError:
             saved = None  # let the loader report what is wrong with the directory
+        # saved.resolve() follows UniRouter.load's rules: a name read from a file never loads code from elsewhere
         if saved is not None and not saved.is_callable:
             embedder = CachedEmbedder(saved.resolve(), default_cache_dir())
     return UniRouter.load(folder, embedder=embedder, show_progress=show_progress)
