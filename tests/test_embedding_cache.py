@@ -104,17 +104,19 @@ def test_concurrent_writer_processes_lose_and_corrupt_nothing(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-W", "error::uniroute_core.embedding.CacheWarning", str(script), str(w), str(tmp_path / "c")],
+            [sys.executable, "-W", "error::uniroute_core.embedding.CacheWarning", str(script), str(w),
+             str(tmp_path / "c")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
         for w in range(3)
     ]
     outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]
     with sqlite3.connect(tmp_path / "c" / "embeddings.sqlite3") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        stored = {bytes(k): np.frombuffer(v, np.float32) for k, v in conn.execute("SELECT text_sha256, vector FROM vectors")}
+        query = conn.execute("SELECT text_sha256, vector FROM vectors")
+        stored = {bytes(k): np.frombuffer(v, np.float32) for k, v in query}
     # every text any writer embedded is there, with its right vector (nothing lost, nothing mixed up)
     rng_union = set()
     for w in range(3):

@@ -325,7 +325,7 @@ class CachedEmbedder:
                 conn.close()
 
     def _rebuild(self, exc: BaseException) -> None:
-        """Move a damaged database aside (under a lock, after checking it is still damaged) so the next open rebuilds."""
+        """Move a damaged database aside (under a lock, after checking it is still damaged); the next open rebuilds."""
         self._drop_connection()
         with _file_lock(self.directory / ".embeddings.lock"):
             if self.path.exists() and not _is_damaged(self.path):
@@ -343,7 +343,8 @@ class CachedEmbedder:
         )
 
     def _with_db(self, action: Callable[[sqlite3.Connection], T]) -> T | None:
-        """Run ``action`` on this thread's connection; rebuild a damaged file once; ``None`` if the cache is unusable."""
+        """Run ``action`` on this thread's connection; rebuild a damaged file once; ``None`` if the cache is unusable.
+        """
         if self._disabled:
             return None
         for attempt in range(2):
@@ -393,7 +394,9 @@ class CachedEmbedder:
                     dim = int(vectors.shape[1])
                     rows = [(self.name, k, dim, v.tobytes()) for k, v in zip(keys, vectors)]
         except Exception as exc:  # noqa: BLE001 - any damage in an old cache only means re-embedding
-            _report_once(legacy, "legacy", f"the old embedding cache {str(legacy)!r} could not be read ({exc}); skipped")
+            _report_once(
+                legacy, "legacy", f"the old embedding cache {str(legacy)!r} could not be read ({exc}); skipped"
+            )
             rows = []
         conn.execute("BEGIN IMMEDIATE")
         try:
