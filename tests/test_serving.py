@@ -358,3 +358,95 @@ def test_an_embedder_may_declare_its_window_and_plain_callables_have_none():
 
     assert encoder_window(Windowed()) is Windowed.text_window
     assert encoder_window(topic_embedder) is None
+
+
+# ---------------------------------------------------------------------------------------------- MemberSelector
+
+
+def _selector_router(calls: list[list[str]]) -> UniRouter:
+    def counting(texts: list[str]) -> np.ndarray:
+        calls.append(list(texts))
+        return topic_embedder(texts)
+
+    return _shifted_router_with(counting)
+
+
+def _shifted_router_with(embed: object) -> UniRouter:
+    probes = MATH[:10] + HISTORY[:10]
+    router = UniRouter(embedder=embed, n_clusters=2, seed=0, shrinkage=0.0, show_progress=False)
+    router.fit(MATH + HISTORY)
+    router.set_probes(probes)
+    is_math = np.array([p.startswith("math") for p in probes])
+    router.add_model("cheap", 1.0, np.where(is_math, 0.2, 0.9))
+    router.add_model("big", 10.0, np.full(len(probes), 0.95))
+    return router
+
+
+def test_select_many_embeds_once_and_a_bad_request_fails_alone():
+    from uniroute_core.delegation import MemberSelector, SelectRequest
+
+    calls: list[list[str]] = []
+    router = _selector_router(calls)
+    selector = MemberSelector(router)
+    calls.clear()
+    requests = [SelectRequest(MATH[0]), SelectRequest(HISTORY[0], force="nobody"), SelectRequest(HISTORY[1])]
+    with pytest.raises(KeyError, match="nobody"):
+        selector.select_many(requests)
+    futures = selector._batcher.submit_many(requests)
+    assert futures[0].result(5).member == "big" and futures[2].result(5).member == "big"
+    with pytest.raises(KeyError, match="'nobody' is not a member"):
+        futures[1].result(5)
+    assert all(len(c) == 3 for c in calls)  # each batch: ONE encoder call for its three texts
+    selector.close()
+
+
+def test_primed_texts_are_not_embedded_again():
+    from uniroute_core.delegation import MemberSelector
+
+    calls: list[list[str]] = []
+    selector = MemberSelector(_selector_router(calls))
+    calls.clear()
+    with selector.primed(MATH[:5]):
+        assert calls == [MATH[:5]]
+        for p in MATH[:5]:
+            selector.select(p)
+        assert calls == [MATH[:5]]
+    selector.select(MATH[0])  # no longer primed
+    assert calls == [MATH[:5], [MATH[0]]]
+    assert selector._primed == {}
+
+
+def test_a_batch_routes_on_one_snapshot_and_later_batches_see_the_new_pool():
+    from uniroute_core.delegation import MemberSelector
+
+    router = _shifted_router_with(topic_embedder)
+    selector = MemberSelector(router)
+    assert selector.select(HISTORY[0]).order == ("big", "cheap")
+    router.remove_model("big")
+    assert selector.select(HISTORY[0]).order == ("cheap",)
+    with pytest.raises(ValueError, match="no member is allowed"):
+        selector.select(HISTORY[0], allowed=["big"])  # a member removed meanwhile is no longer a candidate
+
+
+def test_selector_slot_keeps_one_selector_per_settings_and_prices_survive_a_rebuild():
+    from uniroute_core.delegation import SelectorSlot
+    from uniroute_core.policy import RoutingPolicy
+
+    router = _shifted_router_with(topic_embedder)
+    slot = SelectorSlot()
+    a = slot.get(router, RoutingPolicy(lam=0.3), True)
+    assert slot.get(router, RoutingPolicy(lam=0.3), True) is a
+    assert slot.member_cost("gpt", {"input_per_mtok": 1.0, "output_per_mtok": 2.0}) == pytest.approx(0.0015)
+    b = slot.get(router, RoutingPolicy(budget=3.0), True)
+    assert b is not a and b.budget is not None and "gpt" in b.prices
+    assert slot.member_cost("gpt", 2.0) == 2.0 and "gpt" not in b.prices
+
+
+def test_a_routing_text_must_be_text():
+    from uniroute_core.delegation import MemberSelector
+
+    selector = MemberSelector(_shifted_router_with(topic_embedder))
+    with pytest.raises(ValueError, match="empty"):
+        selector.select("   ")
+    with pytest.raises(TypeError, match="str"):
+        selector.select(None)  # type: ignore[arg-type]
