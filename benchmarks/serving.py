@@ -13,7 +13,12 @@ Four figures, each measured in this one run (interleaved repeats where two timin
    300 held-out questions of one category (math by default) are served: the mean cost over the last 150 calls with
    the probe-only λ and with the live controller, side by side, with the quality each got.
 
-    python benchmarks/serving.py [--data DIR] [--n 200] [--repeats 3] [--budget 11] [--category math]
+5. **Long prompts** — held-out questions behind a 400-word unrelated context, in two RAG layouts (context first,
+   question first), embedded with the encoder's window over the head (what the encoder does by itself), the tail,
+   or head + tail of the text: agreement with routing the question alone, and Area on the real answers.
+
+    python benchmarks/serving.py [--data DIR] [--n 200] [--repeats 3] [--budget 11] [--category math] [--long 300]
+                                 [--only 1,2,3,4,5]
 """
 
 from __future__ import annotations
@@ -244,21 +249,102 @@ def live_budget(setup: Any, budget: float, category: str, n_calls: int = 300) ->
     print(f"    (cheapest member costs {cheapest}; all-cheapest would be {cheapest / budget:.2f} × budget)")
 
 
+def _context(data: Any, i: int, words: int = 400) -> str:
+    """A 400-word 'retrieved context' unrelated to question i: stems of other-category questions, concatenated."""
+    cats = np.asarray(data.categories)
+    pool = np.nonzero(cats != cats[i])[0]
+    rng = np.random.default_rng(i)
+    out: list[str] = []
+    while len(out) < words:
+        out += data.prompts[int(rng.choice(pool))].split("\n")[0].split()
+    return " ".join(out[:words])
+
+
+TEMPLATES = {
+    # LlamaIndex's default text-QA layout: context first, the query last
+    "context, then question": lambda ctx, q: (
+        "Context information is below.\n---------------------\n"
+        f"{ctx}\n---------------------\nGiven the context information and not prior knowledge, answer the query.\n"
+        f"Query: {q}\nAnswer: "
+    ),
+    # the LangChain hub's rlm/rag-prompt layout: the question first, then the context
+    "question, then context": lambda ctx, q: (
+        "Use the following pieces of retrieved context to answer the question.\n"
+        f"Question: {q}\nContext: {ctx}\nAnswer:"
+    ),
+}
+
+
+def long_prompts(setup: Any, n: int) -> None:
+    """Which part of a long prompt to embed: agreement with routing the question alone, and Area on real answers."""
+    from uniroute_core.evaluation.metrics import area, router_curve
+    from uniroute_core.routing_text import encoder_window, window_text
+    from uniroute_core.rule import choose_by_lambda, lambda_grid
+
+    data, router = setup.data, setup.router
+    state = router.state
+    names = router.models
+    cols = [data.models.index(m) for m in names]
+    idx = setup.held_out_sample(n, seed=2)
+    true = data.scores[np.ix_(idx, cols)]
+    embedder = router.embedder
+    window = encoder_window(embedder)
+    alone = state.expected_quality(setup.embeddings[idx])
+    lams = lambda_grid(alone, state.costs)
+
+    def agreement(q: np.ndarray) -> float:
+        return float(np.mean([np.mean(choose_by_lambda(q, state.costs, float(x)) ==
+                                      choose_by_lambda(alone, state.costs, float(x))) for x in lams]))
+
+    print(f"\n[5] long prompts: {n} held-out questions behind a 400-word unrelated context; the encoder reads "
+          f"{window.max_tokens} tokens. Agreement = share of routing decisions equal to routing the question "
+          f"alone, over all {len(lams)} distinct λ; Area on the real answers (question alone: "
+          f"{area(router_curve(alone, true, state.costs)):.4f})")
+    print(f"    {'layout':24s} {'window':10s} {'agreement':>9s} {'Area':>7s}")
+    for layout, make in TEMPLATES.items():
+        texts = [make(_context(data, int(i)), data.prompts[int(i)]) for i in idx]
+        for strategy in ("head", "tail", "head_tail"):
+            windowed = [window_text(t, window, strategy) for t in texts]
+            q = state.expected_quality(embedder.embed(windowed, show_progress=False))
+            score = area(router_curve(q, true, state.costs))
+            print(f"    {layout:24s} {strategy:10s} {agreement(q):9.3f} {score:7.4f}")
+    plain = [data.prompts[int(i)] for i in idx]
+    long = [k for k, t in enumerate(plain) if len(window.token_spans(t)) > window.max_tokens]
+    print(f"    plain questions (no context), {len(long)} of {n} longer than the window ('head' = as embedded for "
+          "fitting, agreement 1 by definition):")
+    for strategy in ("tail", "head_tail"):
+        x = setup.embeddings[idx].copy()
+        if long:
+            x[long] = embedder.embed([window_text(plain[k], window, strategy) for k in long], show_progress=False)
+        q = state.expected_quality(x)
+        score = area(router_curve(q, true, state.costs))
+        print(f"    {'plain question':24s} {strategy:10s} {agreement(q):9.3f} {score:7.4f}")
+
+
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], [("--n", {"type": int, "default": 200}),
                                                 ("--repeats", {"type": int, "default": 3}),
                                                 ("--threads", {"type": int, "default": 32}),
                                                 ("--budget", {"type": float, "default": 11.0}),
-                                                ("--category", {"type": str, "default": "math"})])
+                                                ("--category", {"type": str, "default": "math"}),
+                                                ("--long", {"type": int, "default": 300}),
+                                                ("--only", {"type": str, "default": "1,2,3,4,5"})])
     print(machine())
     setup = build(data_folder(args.data), seed=args.seed, router_embedder=default_embedder())
     add_pool(setup)
     idx = setup.held_out_sample(args.n)
     prompts = [setup.data.prompts[i] for i in idx]
-    concurrency(setup, prompts, args.repeats)
-    threads(setup, prompts, args.threads)
-    batching(setup, prompts[:40], args.repeats)
-    live_budget(setup, args.budget, args.category)
+    only = set(args.only.split(","))
+    if "1" in only:
+        concurrency(setup, prompts, args.repeats)
+    if "2" in only:
+        threads(setup, prompts, args.threads)
+    if "3" in only:
+        batching(setup, prompts[:40], args.repeats)
+    if "4" in only:
+        live_budget(setup, args.budget, args.category)
+    if "5" in only:
+        long_prompts(setup, args.long)
 
 
 if __name__ == "__main__":
