@@ -4,6 +4,7 @@ persistence that knows only settings and states, one validated routing policy, a
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import math
 import threading
@@ -87,6 +88,18 @@ def test_from_state_routes_exactly_like_the_router_it_came_from(embedder):
     assert "late" in twin.models and "late" not in router.models
     with pytest.raises(TypeError, match="state must be a RouterState"):
         UniRouter.from_state({"cluster_map": None})  # type: ignore[arg-type]
+
+
+def test_update_state_swaps_a_derived_state_atomically(embedder):
+    router = two_topic_router(embedder)
+    before = router.state
+    cheaper = [dataclasses.replace(p, cost=p.cost / 2) for p in before.profiles]
+    after = router.update_state(lambda state: state.with_profiles(cheaper))
+    assert router.state is after and router.costs == {"small": 0.5, "big": 5.0}
+    assert before.cost_by_name == {"small": 1.0, "big": 10.0}  # the old snapshot is untouched
+    with pytest.raises(TypeError, match="update must return a RouterState, got NoneType"):
+        router.update_state(lambda state: None)  # type: ignore[arg-type,return-value]
+    assert router.state is after
 
 
 def test_state_routes_on_its_own_snapshot(embedder):

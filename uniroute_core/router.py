@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,22 @@ class UniRouter:
             router._embedder = embedder
         router._state = state
         return router
+
+    def update_state(self, update: Callable[[RouterState], RouterState]) -> RouterState:
+        """Replace the state with ``update(current_state)``, atomically; returns the new state.
+
+        ``update`` runs under the router's write lock, so it sees the latest state and no ``fit`` / ``add_model`` /
+        ``remove_model`` can slip in between its read and the swap (no lost update). It must return a new
+        :class:`RouterState` (build it with ``dataclasses.replace`` or :meth:`RouterState.with_profiles`), never
+        mutate the one it gets: routing calls may be reading that one. This is the extension point for code that
+        derives states outside the router (e.g. online updates of Ψ from feedback).
+        """
+        with self._write_lock:
+            new = update(self._state)
+            if not isinstance(new, RouterState):
+                raise TypeError(f"update must return a RouterState, got {type(new).__name__}")
+            self._state = new
+        return new
 
     def get_params(self) -> dict[str, Any]:
         """The constructor settings (scikit-learn style); ``cluster_map`` is the kind name or template given."""
