@@ -1,9 +1,10 @@
 """What every example shares: find the MMLU-Pro routing folder, split it, and build a fitted router with probes.
 
 The folder records what 29 real LLMs answered on 10,279 MMLU-Pro questions, so the examples replay real models
-offline. It is looked up, in order, from ``--data DIR``, the ``UNIROUTE_MMLU_PRO`` environment variable, and
-``<repo>/../shared/data/mmlu_pro``. Prompts are embedded by the real default embedder (all-MiniLM-L6-v2, packaged,
-offline) through the on-disk cache, so only the first run on a machine pays for embedding (~10 minutes on 2 cores).
+offline. It ships inside the package (``uniroute_core/datasets/mmlu_pro``, addressed by the name ``mmlu_pro``);
+``--data DIR`` or the ``UNIROUTE_MMLU_PRO`` environment variable point the examples at another folder in the same
+format. Prompts are embedded by the real default embedder (all-MiniLM-L6-v2, packaged, offline); its vectors for the
+bundled prompts ship with the package too, so no example waits for the encoder.
 
 The split is fixed by ``seed``: 6,000 unlabelled training prompts fit the K-Means cluster map, 500 probe prompts
 (with their gold letters) profile each model, and the remaining ~3,600 unique questions are held out — no example
@@ -23,12 +24,13 @@ from typing import Any
 import numpy as np
 
 from uniroute_core import ProbeSet, RoutingData, UniRouter, load_routing_data
+from uniroute_core.datasets import resolve_routing_data
 from uniroute_core.embedding import CachedEmbedder, default_cache_dir, default_embedder
 from uniroute_core.evaluation.preview import PolicyOutcome, format_comparison, single_model_outcome, summarise_calls
 from uniroute_core.replay import ReplayBook
 
 DATA_ENV = "UNIROUTE_MMLU_PRO"
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mmlu_pro"
+DEFAULT_DATA = "mmlu_pro"  # the bundled data set (uniroute_core/datasets/mmlu_pro)
 
 N_TRAIN = 6000
 N_PROBES = 500
@@ -70,8 +72,12 @@ def quickstart_options(through: str) -> list[tuple[str, dict]]:
 
 
 def data_folder(cli_value: str | None) -> Path:
-    """The routing folder to use; exits with a clear message when it is missing."""
-    folder = Path(cli_value or os.environ.get(DATA_ENV) or DEFAULT_DATA)
+    """The routing folder to use (the bundled ``mmlu_pro`` by default); exits with a clear message if it is missing."""
+    spec = cli_value or os.environ.get(DATA_ENV) or DEFAULT_DATA
+    try:
+        folder = resolve_routing_data(spec)
+    except FileNotFoundError as exc:
+        sys.exit(f"MMLU-Pro routing data: {exc}")
     if not (folder / "scores.csv.gz").exists():
         sys.exit(
             f"MMLU-Pro routing data not found at {folder}: pass --data DIR or set {DATA_ENV} to a folder holding "

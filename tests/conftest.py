@@ -1,4 +1,8 @@
-"""Shared fixtures: a fast deterministic embedder for logic tests, and the real data folder for slow tests."""
+"""Shared fixtures: a fast deterministic embedder for logic tests, and the bundled real data for slow tests.
+
+The real MMLU-Pro routing data ships inside the package (``uniroute_core/datasets/mmlu_pro``), so no test needs a
+folder outside the repository and none skips for missing data.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-MMLU_PRO = SHARED_DATA / "mmlu_pro"
+from uniroute_core.datasets import bundled_dataset_path
+
+MMLU_PRO = bundled_dataset_path("mmlu_pro")
 
 
 def topic_embedder(texts: list[str]) -> np.ndarray:
@@ -36,9 +41,7 @@ def embedder():
 
 @pytest.fixture(scope="session")
 def mmlu_pro_path() -> Path:
-    """The real MMLU-Pro routing folder; tests using it skip with a reason when it is absent."""
-    if not (MMLU_PRO / "scores.csv.gz").exists():
-        pytest.skip(f"real routing data not found at {MMLU_PRO} (the shared data folder is not beside this checkout)")
+    """The real MMLU-Pro routing folder, bundled with the package (resolved through importlib.resources)."""
     return MMLU_PRO
 
 

@@ -1,11 +1,7 @@
 """Every example runs as a new user would run it (``python examples/X.py --data DIR``) and prints what it claims.
 
-Each example fits a router on the real MMLU-Pro folder and replays ten real LLMs, so these tests are slow and need the
-data (skipped with a reason without it). Every example embeds ALL 10,279 MMLU-Pro prompts with the real embedder
-through the shared on-disk cache (``~/.cache/uniroute`` or ``$UNIROUTE_CACHE``): with a warm cache each takes
-~10-30 s; on a cold machine the first one pays the one-off embedding (~11 minutes on 2 cores). In a full
-``pytest`` run the cache is already warm here, because tests/test_evaluation.py (which sorts first) embeds the same
-prompts through the same cache.
+Each example fits a router on the bundled MMLU-Pro data and replays real LLMs, so these tests are slow. Every example
+embeds ALL 10,279 MMLU-Pro prompts with the real embedder, which reads the vectors shipped for them (no encoder run).
 
 Beyond "exit 0", each test reads the printed tables back: the comparison table's rows, the share of calls per member
 (which must add up to 100 %), and the example's own claims (a verdict per budget, a tool call's result...).
@@ -13,6 +9,7 @@ Beyond "exit 0", each test reads the printed tables back: the comparison table's
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -34,16 +31,19 @@ SETUP_LINE = re.compile(
 )
 
 
-def run_example(name: str, data: Path, *args: str) -> str:
-    """Run ``examples/<name>.py --data <data> *args``; assert it exits 0 and return what it printed."""
+def run_example(name: str, cwd: Path, *args: str, setup_line: bool = True) -> str:
+    """Run ``examples/<name>.py *args`` as a new user would, from ``cwd`` (an empty folder: the data must come from
+    the package, not from a folder beside the checkout); assert it exits 0 and return what it printed."""
+    env = {k: v for k, v in os.environ.items() if k != "UNIROUTE_MMLU_PRO"}
     proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / f"{name}.py"), "--data", str(data), *args],
-        capture_output=True, text=True, timeout=TIMEOUT_S, cwd=EXAMPLES.parent,
+        [sys.executable, str(EXAMPLES / f"{name}.py"), *args],
+        capture_output=True, text=True, timeout=TIMEOUT_S, cwd=cwd, env=env,
     )
     assert proc.returncode == 0, (
         f"{name}.py exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-3000:]}"
     )
-    assert SETUP_LINE.search(proc.stdout), proc.stdout
+    if setup_line:
+        assert SETUP_LINE.search(proc.stdout), proc.stdout
     return proc.stdout
 
 
@@ -85,8 +85,8 @@ def check_quickstart_budget(text: str, policy: str, budget: str) -> None:
 
 
 @pytest.mark.slow
-def test_langchain_quickstart(mmlu_pro_path):
-    out = run_example("langchain_quickstart", mmlu_pro_path)
+def test_langchain_quickstart(tmp_path):
+    out = run_example("langchain_quickstart", tmp_path)
     assert "[pool] 10 members added with one add_model call each" in out
     assert len(TABLE_HEADER.findall(out)) == 2
     assert "400 held-out questions through prompt | ChatUniRoute | parser" in out
@@ -95,8 +95,8 @@ def test_langchain_quickstart(mmlu_pro_path):
 
 
 @pytest.mark.slow
-def test_llamaindex_quickstart(mmlu_pro_path):
-    out = run_example("llamaindex_quickstart", mmlu_pro_path)
+def test_llamaindex_quickstart(tmp_path):
+    out = run_example("llamaindex_quickstart", tmp_path)
     assert re.search(r"^\[pool\] 10 replayed real LLMs .* added with one add_model call each", out, re.M)
     assert len(TABLE_HEADER.findall(out)) == 2
     assert "400 held-out questions through Settings.llm.complete" in out
@@ -119,8 +119,8 @@ def test_llamaindex_quickstart(mmlu_pro_path):
 
 
 @pytest.mark.slow
-def test_budget(mmlu_pro_path):
-    out = run_example("budget", mmlu_pro_path)
+def test_budget(tmp_path):
+    out = run_example("budget", tmp_path)
     assert "[pool] profiled 10 replayed LLMs on 500 probes" in out
     assert re.search(r"^\s+budget\s+λ\s+cost on probes\s+realised cost\s+realised/budget\s+accuracy$", out, re.M)
     rows = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)×\s+([\d.]+)$", out, re.M)
@@ -136,8 +136,8 @@ def test_budget(mmlu_pro_path):
 
 
 @pytest.mark.slow
-def test_add_a_new_model(mmlu_pro_path):
-    out = run_example("add_a_new_model", mmlu_pro_path)
+def test_add_a_new_model(tmp_path):
+    out = run_example("add_a_new_model", tmp_path)
     assert re.search(r"^== before: 9 members, λ=[\d.]+ \(calibrated for a budget of 20\) ==$", out, re.M)
     before = shares_after(out, "share of calls of UniRoute")
     assert "gemini-1.5-flash-002" not in before and set(before) <= set(POOL)

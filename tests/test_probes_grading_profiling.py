@@ -30,8 +30,6 @@ from uniroute_core.grading import (
 from uniroute_core.probes import ProbeSet
 from uniroute_core.profiling import ProfilingError, aprofile_answers, profile_answers
 
-SHARED_MMLU_PRO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mmlu_pro"
-
 # ============================================================================ grading
 
 
@@ -332,14 +330,13 @@ def test_from_routing_data_without_reference_column(tmp_path: Path) -> None:
         ProbeSet.from_routing_data(tmp_path / "missing")
 
 
-@pytest.mark.skipif(not SHARED_MMLU_PRO.is_dir(), reason=f"shared MMLU-Pro routing data not found at {SHARED_MMLU_PRO}")
-def test_from_routing_data_on_shared_mmlu_pro() -> None:
-    probes = ProbeSet.from_routing_data(SHARED_MMLU_PRO, n=300, seed=0)
+def test_from_routing_data_on_bundled_mmlu_pro() -> None:
+    probes = ProbeSet.from_routing_data("mmlu_pro", n=300, seed=0)
     assert len(probes) == 300
     assert len(set(probes.prompt_ids or ())) == 300
     assert set(probes.references or ()) <= set("ABCDEFGHIJ")
     assert all(p.strip() for p in probes.prompts)
-    assert ProbeSet.from_routing_data(SHARED_MMLU_PRO, n=300, seed=0).prompt_ids == probes.prompt_ids
+    assert ProbeSet.from_routing_data("mmlu_pro", n=300, seed=0).prompt_ids == probes.prompt_ids
 
 
 # ============================================================================ profiling

@@ -16,7 +16,7 @@ command, so adding a subcommand is one decorated function here (see ``ARCHITECTU
 ``uniroute eval`` runs the unseen-LLM evaluation protocol (:mod:`uniroute_core.evaluation`) on any routing data
 folder, prints a table, and writes ``OUT/results.json`` and ``OUT/deferral_curve.png``::
 
-    uniroute eval --data ../shared/data/mmlu_pro --trials 20 --seed 0 --out /tmp/eval_mmlu
+    uniroute eval --data mmlu_pro --trials 20 --seed 0 --out /tmp/eval_mmlu
 
 ``--embedder`` takes ``all-MiniLM-L6-v2`` (the packaged offline default), a local sentence-transformers model name or
 path, or ``package.module:function`` naming a callable importable from the current folder or the environment
@@ -25,7 +25,8 @@ cached on disk (``--cache``, default ``$UNIROUTE_CACHE`` or ``~/.cache/uniroute`
 a rerun does not re-embed.
 
 ``uniroute replay`` previews a saved router on logged prompts with known scores
-(:mod:`uniroute_core.evaluation.preview`).
+(:mod:`uniroute_core.evaluation.preview`). ``uniroute build`` makes a saved router from a routing-data folder (or a
+bundled name) or a prompts file, and ``uniroute show ROUTER`` summarises one (:mod:`uniroute_core.build`).
 """
 
 from __future__ import annotations
@@ -271,6 +272,156 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"uniroute replay: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.format())
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ build and show
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _parse_budgets(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--budgets must be comma-separated numbers, got {text!r}") from None
+    if not values or any(not (v > 0 and v != float("inf")) for v in values):
+        raise argparse.ArgumentTypeError(f"--budgets must be positive numbers, got {text!r}")
+    return values
+
+
+def _build_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="routing data folder, or a bundled data set name (mmlu_pro)")
+    src.add_argument("--prompts", type=Path, help="a file of prompts (.txt one per line, .jsonl, .csv)")
+    p.add_argument("--out", required=True, type=Path, help="folder to save the router in (router.json + arrays.npz)")
+    p.add_argument(
+        "--n-clusters", type=_parse_clusters, default="auto",
+        help="K, or 'auto' (default: validation with --data, about one per 50 probes with --prompts)",
+    )
+    p.add_argument("--shrinkage", type=float, default=None, help="α pseudo-probes (default: validated, else 2)")
+    p.add_argument("--probes", type=_positive_int, default=300, help="number of probe prompts (default 300)")
+    p.add_argument(
+        "--members", default="all", help="with --data: 'all' recorded models (default), 'none', or a,b,c names"
+    )
+    p.add_argument("--embedder", default=None, help="embedder (default all-MiniLM-L6-v2; see uniroute eval --help)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--repeats", type=_positive_int, default=10, help="validation splits when K is 'auto' (default 10)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it already holds a router")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+@command(
+    "build",
+    help="build a saved router from a routing-data folder (or bundled name) or from a prompts file",
+    description=(
+        "From routing data: a probe set drawn by category (with the folder's references), K and the shrinkage chosen "
+        "by validation, the cluster map fitted on the other prompts, and the recorded models added as members. From a "
+        "prompts file (.txt one per line, .jsonl or .csv with a 'prompt' column): the map fitted on your prompts, a "
+        "probe set of them without references, no members."
+    ),
+    arguments=_build_arguments,
+)
+def run_build(args: argparse.Namespace) -> int:
+    """Handler of ``uniroute build``."""
+    from .build import build_from_prompts, build_from_routing_data, read_prompts_file
+    from .data import RoutingDataError, load_routing_data
+
+    if (args.out / "router.json").exists() and not args.force:
+        print(f"uniroute build: {args.out} already holds a router; pass --force to overwrite it", file=sys.stderr)
+        return 2
+    if args.shrinkage is not None and not (args.shrinkage >= 0 and args.shrinkage != float("inf")):
+        print(f"uniroute build: --shrinkage must be a number >= 0, got {args.shrinkage}", file=sys.stderr)
+        return 2
+    embedder = resolve_cli_embedder(args.embedder)
+    try:
+        if args.data is not None:
+            data = load_routing_data(args.data)
+            members: Any = args.members
+            if members not in ("all", "none"):
+                members = [m.strip() for m in args.members.split(",") if m.strip()]
+                unknown = [m for m in members if m not in data.models]
+                if unknown:
+                    print(
+                        f"uniroute build: --members {unknown} not in {data.name!r}; models: {data.models}",
+                        file=sys.stderr,
+                    )
+                    return 2
+            router, report = build_from_routing_data(
+                data, embedder=embedder, n_clusters=args.n_clusters, shrinkage=args.shrinkage, n_probes=args.probes,
+                members=members, repeats=args.repeats, seed=args.seed, show_progress=not args.quiet,
+            )
+            source = f"routing data {data.name!r} ({data.n_prompts} prompts x {data.n_models} models)"
+        else:
+            if args.members != "all":
+                print("uniroute build: --members needs --data (a prompts file has no recorded models)", file=sys.stderr)
+                return 2
+            prompts = read_prompts_file(args.prompts)
+            router, report = build_from_prompts(
+                prompts, embedder=embedder, n_clusters=args.n_clusters,
+                shrinkage=2.0 if args.shrinkage is None else args.shrinkage, n_probes=args.probes, seed=args.seed,
+                show_progress=not args.quiet,
+            )
+            source = f"{len(prompts)} prompts from {args.prompts}"
+    except (RoutingDataError, ValueError) as exc:
+        print(f"uniroute build: {exc}", file=sys.stderr)
+        return 2
+    router.save(args.out)
+    print(
+        f"built from {source}: K = {report.n_clusters}, shrinkage {report.shrinkage:g}, {report.n_probes} probes, "
+        f"map fitted on {report.n_fit} prompts, {len(report.members)} members"
+    )
+    if report.validation:
+        print(f"K and shrinkage chosen by validation ({report.repeats} splits, mean Area):\n{report.table()}")
+    print(f"saved {args.out}")
+    return 0
+
+
+def _show_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("router", help="saved router folder, or 'pretrained'")
+    p.add_argument(
+        "--budgets", type=_parse_budgets, default=None,
+        help="comma-separated mean costs per call (default: 4 spread between the cheapest and dearest member)",
+    )
+    p.add_argument("--embedder", default=None, help="the embedder, when the router was saved with a custom one")
+
+
+@command(
+    "show",
+    help="summarise a saved router: members, costs, per-cluster quality, the λ for a few budgets",
+    description=(
+        "ROUTER is a folder saved by router.save / uniroute build, or 'pretrained' for the router "
+        "UniRouter.pretrained() returns."
+    ),
+    arguments=_show_arguments,
+)
+def run_show(args: argparse.Namespace) -> int:
+    """Handler of ``uniroute show``."""
+    from .build import default_budgets, describe_router
+    from .persistence import RouterFileError
+    from .router import UniRouter
+
+    try:
+        if args.router == "pretrained" and not Path(args.router).exists():
+            router = UniRouter.pretrained(show_progress=False)
+        else:
+            if not (Path(args.router) / "router.json").is_file():
+                print(f"uniroute show: {args.router!r} is not a saved router folder (no router.json)", file=sys.stderr)
+                return 2
+            embedder = None if args.embedder is None else resolve_cli_embedder(args.embedder)
+            router = UniRouter.load(args.router, embedder=embedder, show_progress=False)
+    except (RouterFileError, ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"uniroute show: cannot load {args.router!r}: {exc}", file=sys.stderr)
+        return 2
+    print(describe_router(router, args.budgets if args.budgets is not None else default_budgets(router)))
     return 0
 
 

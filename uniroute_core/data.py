@@ -1,6 +1,6 @@
 """Routing data folders: prompts × LLMs with each cell the model's quality on that prompt.
 
-The folder format (see ``shared/data/README.md``)::
+The folder format (the bundled ``mmlu_pro`` is one, see :mod:`uniroute_core.datasets`)::
 
     prompts.csv.gz   prompt_id,category,split_hint,prompt[,reference]
     scores.csv.gz    prompt_id,model,score[,cost_usd][,response]   (long format, one row per (prompt, model))
@@ -215,6 +215,9 @@ def _require(columns: list[str], needed: Sequence[str], path: Path) -> None:
 def load_routing_data(path: str | os.PathLike[str]) -> RoutingData:
     """Read a routing data folder (``prompts.csv.gz``, ``scores.csv.gz``, ``models.csv``) into :class:`RoutingData`.
 
+    ``path`` is a folder, or the name of a data set bundled with the package (``"mmlu_pro"``; see
+    :mod:`uniroute_core.datasets`).
+
     Raises :class:`RoutingDataError` naming the file, the line, the column or the (prompt, model) pair at fault: a
     missing file or column, a file that is not valid (gzip) UTF-8 CSV or has a row cut short (see :func:`read_csv`),
     a blank or repeated prompt id, a blank prompt, a blank or repeated model, a score outside [0, 1] or not a number,
@@ -222,9 +225,12 @@ def load_routing_data(path: str | os.PathLike[str]) -> RoutingData:
     negative / non-finite cost. Prompts of any length are read (a 1 MB prompt round-trips through
     :func:`write_routing_data`); the embedder later reads as many tokens of each as it takes.
     """
-    folder = Path(path)
-    if not folder.is_dir():
-        raise RoutingDataError(f"routing data folder {str(folder)!r} does not exist or is not a folder")
+    from .datasets import resolve_routing_data
+
+    try:
+        folder = resolve_routing_data(path)
+    except FileNotFoundError as exc:
+        raise RoutingDataError(str(exc)) from None
 
     p_path = _find(folder, "prompts")
     p_table = read_csv(p_path)

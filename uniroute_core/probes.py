@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .data import read_csv
-from .grading import Grader, check_reference, resolve_grader
+from .grading import Grader, JudgeFn, JudgeGrader, call_judge, check_judge, check_reference, resolve_grader
 
 __all__ = ["ProbeSet"]
 
@@ -52,7 +52,7 @@ class ProbeSet:
 
     prompts: tuple[str, ...]
     references: tuple[str, ...] | None = None
-    grader: str | Grader = "multiple_choice"
+    grader: str | Grader | JudgeGrader = "multiple_choice"
     prompt_ids: tuple[str, ...] | None = None
     _grader_fn: Grader = field(init=False, repr=False, compare=False)
 
@@ -88,7 +88,10 @@ class ProbeSet:
                 raise ValueError(f"prompt_ids must be unique; duplicated: {shown}{more}")
             object.__setattr__(self, "prompt_ids", prompt_ids)
 
-        object.__setattr__(self, "_grader_fn", resolve_grader(self.grader))
+        if isinstance(self.grader, JudgeGrader):
+            object.__setattr__(self, "_grader_fn", self.grader)
+        else:
+            object.__setattr__(self, "_grader_fn", resolve_grader(self.grader))
         if isinstance(self.grader, str) and self.references is not None:
             for i, reference in enumerate(self.references):
                 try:
@@ -102,6 +105,16 @@ class ProbeSet:
         return len(self.prompts)
 
     @property
+    def gradable(self) -> bool:
+        """Whether answers can be graded: there are references, or the grader is a judge that needs none."""
+        return self.references is not None or isinstance(self.grader, JudgeGrader)
+
+    @property
+    def judged(self) -> bool:
+        """Whether an LLM judge grades this set (one judge call per graded answer)."""
+        return isinstance(self.grader, JudgeGrader)
+
+    @property
     def grader_fn(self) -> Grader:
         """The resolved grader; every score it returns is checked to lie in [0, 1]."""
         return self._grader_fn
@@ -112,7 +125,15 @@ class ProbeSet:
         return self.grader if isinstance(self.grader, str) else None
 
     def grade(self, i: int, response_text: str) -> float:
-        """Score ``response_text`` as an answer to probe ``i`` (in [0, 1], 1 = correct)."""
+        """Score ``response_text`` as an answer to probe ``i`` (in [0, 1], 1 = correct).
+
+        A :class:`~uniroute_core.grading.JudgeGrader` is shown the probe's prompt too (and its reference, if any).
+        """
+        if isinstance(self.grader, JudgeGrader):
+            if not isinstance(response_text, str):
+                raise TypeError(f"response_text must be a str, got {type(response_text).__name__}")
+            reference = self.references[i] if self.references is not None else None
+            return self.grader.grade(self.prompts[i], response_text, reference)
         if self.references is None:
             raise ValueError(
                 "this ProbeSet has no references, so responses cannot be graded; "
@@ -136,7 +157,8 @@ class ProbeSet:
         """Build a probe set from a routing-data folder's ``prompts.csv.gz``.
 
         Args:
-            path: the routing-data folder (or its ``prompts.csv.gz`` itself). The file
+            path: the routing-data folder (or its ``prompts.csv.gz`` itself), or the name of a
+                bundled data set (``"mmlu_pro"``, see :mod:`uniroute_core.datasets`). The file
                 must have a ``reference`` column (the gold answers).
             split: keep only prompts whose ``split_hint`` equals this (e.g. ``"train"``);
                 ``None`` or ``"all"`` keeps every prompt.
@@ -148,7 +170,11 @@ class ProbeSet:
         Prompts with a blank reference cannot be graded and are skipped with a warning.
         The chosen probes keep the file's order.
         """
+        from .datasets import resolve_routing_data
+
         file = Path(path)
+        if not file.is_file():
+            file = resolve_routing_data(path)
         if file.is_dir():
             file = file / _PROMPTS_FILE
         if not file.is_file():
@@ -199,6 +225,70 @@ class ProbeSet:
             grader=grader,
             prompt_ids=tuple(row["prompt_id"] for row in rows),
         )
+
+    @classmethod
+    def from_prompts(
+        cls,
+        prompts: Iterable[str],
+        *,
+        judge: JudgeFn,
+        references: Sequence[str] | None = None,
+        judge_references: bool = False,
+        n: int | None = None,
+        seed: int = 0,
+        rubric: str | None = None,
+        max_concurrency: int = 8,
+        prompt_ids: Sequence[str] | None = None,
+    ) -> ProbeSet:
+        """A probe set from your own (production) prompts, graded by an LLM judge instead of gold answers.
+
+        Each member's answer to a probe is shown to the judge WITH the probe's question, and the judge scores it on
+        a documented rubric (:data:`~uniroute_core.grading.DEFAULT_JUDGE_RUBRIC`: 0-10, read as [0, 1]); a reply
+        with no readable score, or a failed judge call, makes that probe unknown (NaN) for that member, not wrong.
+
+        Args:
+            prompts: your prompts (duplicates are dropped, first occurrence kept; blank ones are refused).
+            judge: ``prompt -> reply text``, sync or async (a LangChain chat model / LlamaIndex LLM: wrap it with
+                ``uniroute_langchain.as_judge`` / ``uniroute_llamaindex.as_judge``). Use a strong model.
+            references: optional answers you trust, one per prompt, shown to the judge as a hint.
+            judge_references: ask the judge to answer every prompt first and show its answers as pseudo-references
+                (ignored when ``references`` is given). Helps on questions with a checkable answer.
+            n: keep ``n`` prompts drawn at random (``seed``) instead of all of them; a few hundred is typical.
+            seed: random seed of that draw.
+            rubric: your own rubric template (fields ``{question}``, ``{response}``, ``{reference_block}``).
+            max_concurrency: parallel judge calls when writing pseudo-references.
+            prompt_ids: optional ids, one per prompt.
+
+        Cost: ``len(probes)`` judge calls per member profiled (one per graded answer), plus ``len(probes)`` calls
+        once, here, when ``judge_references=True``.
+        """
+        grader = JudgeGrader(check_judge(judge), rubric=rubric)
+        texts = _as_str_tuple(prompts, "prompts")
+        if references is not None:
+            refs: tuple[str, ...] | None = _as_str_tuple(references, "references", allow_numbers=True)
+            if len(refs) != len(texts):  # type: ignore[arg-type]
+                raise ValueError(f"got {len(texts)} prompts but {len(refs)} references")  # type: ignore[arg-type]
+        else:
+            refs = None
+        ids = None if prompt_ids is None else _as_str_tuple(prompt_ids, "prompt_ids", allow_numbers=True)
+        if ids is not None and len(ids) != len(texts):
+            raise ValueError(f"got {len(texts)} prompts but {len(ids)} prompt_ids")
+        first: dict[str, int] = {}
+        for i, text in enumerate(texts):
+            first.setdefault(text, i)
+        keep = sorted(first.values())  # each distinct text once, at its first occurrence
+        if n is not None:
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"n must be a positive integer or None, got {n!r}")
+            if n > len(keep):
+                raise ValueError(f"asked for n={n} probes but there are only {len(keep)} distinct prompts")
+            keep = sorted(np.random.default_rng(seed).choice(keep, size=n, replace=False).tolist())
+        texts = tuple(texts[i] for i in keep)
+        refs = None if refs is None else tuple(refs[i] for i in keep)
+        ids = None if ids is None else tuple(ids[i] for i in keep)
+        if refs is None and judge_references:
+            refs = _judge_answers(grader.judge, texts, max_concurrency)
+        return cls(prompts=texts, references=refs, grader=grader, prompt_ids=ids)
 
     # ------------------------------------------------------------------ serialisation
 
@@ -286,3 +376,22 @@ def _stratified_sample(strata: Sequence[str], n: int, seed: int) -> list[int]:
         if quota:
             chosen.extend(rng.choice(groups[name], size=int(quota), replace=False).tolist())
     return sorted(chosen)
+
+
+def _judge_answers(judge: JudgeFn, prompts: Sequence[str], max_concurrency: int) -> tuple[str, ...]:
+    """The judge's own answer to every prompt (pseudo-references), asked concurrently; any failure is an error."""
+    if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}")
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(i: int) -> str:
+        try:
+            reply = call_judge(judge, prompts[i])
+        except Exception as exc:
+            raise RuntimeError(f"the judge failed to answer prompt {i} for a pseudo-reference: {exc!r}") from exc
+        if not reply.strip():
+            raise ValueError(f"the judge gave an empty answer to prompt {i}; cannot use it as a pseudo-reference")
+        return reply.strip()
+
+    with ThreadPoolExecutor(max_workers=min(max_concurrency, len(prompts))) as pool:
+        return tuple(pool.map(ask, range(len(prompts))))

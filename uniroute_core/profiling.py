@@ -125,8 +125,11 @@ def _validated_policy(
         raise TypeError(f"answer must be callable (prompt -> response text), got {type(answer).__name__}")
     if not isinstance(probes, ProbeSet):
         raise TypeError(f"probes must be a ProbeSet, got {type(probes).__name__}")
-    if probes.references is None:
-        raise ValueError("probes have no references, so answers cannot be graded; profiling needs them")
+    if not probes.gradable:
+        raise ValueError(
+            "probes have no references and no judge, so answers cannot be graded; profiling needs references "
+            "or a judge (ProbeSet.from_prompts(prompts, judge=...))"
+        )
     if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
         raise ValueError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -221,6 +224,7 @@ def profile_answers(
     is_transient: Callable[[BaseException], bool] | None = None,
     max_failure_rate: float = 0.5,
     show_progress: bool = True,
+    on_progress: Callable[[], object] | None = None,
 ) -> ProfilingResult:
     """Run ``answer`` on every probe (at most ``max_concurrency`` at once) and grade the responses.
 
@@ -236,6 +240,7 @@ def profile_answers(
             everything except ValueError, TypeError and KeyboardInterrupt.
         max_failure_rate: raise :class:`ProfilingError` when a larger fraction fails.
         show_progress: show a tqdm progress bar.
+        on_progress: called once per finished probe (e.g. to advance one bar shared by several models).
 
     Returns:
         A :class:`ProfilingResult`; failed probes score NaN and are listed in ``errors``.
@@ -257,6 +262,8 @@ def profile_answers(
             for future in as_completed(futures):
                 outcomes[futures[future]] = future.result()
                 bar.update()
+                if on_progress is not None:
+                    on_progress()
     finally:
         # On an interrupt, drop queued probes rather than waiting for all of them.
         executor.shutdown(wait=False, cancel_futures=True)
@@ -299,6 +306,7 @@ async def aprofile_answers(
     is_transient: Callable[[BaseException], bool] | None = None,
     max_failure_rate: float = 0.5,
     show_progress: bool = True,
+    on_progress: Callable[[], object] | None = None,
 ) -> ProfilingResult:
     """Async :func:`profile_answers`: ``answer`` is an async function, bounded by a semaphore.
 
@@ -325,6 +333,8 @@ async def aprofile_answers(
                 index, outcome = await next_done
                 outcomes[index] = outcome
                 bar.update()
+                if on_progress is not None:
+                    on_progress()
     finally:
         for task in tasks:
             task.cancel()

@@ -435,6 +435,18 @@ class UniRouter:
         saved = load_state(directory, embedder=embedder, grader=grader, show_progress=show_progress)
         return cls.from_state(saved.state, embedder=saved.embedder, show_progress=show_progress, **saved.settings)
 
+    @classmethod
+    def pretrained(cls, name: str = "mmlu_pro-minilm", *, show_progress: bool = True) -> UniRouter:
+        """A ready router shipped with the package: a fitted cluster map and a graded probe set, no members yet.
+
+        The default (``"mmlu_pro-minilm"``) is K-Means on the bundled MMLU-Pro questions with 300 multiple-choice
+        probes over 14 subjects; add members with :meth:`add_model` or profile them with an adapter's
+        ``from_models``. See :mod:`uniroute_core.pretrained` and the README for what traffic it suits.
+        """
+        from .pretrained import load_pretrained
+
+        return load_pretrained(name, show_progress=show_progress)
+
     def __repr__(self) -> str:
         state = self._state
         k = state.cluster_map.n_clusters_ if state.cluster_map is not None else None

@@ -5,6 +5,6 @@ the chosen member. Offline test members are in :mod:`uniroute_langchain.testing`
 """
 
 from .chat_models import ChatUniRoute, supports_tool_calling
-from .profiling import aprofile_model, profile_model
+from .profiling import aprofile_model, as_judge, profile_model
 
-__all__ = ["ChatUniRoute", "profile_model", "aprofile_model", "supports_tool_calling"]
+__all__ = ["ChatUniRoute", "profile_model", "aprofile_model", "supports_tool_calling", "as_judge"]

@@ -23,15 +23,21 @@ from uniroute_core.delegation import (
     ConversationFloors,
     MemberSelector,
     PoolChanges,
+    PoolReport,
     RoutingChoice,
     SelectorSlot,
     aadd_profiled_model,
     acall_with_fallback,
     add_profiled_model,
+    aprofile_pool,
     call_with_fallback,
     check_members,
+    profile_pool,
+    router_for_pool,
+    split_pool_spec,
 )
 from uniroute_core.policy import RoutingPolicy
+from uniroute_core.probes import ProbeSet
 from uniroute_core.profile import ModelProfile
 from uniroute_core.router import UniRouter
 from uniroute_core.serving import ServingConfig
@@ -283,6 +289,7 @@ class ChatUniRoute(BaseChatModel):
     _policy: RoutingPolicy = PrivateAttr(default_factory=RoutingPolicy)
     _pool_changes: PoolChanges = PrivateAttr(default_factory=PoolChanges)
     _selector_slot: SelectorSlot = PrivateAttr(default_factory=SelectorSlot)
+    _pool_report: PoolReport | None = PrivateAttr(default=None)
 
     # ------------------------------------------------------------------ validation
 
@@ -573,6 +580,77 @@ class ChatUniRoute(BaseChatModel):
                 f"member {name!r} must be a LangChain BaseChatModel, got {type(chat_model).__name__} "
                 "(bind tools on ChatUniRoute, not on the member)"
             )
+
+    # ------------------------------------------------------------------ a pool in one call
+
+    @classmethod
+    def from_models(
+        cls,
+        models: Mapping[str, tuple[BaseChatModel, float]],
+        router: UniRouter | None = None,
+        probes: ProbeSet | None = None,
+        *,
+        max_concurrency: int = 8,
+        max_parallel_members: int = 4,
+        retries: int = 2,
+        max_failure_rate: float = 0.5,
+        show_progress: bool = True,
+        **settings: Any,
+    ) -> ChatUniRoute:
+        """A routed chat model over ``{"name": (chat_model, cost), ...}``, every member profiled in one call.
+
+        With no ``router``, :meth:`UniRouter.pretrained` is used (a cluster map and 300 graded probes of
+        knowledge/reasoning questions); ``probes`` replaces its probe set (e.g. ``ProbeSet.from_prompts(...,
+        judge=as_judge(strong_chat))`` for your own prompts). Every member answers the probes concurrently
+        (``max_concurrency`` calls per member, ``max_parallel_members`` members at once, one progress bar), with
+        :meth:`add_model`'s retries and failure policy. A member that cannot be profiled is left out with a
+        ``RuntimeWarning`` and listed in :attr:`pool_report`; if none can be,
+        :class:`uniroute_core.delegation.PoolProfilingError` names every failure. ``settings`` are the other
+        fields (``lam``, ``budget``, ``fallback``...).
+
+        Cost: one call per probe per member (plus one judge call per probe per member with a judged probe set).
+        """
+        spec = split_pool_spec(models, cls._check_new_member)
+        router = router_for_pool(router, probes)
+        report = profile_pool(
+            router, {name: (answer_function(model), cost) for name, (model, cost) in spec.items()},
+            max_concurrency=max_concurrency, max_parallel_members=max_parallel_members, retries=retries,
+            max_failure_rate=max_failure_rate, show_progress=show_progress,
+        )
+        chat = cls(router=router, members={name: spec[name][0] for name in report.added}, **settings)
+        chat._pool_report = report
+        return chat
+
+    @classmethod
+    async def afrom_models(
+        cls,
+        models: Mapping[str, tuple[BaseChatModel, float]],
+        router: UniRouter | None = None,
+        probes: ProbeSet | None = None,
+        *,
+        max_concurrency: int = 8,
+        retries: int = 2,
+        max_failure_rate: float = 0.5,
+        show_progress: bool = True,
+        **settings: Any,
+    ) -> ChatUniRoute:
+        """Async :meth:`from_models`: every member's probes run concurrently on the event loop (``ainvoke``)."""
+        spec = split_pool_spec(models, cls._check_new_member)
+        router = router_for_pool(router, probes)
+        report = await aprofile_pool(
+            router, {name: (async_answer_function(model), cost) for name, (model, cost) in spec.items()},
+            max_concurrency=max_concurrency, retries=retries, max_failure_rate=max_failure_rate,
+            show_progress=show_progress,
+        )
+        chat = cls(router=router, members={name: spec[name][0] for name in report.added}, **settings)
+        chat._pool_report = report
+        return chat
+
+    @property
+    def pool_report(self) -> PoolReport | None:
+        """What :meth:`from_models` did: ``profiles`` of the members added, ``failures`` (name → reason) of those
+        left out; ``None`` when this model was built otherwise."""
+        return self._pool_report
 
     def add_model(
         self,

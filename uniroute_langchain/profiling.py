@@ -17,7 +17,7 @@ from uniroute_core.profiling import aprofile_answers, profile_answers
 
 from ._messages import message_text
 
-__all__ = ["profile_model", "aprofile_model", "answer_function", "async_answer_function", "model_label"]
+__all__ = ["profile_model", "aprofile_model", "answer_function", "async_answer_function", "model_label", "as_judge"]
 
 
 def model_label(chat_model: BaseChatModel) -> str:
@@ -73,3 +73,14 @@ async def aprofile_model(
         async_answer_function(chat_model), probe_set, max_concurrency=max_concurrency, **profiling_kwargs
     )
     return result.scores
+
+
+def as_judge(chat_model: BaseChatModel) -> Callable[[str], str]:
+    """A LangChain chat model as the judge of ``ProbeSet.from_prompts(prompts, judge=as_judge(chat))``.
+
+    The judge receives the rubric (question, answer, optional reference) as one human message and must reply with
+    ``SCORE: <0-10>``. Use a strong model; it is called once per probe per member profiled.
+    """
+    if not isinstance(chat_model, BaseChatModel):
+        raise TypeError(f"as_judge expects a LangChain BaseChatModel, got {type(chat_model).__name__}")
+    return answer_function(chat_model)

@@ -5,5 +5,6 @@ Test and offline members (a replayed real model, a failing member, a sized mock)
 """
 
 from .base import UNIROUTE_KEY, ToolRequest, UniRouteLLM
+from .judge import as_judge
 
-__all__ = ["UniRouteLLM", "ToolRequest", "UNIROUTE_KEY"]
+__all__ = ["UniRouteLLM", "ToolRequest", "UNIROUTE_KEY", "as_judge"]

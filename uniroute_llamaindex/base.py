@@ -31,17 +31,23 @@ from uniroute_core.delegation import (
     MemberMismatchError,
     MemberSelector,
     PoolChanges,
+    PoolReport,
     RoutingChoice,
     SelectorSlot,
     aadd_profiled_model,
     acall_with_fallback,
     add_profiled_model,
+    aprofile_pool,
     call_with_fallback,
     check_members,
     estimate_tokens,
     members_fitting,
+    profile_pool,
+    router_for_pool,
+    split_pool_spec,
 )
 from uniroute_core.policy import RoutingPolicy
+from uniroute_core.probes import ProbeSet
 from uniroute_core.profile import ModelProfile
 from uniroute_core.router import UniRouter
 from uniroute_core.serving import ServingConfig
@@ -211,6 +217,7 @@ class UniRouteLLM(FunctionCallingLLM):
 
     _pool_changes: PoolChanges = PrivateAttr(default_factory=PoolChanges)
     _selector_slot: SelectorSlot = PrivateAttr(default_factory=SelectorSlot)
+    _pool_report: PoolReport | None = PrivateAttr(default=None)
     _policy: RoutingPolicy = PrivateAttr(default_factory=RoutingPolicy)
 
     @model_validator(mode="after")
@@ -550,6 +557,86 @@ class UniRouteLLM(FunctionCallingLLM):
             raise ValueError("a UniRouteLLM cannot be a member of itself")
         if name in self.members and not replace:
             raise MemberMismatchError(f"member {name!r} already exists; pass replace=True to re-profile it")
+
+    # ------------------------------------------------------------------ a pool in one call
+    @staticmethod
+    def _check_pool_member(name: str, llm: Any) -> None:
+        if not isinstance(llm, LLM):
+            raise TypeError(f"member {name!r} must be a llama_index LLM, got {type(llm).__name__}")
+
+    @classmethod
+    def from_models(
+        cls,
+        models: dict[str, Any],
+        router: UniRouter | None = None,
+        probes: ProbeSet | None = None,
+        *,
+        max_concurrency: int = 8,
+        max_parallel_members: int = 4,
+        retries: int = 2,
+        max_failure_rate: float = 0.5,
+        show_progress: bool = True,
+        **settings: Any,
+    ) -> UniRouteLLM:
+        """A routed LLM over ``{"name": (llm, cost), ...}``, every member profiled in one call (via ``complete``).
+
+        With no ``router``, :meth:`UniRouter.pretrained` is used; ``probes`` replaces its probe set. Members answer
+        the probes concurrently under one progress bar, with :meth:`add_model`'s retries and failure policy; one that
+        cannot be profiled is left out with a ``RuntimeWarning`` and listed in :attr:`pool_report`; if none can be,
+        :class:`uniroute_core.delegation.PoolProfilingError` names every failure. ``settings`` are the other fields
+        (``lam``, ``budget``...). Cost: one call per probe per member.
+        """
+        spec = split_pool_spec(models, cls._check_pool_member)
+        router = router_for_pool(router, probes)
+
+        def answer_of(llm: LLM) -> Callable[[str], str]:
+            return lambda prompt: llm.complete(prompt).text
+
+        report = profile_pool(
+            router, {name: (answer_of(llm), cost) for name, (llm, cost) in spec.items()},
+            max_concurrency=max_concurrency, max_parallel_members=max_parallel_members, retries=retries,
+            max_failure_rate=max_failure_rate, show_progress=show_progress,
+        )
+        llm = cls(router=router, members={name: spec[name][0] for name in report.added}, **settings)
+        llm._pool_report = report
+        return llm
+
+    @classmethod
+    async def afrom_models(
+        cls,
+        models: dict[str, Any],
+        router: UniRouter | None = None,
+        probes: ProbeSet | None = None,
+        *,
+        max_concurrency: int = 8,
+        retries: int = 2,
+        max_failure_rate: float = 0.5,
+        show_progress: bool = True,
+        **settings: Any,
+    ) -> UniRouteLLM:
+        """Async :meth:`from_models` (answers via ``acomplete``, all members concurrently on the event loop)."""
+        spec = split_pool_spec(models, cls._check_pool_member)
+        router = router_for_pool(router, probes)
+
+        def answer_of(llm: LLM) -> Callable[[str], Any]:
+            async def answer(prompt: str) -> str:
+                return (await llm.acomplete(prompt)).text
+
+            return answer
+
+        report = await aprofile_pool(
+            router, {name: (answer_of(llm), cost) for name, (llm, cost) in spec.items()},
+            max_concurrency=max_concurrency, retries=retries, max_failure_rate=max_failure_rate,
+            show_progress=show_progress,
+        )
+        llm = cls(router=router, members={name: spec[name][0] for name in report.added}, **settings)
+        llm._pool_report = report
+        return llm
+
+    @property
+    def pool_report(self) -> PoolReport | None:
+        """What :meth:`from_models` did (members added with profiles, members left out with reasons), else None."""
+        return self._pool_report
 
     def add_model(
         self, name: str, llm: LLM, cost: float | Mapping[str, float], *, replace: bool = False, **profiling_kwargs: Any
