@@ -9,9 +9,24 @@ import pytest
 
 from tests.test_router import PROBES, SMALL, TRAIN, two_topic_router
 from uniroute_core import ProbeSet, RouterFileError, UniRouter
-from uniroute_core.persistence import ARRAYS_FILE, JSON_FILE
+from uniroute_core.persistence import JSON_FILE, saved_files
 
 PROMPTS = ["math homework", "law contract", "math proof", "law tort", "something else entirely"]
+
+
+def rewrite_arrays(folder, edit) -> None:
+    """Replace a saved router's arrays with ``edit(arrays)`` and re-record their SHA-256 in the manifest (so what
+    is tested is the loader's value and shape checks, not the hash check)."""
+    import hashlib
+
+    meta_path, arrays_path = saved_files(folder)
+    with np.load(arrays_path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays = edit(arrays) or arrays
+    np.savez(arrays_path, **arrays)
+    meta = json.loads(meta_path.read_text())
+    meta["arrays"]["sha256"] = hashlib.sha256(arrays_path.read_bytes()).hexdigest()
+    meta_path.write_text(json.dumps(meta))
 
 
 def decisions(router: UniRouter, **kw):
@@ -35,10 +50,12 @@ def test_round_trip_gives_identical_decisions(embedder, tmp_path):
 def test_saved_files_are_json_and_plain_npz(embedder, tmp_path):
     two_topic_router(embedder).save(tmp_path)
     meta = json.loads((tmp_path / JSON_FILE).read_text())
-    assert meta["format"] == "uniroute-router" and meta["format_version"] == 1
+    assert meta["format"] == "uniroute-router" and meta["format_version"] == 2
     assert [m["name"] for m in meta["models"]] == ["small", "big"]
     assert meta["probes"]["prompts"] == PROBES
-    with np.load(tmp_path / ARRAYS_FILE, allow_pickle=False) as z:  # would raise on object arrays
+    arrays_path = saved_files(tmp_path)[1]
+    assert arrays_path.name == meta["arrays"]["file"] and arrays_path.name.startswith("arrays-")
+    with np.load(arrays_path, allow_pickle=False) as z:  # would raise on object arrays
         assert z["probe_scores"].shape == (2, len(PROBES))
         assert all(z[k].dtype != object for k in z.files)
 
@@ -68,8 +85,9 @@ def test_custom_grader_must_be_passed_again_to_profile(embedder, tmp_path):
 
 def test_missing_files(embedder, tmp_path):
     two_topic_router(embedder).save(tmp_path)
-    (tmp_path / ARRAYS_FILE).unlink()
-    with pytest.raises(RouterFileError, match=f"missing {ARRAYS_FILE}"):
+    arrays_path = saved_files(tmp_path)[1]
+    arrays_path.unlink()
+    with pytest.raises(RouterFileError, match=f"missing {arrays_path.name}"):
         UniRouter.load(tmp_path, embedder=embedder)
     with pytest.raises(RouterFileError, match="not a directory"):
         UniRouter.load(tmp_path / "nowhere", embedder=embedder)
@@ -80,26 +98,20 @@ def test_other_format_version(embedder, tmp_path):
     meta = json.loads((tmp_path / JSON_FILE).read_text())
     meta["format_version"] = 99
     (tmp_path / JSON_FILE).write_text(json.dumps(meta))
-    with pytest.raises(RouterFileError, match="format version 99; this UniRoute reads version 1"):
+    with pytest.raises(RouterFileError, match="format version 99; this UniRoute reads versions 1, 2"):
         UniRouter.load(tmp_path, embedder=embedder)
 
 
 def test_shapes_that_disagree(embedder, tmp_path):
     two_topic_router(embedder).save(tmp_path)
-    with np.load(tmp_path / ARRAYS_FILE) as z:
-        arrays = {k: z[k] for k in z.files}
-    arrays["probe_scores"] = arrays["probe_scores"][:, :5]
-    np.savez(tmp_path / ARRAYS_FILE, **arrays)
+    rewrite_arrays(tmp_path, lambda a: {**a, "probe_scores": a["probe_scores"][:, :5]})
     with pytest.raises(RouterFileError, match=r"'probe_scores' has shape \(2, 5\), expected \(2, 10\)"):
         UniRouter.load(tmp_path, embedder=embedder)
 
 
 def test_cluster_centers_that_disagree(embedder, tmp_path):
     two_topic_router(embedder).save(tmp_path)
-    with np.load(tmp_path / ARRAYS_FILE) as z:
-        arrays = {k: z[k] for k in z.files}
-    arrays["map/cluster_centers"] = arrays["map/cluster_centers"][:1]
-    np.savez(tmp_path / ARRAYS_FILE, **arrays)
+    rewrite_arrays(tmp_path, lambda a: {**a, "map/cluster_centers": a["map/cluster_centers"][:1]})
     with pytest.raises(RouterFileError, match="cluster_centers has shape"):
         UniRouter.load(tmp_path, embedder=embedder)
 
@@ -118,7 +130,7 @@ def test_custom_embedder_must_be_passed(embedder, tmp_path):
 
 def test_not_a_router_file(tmp_path):
     (tmp_path / JSON_FILE).write_text(json.dumps({"format": "something-else"}))
-    np.savez(tmp_path / ARRAYS_FILE, x=np.zeros(1))
+    np.savez(tmp_path / "arrays.npz", x=np.zeros(1))
     with pytest.raises(RouterFileError, match="not a UniRoute router file"):
         UniRouter.load(tmp_path)
 

@@ -1,11 +1,13 @@
 """Save and load a router's settings and :class:`~uniroute_core.state.RouterState` as JSON + ``.npz``, never pickle.
 
-Layout of a saved router directory::
+Layout of a saved router directory (format version 2)::
 
-    router.json   format name and version, settings (cluster-map kind or template parameters, n_clusters, seed,
-                  shrinkage), embedder name and dimension, cluster-map config, the probe set (prompts, references,
-                  grader name), each member's name and cost
-    arrays.npz    cluster-map arrays (``map/<name>``), probe scores (M, P), Ψ (M, K) and probe counts (M, K)
+    router.json              format name and version, settings (cluster-map kind or template parameters,
+                             n_clusters, seed, shrinkage), embedder name and dimension, cluster-map config, the probe
+                             set (prompts, references, grader name), each member's name and cost, and the manifest
+                             ``"arrays": {"file": "arrays-<hash>.npz", "sha256": ...}``
+    arrays-<hash>.npz        cluster-map arrays (``map/<name>``), probe scores (M, P), Ψ (M, K), probe counts (M, K)
+    .uniroute-save.lock      taken by savers (never needed to read)
 
 This module knows states and settings, not routers: :func:`save_state` writes a state with the settings that
 produced it, :func:`load_state` reads them back as a :class:`SavedRouter`, and
@@ -14,15 +16,38 @@ produced it, :func:`load_state` reads them back as a :class:`SavedRouter`, and
 ``router → persistence → state``, never back. :func:`read_saved_embedder` tells what embedder a saved router needs
 without loading it (the replay CLI wraps it in the on-disk cache).
 
-Member objects, API keys and callables are never written: only names, numbers and texts. Loading checks the format
-version, that every file and array is present, that shapes agree, and that the embedder gives vectors of the saved
-dimension; each problem is a :class:`RouterFileError` naming what is wrong.
+**Crash-safe, concurrency-safe saving.** ``router.json`` is the single commit point. A save writes the arrays to a
+new content-addressed file (unique temporary name, ``fsync``, rename, ``fsync`` of the folder), then the new
+``router.json`` the same way (one atomic rename), and only then deletes arrays files no longer named. A save killed at
+any moment therefore leaves the old ``router.json`` naming the old, intact arrays, or the new one naming the new
+arrays. Savers take an exclusive lock on ``.uniroute-save.lock`` for the whole save, so concurrent saves (threads or
+processes) run one after the other and the last one is what is left, whole. Readers take no lock: if a save removes
+the arrays a reader was about to open, the reader sees ``router.json`` changed and reads again. Files outside this
+layout in the folder are left alone. Version-1 directories (``router.json`` + ``arrays.npz``) still load; saving
+over one upgrades it.
+
+**Checked loading.** The manifest's SHA-256 is checked, so a truncated, damaged or edited arrays file is refused;
+every field of ``router.json`` is checked for type and value (names non-empty and distinct, costs finite numbers
+>= 0, Ψ and probe scores in [0, 1], counts >= 0, probe assignments rows of weights in [0, 1] summing to 1, cluster
+centres finite, ...), and each problem is a :class:`RouterFileError` naming the file, the field and the value —
+never a raw ``KeyError``, ``TypeError`` or ``BadZipFile``. Member objects, API keys and callables are never written:
+only names, numbers and texts.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import json
+import math
 import os
+import re
+import time
+import uuid
+import zipfile
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -53,12 +78,22 @@ __all__ = [
     "save_state",
     "load_state",
     "read_saved_embedder",
+    "saved_files",
 ]
 
 FORMAT_NAME = "uniroute-router"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 1 (one fixed ``arrays.npz``, no manifest) is still read."""
 JSON_FILE = "router.json"
 ARRAYS_FILE = "arrays.npz"
+"""The arrays file of a version-1 directory (version 2 names a content-addressed ``arrays-<hash>.npz``)."""
+LOCK_FILE = ".uniroute-save.lock"
+_ARRAYS_NAME = re.compile(r"arrays-[0-9a-f]{16}\.npz")
+_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")
+_STALE_SECONDS = 3600.0
+"""Without a lock (no ``fcntl``), leftovers are only removed once this old, so a live saver's files are never hit."""
+_READ_ATTEMPTS = 8
 
 
 class RouterFileError(ValueError):
@@ -142,6 +177,67 @@ def _template_params(template: str | ClusterMap) -> dict[str, Any] | None:
     return params
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; elsewhere the rename itself is the best there is)."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(folder: Path, name: str, data: bytes) -> None:
+    """Write ``data`` to ``folder/name`` atomically: unique temporary sibling, fsync, rename, fsync of the folder."""
+    tmp = folder / f".{name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, folder / name)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(folder)
+
+
+@contextlib.contextmanager
+def _save_lock(folder: Path) -> Iterator[bool]:
+    """Hold the folder's exclusive save lock; yields whether a real lock is held (``fcntl`` exists)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: saves still publish atomically, leftovers are aged out
+        yield False
+        return
+    with open(folder / LOCK_FILE, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _collect_garbage(folder: Path, keep: str, *, locked: bool) -> None:
+    """Remove arrays files ``router.json`` no longer names, the version-1 ``arrays.npz`` and dead savers' temps."""
+    now = time.time()
+    for path in folder.iterdir():
+        name = path.name
+        if not (
+            (_ARRAYS_NAME.fullmatch(name) and name != keep) or name == ARRAYS_FILE or _TEMP_NAME.fullmatch(name)
+        ):
+            continue
+        try:
+            if not locked and now - path.stat().st_mtime < _STALE_SECONDS:
+                continue
+            if path.is_file():
+                path.unlink()
+        except FileNotFoundError:
+            continue
+
+
 def save_state(
     directory: str | os.PathLike[str],
     state: RouterState,
@@ -152,12 +248,14 @@ def save_state(
     """Write ``state`` with the router ``settings`` and ``embedder`` description to ``directory`` (created if needed).
 
     ``settings`` are the router's constructor values (``n_clusters``, ``seed``, ``shrinkage``, ``cluster_map`` —
-    a kind name or an unfitted template). Files are written then renamed into place.
+    a kind name or an unfitted template). Crash-safe and safe with concurrent savers (see the module docstring):
+    whatever happens, the directory holds the previous router or this one, whole.
     """
     if state.cluster_map is None:
         raise ValueError("cannot save an unfitted router: call fit() first")
     folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"cannot save a router to {str(folder)!r}: it exists and is not a directory")
     cmap = state.cluster_map
     dim = int(cmap.dim_)
     template = settings.get("cluster_map", cmap.kind)
@@ -192,13 +290,27 @@ def save_state(
     )
     if state.probe_assign is not None:
         arrays["probe_assign"] = state.probe_assign
-    tmp_npz = folder / (ARRAYS_FILE + ".tmp.npz")
-    np.savez(tmp_npz, **cast("dict[str, Any]", arrays))  # numpy's stub types **kwds like allow_pickle
-    os.replace(tmp_npz, folder / ARRAYS_FILE)
-    tmp_json = folder / (JSON_FILE + ".tmp")
-    tmp_json.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp_json, folder / JSON_FILE)
+    buffer = io.BytesIO()
+    np.savez(buffer, **cast("dict[str, Any]", arrays))  # numpy's stub types **kwds like allow_pickle
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    arrays_name = f"arrays-{digest[:16]}.npz"
+    meta["arrays"] = {"file": arrays_name, "sha256": digest}
+    text = json.dumps(meta, indent=2, ensure_ascii=False).encode("utf-8")
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with _save_lock(folder) as locked:
+        _publish(folder, arrays_name, data)
+        _publish(folder, JSON_FILE, text)  # the commit point: one atomic rename
+        _collect_garbage(folder, arrays_name, locked=locked)
     return folder
+
+
+def saved_files(directory: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """``(router.json, arrays file)`` of a saved router directory, as ``router.json`` names them (format checked)."""
+    folder = Path(directory)
+    meta, _ = _read_meta_bytes(folder)
+    return folder / JSON_FILE, folder / _arrays_name(meta, folder)
 
 
 def _grader_not_saved(response: str, reference: str) -> float:
@@ -209,46 +321,188 @@ def _grader_not_saved(response: str, reference: str) -> float:
     )
 
 
-def _need(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...]) -> np.ndarray:
-    if key not in arrays:
-        raise RouterFileError(f"{ARRAYS_FILE} has no array {key!r}")
-    a = arrays[key]
-    if a.shape != shape:
-        raise RouterFileError(f"{ARRAYS_FILE}: {key!r} has shape {a.shape}, expected {shape} from {JSON_FILE}")
-    return a
+def _bad(file: Path, field: str, value: Any, expected: str) -> RouterFileError:
+    """The one shape of a load error: which file, which field, what value, what was expected."""
+    shown = repr(value)
+    if len(shown) > 200:
+        shown = shown[:200] + "…"
+    return RouterFileError(f"{file}: field {field!r} = {shown}: expected {expected}")
+
+
+_MISSING = object()
+
+
+def _field(obj: dict[str, Any], key: str, file: Path, path: str, default: Any = _MISSING) -> Any:
+    if key not in obj:
+        if default is _MISSING:
+            raise RouterFileError(f"{file}: field {path!r} is missing")
+        return default
+    return obj[key]
+
+
+def _str(value: Any, file: Path, path: str, *, allow_empty: bool = False) -> str:
+    if not isinstance(value, str) or (not allow_empty and not value.strip()):
+        raise _bad(file, path, value, "a non-empty string")
+    return value
+
+
+def _int(value: Any, file: Path, path: str, *, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        raise _bad(file, path, value, "an integer" + (f" >= {minimum}" if minimum is not None else ""))
+    return value
+
+
+def _number(value: Any, file: Path, path: str) -> float:
+    """A finite number >= 0 (``true``/``false``, strings, NaN and infinities refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise _bad(file, path, value, "a finite number >= 0")
+    return float(value)
+
+
+def _dict(value: Any, file: Path, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _bad(file, path, value, "a JSON object")
+    return value
+
+
+def _read_meta_bytes(folder: Path) -> tuple[dict[str, Any], bytes]:
+    """``router.json`` parsed (and its raw bytes), with the header checked; any unreadable file is a RouterFileError."""
+    file = folder / JSON_FILE
+    if not folder.is_dir():
+        raise RouterFileError(f"{str(folder)!r} is not a directory holding a saved router")
+    if not file.exists():
+        raise RouterFileError(f"saved router {str(folder)!r} is missing {JSON_FILE}")
+    if not file.is_file():
+        raise RouterFileError(f"{file} is not a file")
+    try:
+        raw = file.read_bytes()
+        meta = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RouterFileError(f"{file} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise RouterFileError(f"{file} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RouterFileError(f"{file} is nested too deeply to be a router file") from None
+    except OSError as exc:
+        raise RouterFileError(f"{file} cannot be read: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise RouterFileError(f"{file} is not a UniRoute router file (format={found!r})")
+    version = meta.get("format_version")
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        raise RouterFileError(
+            f"{file} has format version {version!r}; this UniRoute reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
+        )
+    return meta, raw
 
 
 def _read_meta(folder: Path) -> dict[str, Any]:
     """``router.json`` of a saved router directory, with its format checked."""
-    if not folder.is_dir():
-        raise RouterFileError(f"{str(folder)!r} is not a directory holding a saved router")
-    for fname in (JSON_FILE, ARRAYS_FILE):
-        if not (folder / fname).exists():
-            raise RouterFileError(f"saved router {str(folder)!r} is missing {fname}")
+    return _read_meta_bytes(folder)[0]
+
+
+def _arrays_name(meta: dict[str, Any], folder: Path) -> str:
+    """The arrays file ``meta`` names: ``arrays.npz`` for version 1, the manifest's file for version 2."""
+    file = folder / JSON_FILE
+    if meta["format_version"] == 1:
+        return ARRAYS_FILE
+    manifest = _dict(_field(meta, "arrays", file, "arrays"), file, "arrays")
+    name = _field(manifest, "file", file, "arrays.file")
+    if not isinstance(name, str) or not _ARRAYS_NAME.fullmatch(name):
+        raise _bad(file, "arrays.file", name, "a name like 'arrays-<16 hex digits>.npz' (no folders)")
+    digest = _field(manifest, "sha256", file, "arrays.sha256")
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise _bad(file, "arrays.sha256", digest, "64 lowercase hex digits")
+    return name
+
+
+def _read_saved(folder: Path) -> tuple[dict[str, Any], Path, dict[str, np.ndarray]]:
+    """``router.json`` and the arrays it names, read consistently while saves may be replacing them."""
+    for _attempt in range(_READ_ATTEMPTS):
+        meta, raw = _read_meta_bytes(folder)
+        name = _arrays_name(meta, folder)
+        path = folder / name
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                if (folder / JSON_FILE).read_bytes() != raw:
+                    continue  # a save replaced router.json (and removed these arrays) meanwhile: read again
+            raise RouterFileError(f"saved router {str(folder)!r} is missing {name} (named in {JSON_FILE})") from None
+        except OSError as exc:
+            raise RouterFileError(f"{path} cannot be read: {exc}") from None
+        if meta["format_version"] >= 2:
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != meta["arrays"]["sha256"]:
+                raise RouterFileError(
+                    f"{path} does not match the SHA-256 recorded in {JSON_FILE} (file has {digest[:16]}…, "
+                    f"expected {meta['arrays']['sha256'][:16]}…): it is truncated, damaged or was edited"
+                )
+        return meta, path, _parse_npz(data, path)
+    raise RouterFileError(f"saved router {str(folder)!r} kept changing while it was read; try again")
+
+
+def _parse_npz(data: bytes, path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` (no pickle), each one a RouterFileError if the archive is damaged."""
     try:
-        meta = json.loads((folder / JSON_FILE).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RouterFileError(f"{folder / JSON_FILE} is not valid JSON: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise RouterFileError(f"{folder / JSON_FILE} is not a UniRoute router file (format={found!r})")
-    if meta.get("format_version") != FORMAT_VERSION:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return {k: np.asarray(z[k]) for k in z.files}
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as exc:
+        raise RouterFileError(f"{path} is not a readable .npz archive ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # noqa: BLE001 - any other failure of a damaged archive is still a file error
+        raise RouterFileError(f"{path} is damaged ({type(exc).__name__}: {exc})") from None
+
+
+def _need(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...], path: Path) -> np.ndarray:
+    """Array ``key`` with exactly ``shape`` and a real-number dtype, as float64."""
+    if key not in arrays:
+        raise RouterFileError(f"{path}: has no array {key!r}")
+    a = arrays[key]
+    if a.dtype.kind not in "fiub":
+        raise RouterFileError(f"{path}: array {key!r} has dtype {a.dtype}, expected numbers")
+    if a.shape != shape:
+        raise RouterFileError(f"{path}: array {key!r} has shape {a.shape}, expected {shape} from {JSON_FILE}")
+    return a
+
+
+def _check_values(
+    a: np.ndarray,
+    key: str,
+    path: Path,
+    *,
+    low: float,
+    high: float,
+    allow_nan: bool = False,
+    rows: list[str] | None = None,
+) -> None:
+    """Every value of ``a`` finite and in ``[low, high]`` (NaN only when allowed); the error names the first bad cell.
+    """
+    bad = ~((a >= low) & (a <= high) & np.isfinite(a))
+    if allow_nan:
+        bad &= ~np.isnan(a)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = f"[{', '.join(map(str, idx))}]"
+        if rows is not None and a.ndim == 2:
+            where += f" (member {rows[idx[0]]!r})"
+        span = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f"a finite number >= {low:g}"
         raise RouterFileError(
-            f"{folder / JSON_FILE} has format version {meta.get('format_version')!r}; this UniRoute reads version "
-            f"{FORMAT_VERSION}"
+            f"{path}: array {key!r} {where} = {float(a[idx])!r}: expected {span}"
+            + (" or NaN (not probed)" if allow_nan else "")
+            + f" ({int(bad.sum())} bad value(s))"
         )
-    return meta
 
 
 def _embedder_meta(meta: dict[str, Any], where: Path) -> SavedEmbedder:
-    emb: Any = meta.get("embedder")
-    try:
-        return SavedEmbedder(name=str(emb["name"]), kind=str(emb.get("kind", "sentence-transformers")),
-                             dimension=int(emb["dimension"]), directory=where)
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise RouterFileError(
-            f"{where / JSON_FILE}: 'embedder' must hold a name and a dimension, got {emb!r}"
-        ) from None
+    file = where / JSON_FILE
+    emb = _dict(_field(meta, "embedder", file, "embedder"), file, "embedder")
+    name = _str(_field(emb, "name", file, "embedder.name"), file, "embedder.name")
+    kind = _field(emb, "kind", file, "embedder.kind", "sentence-transformers")
+    if kind not in ("sentence-transformers", "callable"):
+        raise _bad(file, "embedder.kind", kind, "'sentence-transformers' or 'callable'")
+    dim = _int(_field(emb, "dimension", file, "embedder.dimension"), file, "embedder.dimension", minimum=1)
+    return SavedEmbedder(name=name, kind=kind, dimension=dim, directory=where)
 
 
 def read_saved_embedder(directory: str | os.PathLike[str]) -> SavedEmbedder:
@@ -257,22 +511,63 @@ def read_saved_embedder(directory: str | os.PathLike[str]) -> SavedEmbedder:
     return _embedder_meta(_read_meta(folder), folder)
 
 
-def _saved_settings(meta: dict[str, Any], cmap: ClusterMap) -> dict[str, Any]:
+def _saved_settings(meta: dict[str, Any], cmap: ClusterMap, file: Path) -> dict[str, Any]:
     """The router settings recorded in ``meta`` (files from before settings were saved fall back as they did)."""
     kind = cmap.kind
     template: str | ClusterMap = kind
     params = meta["cluster_map"].get("template_params")
-    if isinstance(params, dict):
+    if params is not None:
+        params = _dict(params, file, "cluster_map.template_params")
         try:
             template = CLUSTER_MAPS[kind](**params)
         except (TypeError, ValueError) as exc:
-            raise RouterFileError(f"cluster map template parameters {params} are invalid for {kind!r}: {exc}") from None
+            raise _bad(file, "cluster_map.template_params", params, f"valid parameters of {kind!r} ({exc})") from None
     return {
-        "n_clusters": int(meta.get("n_clusters", cmap.n_clusters_)),
-        "seed": int(meta.get("seed", 0)),
-        "shrinkage": float(meta.get("shrinkage", 0.0)),
+        "n_clusters": _int(meta.get("n_clusters", cmap.n_clusters_), file, "n_clusters", minimum=1),
+        "seed": _int(meta.get("seed", 0), file, "seed"),
+        "shrinkage": _number(meta.get("shrinkage", 0.0), file, "shrinkage"),
         "cluster_map": template,
     }
+
+
+def _saved_models(meta: dict[str, Any], file: Path) -> list[tuple[str, float]]:
+    """``(name, cost)`` of every member: names non-empty and distinct, costs finite numbers >= 0."""
+    models = meta.get("models", [])
+    if models is None:
+        models = []
+    if not isinstance(models, list):
+        raise _bad(file, "models", models, "a list of {name, cost} objects")
+    out: list[tuple[str, float]] = []
+    seen: set[str] = set()
+    for j, m in enumerate(models):
+        m = _dict(m, file, f"models[{j}]")
+        name = _str(_field(m, "name", file, f"models[{j}].name"), file, f"models[{j}].name")
+        if name in seen:
+            raise _bad(file, f"models[{j}].name", name, "a name not used by another member")
+        seen.add(name)
+        out.append((name, _number(_field(m, "cost", file, f"models[{j}].cost"), file, f"models[{j}].cost")))
+    return out
+
+
+def _saved_cluster_map(meta: dict[str, Any], arrays: dict[str, np.ndarray], file: Path, path: Path) -> ClusterMap:
+    cm = _dict(_field(meta, "cluster_map", file, "cluster_map"), file, "cluster_map")
+    kind = _field(cm, "kind", file, "cluster_map.kind")
+    if not isinstance(kind, str) or kind not in CLUSTER_MAPS:
+        raise _bad(file, "cluster_map.kind", kind, f"one of {sorted(CLUSTER_MAPS)}")
+    config = _dict(_field(cm, "config", file, "cluster_map.config"), file, "cluster_map.config")
+    map_arrays = {k[len("map/") :]: v for k, v in arrays.items() if k.startswith("map/")}
+    for key, a in map_arrays.items():
+        if a.dtype.kind not in "fiub":
+            raise RouterFileError(f"{path}: array 'map/{key}' has dtype {a.dtype}, expected numbers")
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            idx = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+            raise RouterFileError(
+                f"{path}: array 'map/{key}' [{', '.join(map(str, idx))}] = {float(a[idx])!r}: expected a finite number"
+            )
+    try:
+        return CLUSTER_MAPS[kind].from_state(config, map_arrays)
+    except (KeyError, ValueError, TypeError, AttributeError, OverflowError) as exc:
+        raise RouterFileError(f"{file}: field 'cluster_map' does not match {path.name}: {exc}") from None
 
 
 def load_state(
@@ -288,22 +583,53 @@ def load_state(
     grader (functions are never saved; built-in graders are saved by name).
     """
     folder = Path(directory)
-    meta = _read_meta(folder)
-    with np.load(folder / ARRAYS_FILE, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-
-    kind = meta["cluster_map"]["kind"]
-    if kind not in CLUSTER_MAPS:
-        raise RouterFileError(f"unknown cluster map kind {kind!r}; known: {sorted(CLUSTER_MAPS)}")
-    map_arrays = {k[len("map/") :]: v for k, v in arrays.items() if k.startswith("map/")}
-    try:
-        cmap = CLUSTER_MAPS[kind].from_state(meta["cluster_map"]["config"], map_arrays)
-    except (KeyError, ValueError) as exc:
-        raise RouterFileError(f"cluster map in {str(folder)!r} is inconsistent: {exc}") from None
-    settings = _saved_settings(meta, cmap)
-
+    meta, path, arrays = _read_saved(folder)
+    file = folder / JSON_FILE
     emb_meta = _embedder_meta(meta, folder)
+    models = _saved_models(meta, file)
+    cmap = _saved_cluster_map(meta, arrays, file, path)
+    settings = _saved_settings(meta, cmap, file)
     dim = emb_meta.dimension
+    if int(cmap.dim_) != dim:
+        raise _bad(file, "embedder.dimension", dim, f"{cmap.dim_}, the dimension of the saved cluster map")
+
+    probes = None
+    probes_meta = meta.get("probes")
+    if probes_meta:  # null (or an empty object, as version 1 allowed) means no probe set
+        probes_meta = _dict(probes_meta, file, "probes")
+        if grader is None and probes_meta.get("grader") is None:
+            grader = _grader_not_saved
+        try:
+            probes = ProbeSet.from_dict(probes_meta, grader=grader)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise RouterFileError(f"{file}: field 'probes' is not a valid probe set: {exc}") from None
+    n_models, k = len(models), cmap.n_clusters_
+    if probes is None and models:
+        raise RouterFileError(f"{file} lists {n_models} models but no probe set")
+    names = [name for name, _ in models]
+    assign = None
+    if probes is not None:
+        n_probes = len(probes)
+        scores = _need(arrays, "probe_scores", (n_models, n_probes), path)
+        _check_values(scores, "probe_scores", path, low=0.0, high=1.0, allow_nan=True, rows=names)
+        for j, name in enumerate(names):
+            if np.isnan(scores[j]).all():
+                raise RouterFileError(f"{path}: array 'probe_scores' row {j} (member {name!r}) is all NaN")
+        quality = _need(arrays, "cluster_quality", (n_models, k), path)
+        _check_values(quality, "cluster_quality", path, low=0.0, high=1.0, rows=names)
+        counts = _need(arrays, "cluster_counts", (n_models, k), path)
+        _check_values(counts, "cluster_counts", path, low=0.0, high=math.inf, rows=names)
+        if "probe_assign" in arrays:
+            assign = _need(arrays, "probe_assign", (n_probes, k), path)
+            _check_values(assign, "probe_assign", path, low=0.0, high=1.0)
+            sums = assign.sum(axis=1)
+            off = np.flatnonzero(np.abs(sums - 1.0) > 1e-3)
+            if len(off):
+                raise RouterFileError(
+                    f"{path}: array 'probe_assign' row {int(off[0])} sums to {sums[off[0]]:.6g}: expected each "
+                    "probe's cluster weights to sum to 1"
+                )
+
     from_file = embedder is None
     resolved = resolve_embedder(embedder) if embedder is not None else emb_meta.resolve()
 
@@ -314,26 +640,17 @@ def load_state(
             if not from_file:
                 raise
             raise RouterFileError(
-                f"the embedder {emb_meta.name!r} named in {folder / JSON_FILE} could not be loaded "
+                f"the embedder {emb_meta.name!r} named in {file} could not be loaded "
                 f"({type(exc).__name__}: {exc}); pass one yourself: UniRouter.load(directory, embedder=...)"
             ) from None
 
-    probes = None
-    if meta.get("probes"):
-        if grader is None and meta["probes"].get("grader") is None:
-            grader = _grader_not_saved
-        probes = ProbeSet.from_dict(meta["probes"], grader=grader)
-    models = meta.get("models", [])
-    n_models, k = len(models), cmap.n_clusters_
     state = RouterState(cluster_map=cmap)
     if probes is not None:
-        n_probes = len(probes)
-        if "probe_assign" in arrays:
-            assign = _need(arrays, "probe_assign", (n_probes, k))
+        if assign is not None:
             sample = embed([probes.prompts[0]], False)
         else:
             emb = embed(list(probes.prompts), show_progress)
-            sample, assign = emb[:1], None
+            sample = emb[:1]
         if sample.shape[1] != dim:
             raise RouterFileError(
                 f"the embedder {resolved.name!r} gives {sample.shape[1]}-dimensional vectors but this router "
@@ -341,16 +658,13 @@ def load_state(
             )
         if assign is None:
             assign = cmap.assign(emb)
-        scores = _need(arrays, "probe_scores", (n_models, n_probes))
-        quality = _need(arrays, "cluster_quality", (n_models, k))
-        counts = _need(arrays, "cluster_counts", (n_models, k))
         profiles = []
-        for j, m in enumerate(models):
+        for j, (name, cost) in enumerate(models):
             known = ~np.isnan(scores[j])
             profiles.append(
                 ModelProfile(
-                    name=m["name"],
-                    cost=float(m["cost"]),
+                    name=name,
+                    cost=cost,
                     cluster_quality=quality[j].copy(),
                     cluster_counts=counts[j].copy(),
                     overall_quality=float(np.nanmean(scores[j])),
@@ -360,6 +674,4 @@ def load_state(
                 )
             )
         state = RouterState(cluster_map=cmap, probes=probes, probe_assign=assign).with_profiles(profiles)
-    elif models:
-        raise RouterFileError(f"{JSON_FILE} lists {n_models} models but no probe set")
     return SavedRouter(state=state, settings=settings, embedder=resolved)

@@ -408,7 +408,10 @@ class UniRouter:
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
-        """Save to ``directory`` as ``router.json`` + ``arrays.npz`` (format-versioned, no pickle).
+        """Save to ``directory`` as ``router.json`` + ``arrays-<hash>.npz`` (format-versioned, no pickle).
+
+        Crash-safe and safe with concurrent savers: a save killed at any moment leaves the previous router or this
+        one, whole; two saves at once leave one of them, whole (see :mod:`uniroute_core.persistence`).
 
         What is written is this router's settings (:meth:`get_params` without the embedder object) and its
         current state; see :mod:`uniroute_core.persistence`.
