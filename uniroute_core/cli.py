@@ -24,6 +24,13 @@ path, or ``package.module:function`` naming a callable importable from the curre
 cached on disk (``--cache``, default ``$UNIROUTE_CACHE`` or ``~/.cache/uniroute``) keyed by embedder name and text, so
 a rerun does not re-embed.
 
+Errors are one line on stderr with exit status 2 (bad input: a data folder, a saved router, an option) or 1 (an
+internal error), checked before any work where they can be (``--out`` must be a folder or creatable, the data folder
+is read and validated before anything is embedded or any trial runs). ``--debug`` (before or after the subcommand)
+shows the traceback instead. Prompts of any length are accepted (the embedder reads as many tokens of each as it
+takes: 256 word pieces for the default), so a 200 KB prompt is not an error; a blank prompt, a ``.gz`` file that is not
+gzip and bytes that are not UTF-8 are (a UTF-8 byte-order mark is tolerated).
+
 ``uniroute replay`` previews a saved router on logged prompts with known scores
 (:mod:`uniroute_core.evaluation.preview`). ``uniroute build`` makes a saved router from a routing-data folder (or a
 bundled name) or a prompts file, and ``uniroute show ROUTER`` summarises one (:mod:`uniroute_core.build`).
@@ -45,7 +52,7 @@ from typing import Any
 
 from .registry import Registry
 
-__all__ = ["COMMANDS", "Command", "command", "main", "build_parser", "resolve_cli_embedder"]
+__all__ = ["COMMANDS", "CliInputError", "Command", "build_parser", "command", "main", "resolve_cli_embedder"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,32 @@ def _write_text_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class CliInputError(ValueError):
+    """Bad command-line input found before any work: reported in one line, exit status 2."""
+
+
+def _check_writable_folder(path: Path, option: str) -> None:
+    """``path`` is a folder, or can be created as one (its nearest existing ancestor is a writable folder)."""
+    if path.exists():
+        if not path.is_dir():
+            raise CliInputError(f"{option} {str(path)!r} is a file, not a folder")
+        if not os.access(path, os.W_OK):
+            raise CliInputError(f"{option} {str(path)!r} is not writable")
+        return
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CliInputError(f"{option} {str(path)!r} cannot be created: {str(parent)!r} is a file")
+    if not os.access(parent, os.W_OK):
+        raise CliInputError(f"{option} {str(path)!r} cannot be created: {str(parent)!r} is not writable")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return text or type(exc).__name__
 
 
 def resolve_cli_embedder(spec: str | None) -> Any:
@@ -207,24 +240,33 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.trials < 1:
         print(f"uniroute eval: --trials must be >= 1, got {args.trials}", file=sys.stderr)
         return 2
+    _check_writable_folder(args.out, "--out")
+    if args.cache is not None and args.cache.exists() and not args.cache.is_dir():
+        raise CliInputError(f"--cache {str(args.cache)!r} is a file, not a folder")
     try:
         data = load_routing_data(args.data)
     except (RoutingDataError, FileNotFoundError) as exc:
-        print(f"uniroute eval: cannot read routing data {str(args.data)!r}: {exc}", file=sys.stderr)
+        if getattr(args, "debug", False):
+            raise
+        print(f"uniroute eval: cannot read routing data {str(args.data)!r}: {_one_line(exc)}", file=sys.stderr)
         return 2
     try:
         config = EvaluationConfig(
             trials=args.trials, seed=args.seed, methods=tuple(args.methods), n_clusters=args.n_clusters
         )
     except ValueError as exc:
-        print(f"uniroute eval: {exc}", file=sys.stderr)
+        if getattr(args, "debug", False):
+            raise
+        print(f"uniroute eval: {_one_line(exc)}", file=sys.stderr)
         return 2
     embedder = CachedEmbedder(resolve_cli_embedder(args.embedder), args.cache or default_cache_dir())
     embeddings = embedder.embed(data.prompts, show_progress=not args.quiet)
     try:
         result = evaluate(data, embeddings, config, embedder_name=embedder.name, progress=not args.quiet)
     except ValueError as exc:
-        print(f"uniroute eval: {exc}", file=sys.stderr)
+        if getattr(args, "debug", False):
+            raise
+        print(f"uniroute eval: {_one_line(exc)}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     doc = result.to_json()
@@ -269,7 +311,9 @@ def run_replay(args: argparse.Namespace) -> int:
         router = load_router_cached(args.router, cache=not args.no_cache, show_progress=sys.stderr.isatty())
         result = preview_router(router, data, lam=args.lam, budget=args.budget, exclude_probes=not args.include_probes)
     except (RoutingDataError, RouterFileError, MissingMembersError, ValueError) as exc:
-        print(f"uniroute replay: error: {exc}", file=sys.stderr)
+        if getattr(args, "debug", False):
+            raise
+        print(f"uniroute replay: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.format())
     return 0
@@ -335,6 +379,7 @@ def run_build(args: argparse.Namespace) -> int:
     from .build import build_from_prompts, build_from_routing_data, read_prompts_file
     from .data import RoutingDataError, load_routing_data
 
+    _check_writable_folder(args.out, "--out")
     if (args.out / "router.json").exists() and not args.force:
         print(f"uniroute build: {args.out} already holds a router; pass --force to overwrite it", file=sys.stderr)
         return 2
@@ -372,7 +417,9 @@ def run_build(args: argparse.Namespace) -> int:
             )
             source = f"{len(prompts)} prompts from {args.prompts}"
     except (RoutingDataError, ValueError) as exc:
-        print(f"uniroute build: {exc}", file=sys.stderr)
+        if getattr(args, "debug", False):
+            raise
+        print(f"uniroute build: {_one_line(exc)}", file=sys.stderr)
         return 2
     router.save(args.out)
     print(
@@ -419,7 +466,9 @@ def run_show(args: argparse.Namespace) -> int:
             embedder = None if args.embedder is None else resolve_cli_embedder(args.embedder)
             router = UniRouter.load(args.router, embedder=embedder, show_progress=False)
     except (RouterFileError, ValueError, KeyError, FileNotFoundError) as exc:
-        print(f"uniroute show: cannot load {args.router!r}: {exc}", file=sys.stderr)
+        if getattr(args, "debug", False):
+            raise
+        print(f"uniroute show: cannot load {args.router!r}: {_one_line(exc)}", file=sys.stderr)
         return 2
     print(describe_router(router, args.budgets if args.budgets is not None else default_budgets(router)))
     return 0
@@ -430,18 +479,56 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="uniroute", description="UniRoute: route each prompt to the cheapest capable LLM."
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (default: one line)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, cmd in COMMANDS.items():
         p = sub.add_parser(name, help=cmd.help, description=cmd.description or cmd.help)
         cmd.add_arguments(p)
+        p.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS,
+            help="show the traceback of an error (default: one line)",
+        )
         p.set_defaults(func=cmd.run)
     return parser
 
 
+_INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError, ImportError, UnicodeError)
+"""Errors that mean bad input (a file, a folder, an option, a missing extra): exit status 2. Anything else is 1."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``uniroute`` console script; returns the exit status."""
+    """Entry point of the ``uniroute`` console script; returns the exit status.
+
+    An error is one line on stderr — exit status 2 for bad input, 1 for an internal error — unless ``--debug`` was
+    given, which shows the traceback instead.
+    """
     args = build_parser().parse_args(None if argv is None else list(argv))
-    return int(args.func(args))
+    debug = bool(getattr(args, "debug", False))
+    args.debug = debug
+    prefix = f"uniroute {args.command}"
+    try:
+        return int(args.func(args))
+    except SystemExit as exc:
+        if debug or not isinstance(exc.code, str):
+            raise
+        print(f"{prefix}: error: {_one_line(SystemExit(exc.code))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        if isinstance(exc, _INPUT_ERRORS):
+            print(f"{prefix}: error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        print(
+            f"{prefix}: internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
