@@ -10,15 +10,18 @@ Four figures, each measured in this one run (interleaved repeats where two timin
 3. **Batch vs item by item** — ``router.route`` of N prompts one at a time vs once; and ``ChatUniRoute.batch``'s
    encoder calls.
 4. **Live budget on shifted traffic** (real MMLU-Pro answers) — the budget is set on the balanced probe set, then
-   300 held-out questions of one category (math by default) are served: the mean cost over the last 150 calls with
+   300 held-out questions of one category are served: the mean cost over the last 150 calls with
    the probe-only λ and with the live controller, side by side, with the quality each got.
 
 5. **Long prompts** — held-out questions behind a 400-word unrelated context, in two RAG layouts (context first,
    question first), embedded with the encoder's window over the head (what the encoder does by itself), the tail,
    or head + tail of the text: agreement with routing the question alone, and Area on the real answers.
 
-    python benchmarks/serving.py [--data DIR] [--n 200] [--repeats 3] [--budget 11] [--category math] [--long 300]
+    python benchmarks/serving.py [--data DIR] [--n 200] [--repeats 3] [--shift 20:history,6:math] [--long 300]
                                  [--only 1,2,3,4,5]
+
+``--shift`` lists budget:category pairs (with the examples' ten-model pool, all-history traffic at budget 20 costs
+about 2× the budget with the probe λ, all-math at budget 6 about 1.3×).
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms import CustomLLM
 
 from uniroute_core.delegation import MemberSelector, SelectRequest
-from uniroute_core.embedding import default_embedder
+from uniroute_core.embedding import CallableEmbedder, default_embedder
 from uniroute_core.policy import RoutingPolicy
+from uniroute_core.router import UniRouter
 from uniroute_langchain import ChatUniRoute
 from uniroute_llamaindex import UniRouteLLM
 
@@ -210,19 +214,24 @@ def batching(setup: Any, prompts: list[str], repeats: int) -> None:
 
 
 def live_budget(setup: Any, budget: float, category: str, n_calls: int = 300) -> None:
-    data, router = setup.data, setup.router
+    data = setup.data
+    # the same MiniLM vectors, read from the setup's embeddings (this figure is about λ, not encoder speed)
+    row = {t: k for k, t in enumerate(data.prompts)}
+    lookup = CallableEmbedder(lambda texts: setup.embeddings[[row[t] for t in texts]], name="all-MiniLM-L6-v2")
+    router = UniRouter.from_state(setup.router.state, embedder=lookup)
     names = router.models
     cols = [data.models.index(n) for n in names]
     cats = np.asarray(data.categories)
-    held = [i for i in setup.held_out if cats[i] == category][:n_calls]
-    if len(held) < n_calls:
-        raise SystemExit(f"only {len(held)} held-out {category!r} questions; pick another --category")
+    distinct = [int(i) for i in setup.held_out if cats[i] == category][:n_calls]
+    if not distinct:
+        raise SystemExit(f"no held-out {category!r} questions; categories: {sorted(set(cats))}")
+    held = [distinct[k % len(distinct)] for k in range(n_calls)]  # cycled when the category has fewer
     state = router.state
     costs = state.costs
     cal = state.calibration(budget)
     print(f"\n[4] live budget on shifted traffic: budget {budget} per call (cost = {data.cost_unit}), set on the "
           f"{len(router.probes)} balanced probes (λ = {cal.lam:.4f}, expected {cal.expected_cost:.2f} per call there); "
-          f"then {n_calls} held-out {category!r} questions")
+          f"then {n_calls} calls of held-out {category!r} questions ({len(distinct)} distinct, cycled)")
     prompts = [data.prompts[i] for i in held]
     true = data.scores[np.ix_(held, cols)]
     # probe-only: the λ calibrated on the probes, kept for every call (the behaviour before the live controller)
@@ -325,8 +334,7 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0], [("--n", {"type": int, "default": 200}),
                                                 ("--repeats", {"type": int, "default": 3}),
                                                 ("--threads", {"type": int, "default": 32}),
-                                                ("--budget", {"type": float, "default": 11.0}),
-                                                ("--category", {"type": str, "default": "math"}),
+                                                ("--shift", {"type": str, "default": "20:history,6:math"}),
                                                 ("--long", {"type": int, "default": 300}),
                                                 ("--only", {"type": str, "default": "1,2,3,4,5"})])
     print(machine())
@@ -342,7 +350,9 @@ def main() -> None:
     if "3" in only:
         batching(setup, prompts[:40], args.repeats)
     if "4" in only:
-        live_budget(setup, args.budget, args.category)
+        for item in args.shift.split(","):
+            budget, category = item.split(":", 1)
+            live_budget(setup, float(budget), category)
     if "5" in only:
         long_prompts(setup, args.long)
 

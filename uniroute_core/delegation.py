@@ -453,16 +453,16 @@ class MemberSelector:
         return np.stack([known[t] for t in texts])
 
     def _process(self, requests: list[SelectRequest]) -> list[RoutingChoice | Exception]:
-        """Route one batch: one snapshot of the router, one encoder call, one λ."""
+        """Route one batch: one snapshot of the router, one encoder call (and the live budget's λ for each call)."""
         state = self.router.state  # the one snapshot this batch reads
         _before_route_hook(state)
         state.require_pool("route")
         embeddings = self._vectors([self._windowed(r.text) for r in requests])
-        lam = None
+        lams: list[float | None] = [None] * len(requests)
         if self.budget is not None:
-            lam = self.budget.lam_for(state, embeddings, lambda target: state.calibration(target).lam)
+            lams = list(self.budget.lams_for(state, embeddings, lambda target: state.calibration(target).lam))
         out: list[RoutingChoice | Exception] = []
-        for request, x in zip(requests, embeddings):
+        for request, x, lam in zip(requests, embeddings, lams):
             try:
                 out.append(self._choose(state, request, x[None, :], lam))
             except Exception as exc:  # noqa: BLE001 - this caller's error only

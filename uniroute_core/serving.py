@@ -15,10 +15,12 @@ Two pieces, both framework-neutral (the adapters reach them through
   An error while processing a batch reaches every caller waiting on that batch; an error for one request (an
   unknown forced member…) reaches that caller only.
 * :class:`BudgetController` — ``budget=`` as the mean cost per call of the calls routed. The probe calibration
-  gives the starting λ; afterwards λ is re-solved exactly (on the breakpoints of the rule, with
-  :func:`~uniroute_core.rule.calibrate_lambda`) on the predicted-quality rows of the last ``window`` routed
-  prompts, against a target that pays back any realised overspend over the next ``window`` calls. Traffic that is
-  dearer than the probes (all-math after balanced probes) therefore gets a larger λ, cheaper traffic a smaller
+  gives the starting λ; afterwards λ is re-solved exactly (on the breakpoints of the rule:
+  :func:`~uniroute_core.rule.lambda_grid` and :func:`~uniroute_core.rule.routed_cost_curve`, as
+  :func:`~uniroute_core.rule.calibrate_lambda` does) on the predicted-quality rows of the last ``window`` routed
+  prompts, against a target that pays back any realised overspend over the next ``window`` calls; calls are split
+  between the two breakpoints around the target so that the budget is used, not only respected. Traffic that is
+  dearer than the probes (all-history after balanced probes) therefore gets a larger λ, cheaper traffic a smaller
   one, and the realised mean stays at or just below the budget without collapsing to the cheapest member.
 
 Per-token prices: :class:`TokenPrices` turns ``{"input_per_mtok": …, "output_per_mtok": …}`` into the per-call cost
@@ -40,7 +42,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from .rule import calibrate_lambda
+from .rule import lambda_grid, routed_cost_curve
 
 __all__ = [
     "DEFAULT_MAX_BATCH_SIZE",
@@ -339,19 +341,21 @@ class SpendMeter:
 class BudgetController:
     """Keep the mean cost per routed call at or below ``budget`` on the traffic actually served.
 
-    λ for each batch is the smallest λ whose mean routed cost over the predicted-quality rows of the last
-    ``window`` prompts (this batch included) fits a *target*: the budget, lowered when the calls served so far
-    cost more than the budget in total — the overspend is paid back over the next ``window`` calls
-    (``target = budget − overspend / window``, never below half the budget). Underspending is not banked: the
-    target never exceeds the budget. Until ``min_rows`` prompts have been seen, λ comes from the probe calibration
-    (``start_lam``), the starting point.
+    For each batch, the routed mean cost over the predicted-quality rows of the last ``window`` prompts (this batch
+    included) is computed at every breakpoint of the rule (exact, as :func:`~uniroute_core.rule.calibrate_lambda`
+    does) and compared with a *target*: the budget, lowered when the calls served so far cost more than the budget
+    in total — the overspend is paid back over the next ``window`` calls (``target = budget − overspend / window``,
+    never below half the budget). Underspending is not banked: the target never exceeds the budget. Calls get the
+    smallest λ whose window mean fits the target, or — in the share that brings the window's expected mean to the
+    target — the next breakpoint below it (see :meth:`lams_for`). Until ``min_rows`` prompts have been seen, λ comes
+    from the probe calibration (``start_lam``), the starting point.
 
-    The window's rows are re-solved exactly on the rule's breakpoints (:func:`~uniroute_core.rule.calibrate_lambda`)
-    over the whole pool; a call restricted to some members (tools, stickiness) applies that λ to its candidates.
+    The solution is over the whole pool; a call restricted to some members (tools, stickiness) applies its λ to its
+    candidates.
     The rows are recomputed from the window's embeddings on the snapshot each batch is routed on, so a pool change
     (``add_model``, ``remove_model``, feedback) never mixes columns of two pools.
 
-    Thread-safe: :meth:`lam_for` is called by the micro-batcher's one worker thread; :meth:`record` (a served
+    Thread-safe: :meth:`lams_for` is called by the micro-batcher's one worker thread; :meth:`record` (a served
     call's realised cost) from any thread; each takes one short lock.
     """
 
@@ -367,6 +371,7 @@ class BudgetController:
         self._lock = threading.Lock()
         self._embeddings: deque[np.ndarray] = deque(maxlen=self.window)
         self._lam = 0.0
+        self._carry = 0.0
 
     @property
     def calls(self) -> int:
@@ -389,11 +394,15 @@ class BudgetController:
         overspend = spent - self.budget * calls
         return self.budget - min(max(overspend, 0.0) / self.window, self.budget / 2)
 
-    def lam_for(self, state: Any, embeddings: np.ndarray, start_lam: Callable[[float], float]) -> float:
-        """λ for a batch of prompts (rows of ``embeddings``) routed on ``state``; adds them to the window.
+    def lams_for(self, state: Any, embeddings: np.ndarray, start_lam: Callable[[float], float]) -> np.ndarray:
+        """λ for each prompt of a batch (rows of ``embeddings``) routed on ``state``; adds them to the window.
 
-        ``start_lam(target)`` gives the probe calibration's λ for a target mean cost (used until the window holds
-        ``min_rows`` prompts). ``state`` is the router-state snapshot the batch is routed on.
+        On the window's rows the routed mean cost is a step function of λ: the smallest λ whose mean fits the
+        target (``λ_hi``) may spend well under it, the next breakpoint below (``λ_lo``) over it. So that the
+        budget is used and not only respected, calls are split between the two in the proportion that makes the
+        window's expected mean equal the target — deterministically, by an accumulator (error diffusion), so a
+        share p of λ_lo is exactly one call in 1/p. ``start_lam(target)`` gives the probe calibration's λ, used
+        until the window holds ``min_rows`` prompts. ``state`` is the router-state snapshot the batch is routed on.
         """
         x = np.asarray(embeddings, dtype=np.float32)
         with self._lock:
@@ -402,11 +411,36 @@ class BudgetController:
         target = self.target()
         if seen is None:
             lam = float(start_lam(target))
-        else:
-            quality = state.cluster_map.assign(seen) @ _psi(state).T
-            lam = calibrate_lambda(quality, state.costs, target).lam
-        self._lam = lam
-        return lam
+            self._lam = lam
+            return np.full(len(x), lam)
+        quality = state.cluster_map.assign(seen) @ _psi(state).T
+        rows, counts = np.unique(np.round(quality, 12), axis=0, return_counts=True)
+        lams = lambda_grid(rows, state.costs)
+        spent = routed_cost_curve(rows, state.costs, lams, weights=counts)
+        ok = np.nonzero(spent <= target + 1e-12 * max(1.0, target))[0]
+        if ok.size == 0:  # even the cheapest choice is over the target: route as cheaply as possible
+            self._lam = float(lams[-1])
+            return np.full(len(x), self._lam)
+        k = int(ok[0])
+        lam_hi = float(lams[k])
+        share = 0.0
+        if k > 0 and spent[k - 1] > spent[k]:
+            share = float(np.clip((target - spent[k]) / (spent[k - 1] - spent[k]), 0.0, 1.0))
+        out = np.full(len(x), lam_hi)
+        with self._lock:
+            for i in range(len(x)):
+                self._carry += share
+                if self._carry >= 1.0:
+                    self._carry -= 1.0
+                    out[i] = float(lams[k - 1])
+        self._lam = lam_hi
+        return out
+
+    def lam_for(self, state: Any, embeddings: np.ndarray, start_lam: Callable[[float], float]) -> float:
+        """One λ for a whole batch: the λ of :meth:`lams_for` that most of its prompts get (for simple callers)."""
+        lams = self.lams_for(state, embeddings, start_lam)
+        values, counts = np.unique(lams, return_counts=True)
+        return float(values[np.argmax(counts)])
 
     def record(self, cost: float) -> BudgetStatus:
         """Add one served call's realised cost; returns the status after it."""
