@@ -163,12 +163,13 @@ def resolve_cli_embedder(spec: str | None) -> Any:
 
 
 def _parse_methods(text: str) -> tuple[str, ...]:
-    from .evaluation.protocol import METHODS
+    from .evaluation.methods import available_methods
 
+    known = available_methods()
     names = tuple(m.strip() for m in text.replace(" ", ",").split(",") if m.strip())
-    unknown = [m for m in names if m not in METHODS]
+    unknown = [m for m in names if m not in known]
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown method(s) {unknown}; choose from {','.join(METHODS)}")
+        raise argparse.ArgumentTypeError(f"unknown method(s) {unknown}; choose from {','.join(known)}")
     if not names:
         raise argparse.ArgumentTypeError("no method given")
     return names
@@ -187,6 +188,7 @@ def _parse_clusters(text: str) -> int | str:
 
 
 def _eval_arguments(p: argparse.ArgumentParser) -> None:
+    from .evaluation.methods import available_methods
     from .evaluation.protocol import METHODS
 
     p.add_argument(
@@ -197,7 +199,7 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="master random seed (default 0)")
     p.add_argument(
         "--methods", type=_parse_methods, default=METHODS,
-        help=f"comma-separated subset of {','.join(METHODS)} (default: all)",
+        help=f"comma-separated subset of {','.join(available_methods())} (default: {','.join(METHODS)})",
     )
     p.add_argument(
         "--embedder", default=None,

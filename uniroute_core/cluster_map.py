@@ -3,7 +3,10 @@
 :class:`KMeansClusterMap` is the unsupervised variant of the method note (scikit-learn K-Means on unlabelled training
 prompts, Φ(x) = one-hot of the nearest centroid, or optionally a soft assignment over the centroids, which the
 method note also allows: Φ(x) ∈ Δ_K). Other maps (e.g. the LearnedMap) follow the same small interface
-and register themselves in :data:`CLUSTER_MAPS` so that saved routers can name them.
+and register themselves in the :data:`CLUSTER_MAPS` registry (:mod:`uniroute_core.registry`) under their ``kind``:
+a registered kind can be named by ``UniRouter(cluster_map="kind")``, is found again when a saved router is loaded,
+and is evaluated by ``uniroute eval`` / :func:`uniroute_core.evaluation.evaluate` (``methods=("kind", ...)``) with
+no change to the harness — see ``ARCHITECTURE.md``.
 """
 
 from __future__ import annotations
@@ -15,15 +18,25 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .registry import Registry
+
 __all__ = ["ClusterMap", "KMeansClusterMap", "CLUSTER_MAPS", "register_cluster_map"]
 
-CLUSTER_MAPS: dict[str, type[ClusterMap]] = {}
+CLUSTER_MAPS: Registry[type[ClusterMap]] = Registry("cluster map kind")
+"""Every cluster-map class by its ``kind`` name (``"kmeans"``, ``"learned_map"``, …)."""
 
 
 def register_cluster_map(cls: type[ClusterMap]) -> type[ClusterMap]:
-    """Class decorator: make a ClusterMap loadable by its ``kind`` name."""
-    CLUSTER_MAPS[cls.kind] = cls
-    return cls
+    """Class decorator: register a :class:`ClusterMap` subclass in :data:`CLUSTER_MAPS` under its ``kind``.
+
+    The class must set ``kind`` and (to be evaluable by the generic evaluation method) accept ``n_clusters`` and
+    ``seed`` in its constructor; :meth:`ClusterMap.fit` receives the training embeddings and, as keyword arguments,
+    whatever supervision the caller has (unsupervised maps ignore them).
+    """
+    kind = getattr(cls, "kind", None)
+    if not isinstance(kind, str) or not kind:
+        raise TypeError(f"{cls.__name__} must define a non-empty string class attribute `kind` to be registered")
+    return CLUSTER_MAPS.register(kind, cls)
 
 
 class ClusterMap(ABC):

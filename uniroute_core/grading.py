@@ -4,15 +4,17 @@ Profiling a new LLM (computing its per-cluster loss vector Ψ) needs one number 
 representative prompt: how well the LLM answered it. A *grader* is the function that
 produces that number from the response text and the probe's reference (gold) answer.
 
-Built-in graders, selectable by name through :func:`resolve_grader`:
+Graders are known by name through the :data:`GRADERS` registry (:mod:`uniroute_core.registry`); the built-ins:
 
 * ``"multiple_choice"`` — :func:`grade_multiple_choice` (option letters A–J, e.g. MMLU-Pro);
 * ``"exact"`` — :func:`grade_exact` (normalised exact string match);
 * ``"numeric"`` — :func:`grade_numeric` (last number in the response vs a numeric reference).
 
-Any ``(response, reference) -> float`` callable is also accepted, e.g. an LLM judge built
-with :func:`make_llm_judge`. Whatever the source, :func:`resolve_grader` checks every score
-lands in [0, 1], so a buggy custom grader fails loudly instead of corrupting Ψ.
+Add your own with :func:`register_grader` (then a probe set can name it, and a saved router gets it back by that
+name when loaded). Any ``(response, reference) -> float`` callable is also accepted, e.g. an LLM judge built with
+:func:`make_llm_judge`; an unregistered callable is not saved with a router (code never is). Whatever the source,
+:func:`resolve_grader` checks every score lands in [0, 1], so a buggy custom grader fails loudly instead of
+corrupting Ψ.
 
 This module is framework-neutral: it must not import LangChain or LlamaIndex.
 """
@@ -26,15 +28,22 @@ import re
 import string
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, SupportsFloat, SupportsIndex
+
+from .registry import Registry
 
 __all__ = [
     "BUILTIN_GRADERS",
+    "GRADERS",
+    "REFERENCE_CHECKS",
     "DEFAULT_JUDGE_RUBRIC",
     "JudgeGrader",
     "call_judge",
     "parse_judge_score",
     "Grader",
+    "register_grader",
+    "grader_name",
+    "resolve_saved_grader",
     "check_reference",
     "extract_choice_letter",
     "grade_exact",
@@ -318,7 +327,48 @@ def make_llm_judge(judge: Callable[[str], str], template: str | None = None) -> 
     return llm_judge
 
 
-# --------------------------------------------------------------------------- resolution
+# --------------------------------------------------------------------------- the registry
+
+GRADERS: Registry[Grader] = Registry("grader")
+"""Every grader known by name: the built-ins plus those added with :func:`register_grader`.
+
+A probe set whose grader is registered saves the *name* with a router (code is never saved), and a loaded router
+gets the grader back by that name — as long as the code that registers it has been imported first.
+"""
+
+REFERENCE_CHECKS: Registry[Callable[[str], object]] = Registry("grader reference check")
+"""Optional per-grader reference validators (raise ValueError for a reference the grader cannot read)."""
+
+
+def register_grader(
+    name: str,
+    grader: Grader | None = None,
+    *,
+    check_reference: Callable[[str], object] | None = None,
+    replace: bool = False,
+) -> Any:
+    """Register ``grader`` under ``name`` (or, without ``grader``, return a decorator that does).
+
+    ``check_reference`` (optional) validates one reference answer at probe-set construction and raises ValueError
+    for one the grader could not read, so bad probes fail before any LLM is called. A registered grader can be
+    named in a :class:`~uniroute_core.probes.ProbeSet` (``grader="name"``) and is re-attached by that name when a
+    saved router is loaded. Returns the grader (or the decorator), unchanged.
+    """
+
+    def add(fn: Grader) -> Grader:
+        if not callable(fn):
+            raise TypeError(f"grader {name!r} must be a callable (response, reference) -> float, got {fn!r}")
+        GRADERS.register(name, fn, replace=replace)
+        if check_reference is not None:
+            REFERENCE_CHECKS.register(name, check_reference, replace=replace)
+        return fn
+
+    return add if grader is None else add(grader)
+
+
+register_grader("multiple_choice", grade_multiple_choice, check_reference=_normalise_choice_reference)
+register_grader("exact", grade_exact)
+register_grader("numeric", grade_numeric, check_reference=_parse_reference_number)
 
 BUILTIN_GRADERS: Mapping[str, Grader] = MappingProxyType(
     {
@@ -327,42 +377,42 @@ BUILTIN_GRADERS: Mapping[str, Grader] = MappingProxyType(
         "numeric": grade_numeric,
     }
 )
-"""The graders :func:`resolve_grader` knows by name."""
+"""The graders shipped with the package (all also in :data:`GRADERS`)."""
 
-_REFERENCE_CHECKS: Mapping[str, Callable[[str], object]] = MappingProxyType(
-    {
-        "multiple_choice": _normalise_choice_reference,
-        "numeric": _parse_reference_number,
-    }
-)
+
+# --------------------------------------------------------------------------- resolution
 
 
 def check_reference(grader: str, reference: str) -> None:
-    """Raise ValueError if ``reference`` cannot be graded by the built-in grader ``grader``.
+    """Raise ValueError if ``reference`` cannot be graded by the registered grader ``grader``.
 
     Lets a probe set reject, at construction, references its grader would choke on (a
     non-letter for ``"multiple_choice"``, a non-number for ``"numeric"``, a blank one for
     any) instead of failing midway through profiling. Custom callables are not checked.
     """
-    if grader not in BUILTIN_GRADERS:
+    if grader not in GRADERS:
         raise ValueError(_unknown_grader_message(grader))
     if not str(reference).strip():
         raise ValueError("reference is blank")
-    check = _REFERENCE_CHECKS.get(grader)
-    if check is not None:
-        check(reference)
+    if grader in REFERENCE_CHECKS:
+        REFERENCE_CHECKS.get(grader)(reference)
 
 
 def _unknown_grader_message(name: str) -> str:
-    return f"unknown grader {name!r}; valid names are {', '.join(repr(n) for n in BUILTIN_GRADERS)}"
+    return (
+        f"unknown grader {name!r}; registered names are {', '.join(repr(n) for n in GRADERS)} "
+        "(add one with uniroute_core.grading.register_grader)"
+    )
 
 
 def _checked_score(value: object, grader_name: str) -> float:
     """``value`` as a float in [0, 1]; otherwise a ValueError/TypeError naming the value."""
     if isinstance(value, bool):
         return float(value)
+    if not isinstance(value, (str, SupportsFloat, SupportsIndex)):
+        raise TypeError(f"grader {grader_name} returned {value!r}, which is not a number")
     try:
-        score = float(value)  # type: ignore[arg-type]
+        score = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"grader {grader_name} returned {value!r}, which is not a number") from None
     if math.isnan(score) or not 0.0 <= score <= 1.0:
@@ -374,14 +424,16 @@ class _CheckedGrader:
     """A grader wrapped so that every score is checked to lie in [0, 1].
 
     A small class rather than a closure so that probe sets using built-in (or any
-    module-level) graders stay picklable.
+    module-level) graders stay picklable. ``registered`` says whether ``name`` is the grader's name in
+    :data:`GRADERS` (so that it can be saved by name).
     """
 
-    __slots__ = ("fn", "name")
+    __slots__ = ("fn", "name", "registered")
 
-    def __init__(self, fn: Grader, name: str) -> None:
+    def __init__(self, fn: Grader, name: str, registered: bool = False) -> None:
         self.fn = fn
         self.name = name
+        self.registered = registered
 
     def __call__(self, response: str, reference: str) -> float:
         return _checked_score(self.fn(response, reference), repr(self.name))
@@ -390,25 +442,74 @@ class _CheckedGrader:
         return f"<checked grader {self.name!r}>"
 
 
+class _UnregisteredGrader:
+    """Stands in for a grader that a saved probe set names but this process has not registered.
+
+    Routing does not grade, so a loaded router routes as usual; profiling a new member calls the grader and gets an
+    error saying which name to register. The name is kept, so saving again still records it.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, response: str, reference: str) -> float:
+        raise RuntimeError(
+            f"this probe set was saved with the grader {self.name!r}, which is not registered in this process; "
+            f"import the code that calls uniroute_core.grading.register_grader({self.name!r}, ...) before loading, "
+            "or pass grader=... when loading"
+        )
+
+    def __repr__(self) -> str:
+        return f"<unregistered grader {self.name!r}>"
+
+
+def grader_name(grader: str | Grader) -> str | None:
+    """The name under which ``grader`` can be saved: a registered name (given as a string, as the registered
+    callable itself, or as a grader resolved from either), else ``None`` (an anonymous callable)."""
+    if isinstance(grader, str):
+        return grader
+    if isinstance(grader, _CheckedGrader):
+        return grader.name if grader.registered else None
+    if isinstance(grader, _UnregisteredGrader):
+        return grader.name
+    for name, fn in GRADERS.items():
+        if fn is grader:
+            return name
+    return None
+
+
+def resolve_saved_grader(name: str) -> Grader:
+    """The grader a saved probe set names: the registered one, or (when this process has not registered it) a
+    stand-in that routes fine and raises a clear error only when asked to grade."""
+    if name in GRADERS:
+        return resolve_grader(name)
+    return _UnregisteredGrader(name)
+
+
 def resolve_grader(spec: str | Grader) -> Grader:
     """Turn a grader name or callable into a :data:`Grader` whose scores are checked.
 
-    ``spec`` is one of the names in :data:`BUILTIN_GRADERS` or any
+    ``spec`` is a name in :data:`GRADERS` (the built-ins or any added with :func:`register_grader`) or any
     ``(response, reference) -> float`` callable. The returned grader raises ValueError if
     the underlying one produces NaN or a value outside [0, 1] (TypeError for a non-number).
-    Raises ValueError for an unknown name (listing the valid ones), TypeError for anything
+    Raises ValueError for an unknown name (listing the registered ones), TypeError for anything
     that is neither a string nor callable.
     """
-    if isinstance(spec, _CheckedGrader):
+    if isinstance(spec, (_CheckedGrader, _UnregisteredGrader)):
         return spec
     if isinstance(spec, str):
-        if spec not in BUILTIN_GRADERS:
+        if spec not in GRADERS:
             raise ValueError(_unknown_grader_message(spec))
-        return _CheckedGrader(BUILTIN_GRADERS[spec], spec)
+        return _CheckedGrader(GRADERS.get(spec), spec, registered=True)
     if callable(spec):
+        name = grader_name(spec)
+        if name is not None:
+            return _CheckedGrader(spec, name, registered=True)
         return _CheckedGrader(spec, getattr(spec, "__name__", type(spec).__name__))
     raise TypeError(
-        f"grader must be a name ({', '.join(BUILTIN_GRADERS)}) or a callable "
+        f"grader must be a name ({', '.join(GRADERS)}) or a callable "
         f"(response, reference) -> float, got {type(spec).__name__}"
     )
 

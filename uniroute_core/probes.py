@@ -23,7 +23,18 @@ from typing import Any
 import numpy as np
 
 from .data import read_csv
-from .grading import Grader, JudgeFn, JudgeGrader, call_judge, check_judge, check_reference, resolve_grader
+from .grading import (
+    GRADERS,
+    Grader,
+    JudgeFn,
+    JudgeGrader,
+    call_judge,
+    check_judge,
+    check_reference,
+    grader_name,
+    resolve_grader,
+    resolve_saved_grader,
+)
 
 __all__ = ["ProbeSet"]
 
@@ -92,14 +103,13 @@ class ProbeSet:
             object.__setattr__(self, "_grader_fn", self.grader)
         else:
             object.__setattr__(self, "_grader_fn", resolve_grader(self.grader))
-        if isinstance(self.grader, str) and self.references is not None:
+        name = self.grader_name
+        if name is not None and name in GRADERS and self.references is not None:
             for i, reference in enumerate(self.references):
                 try:
-                    check_reference(self.grader, reference)
+                    check_reference(name, reference)
                 except ValueError as exc:
-                    raise ValueError(
-                        f"reference at index {i} cannot be graded by {self.grader!r}: {exc}"
-                    ) from None
+                    raise ValueError(f"reference at index {i} cannot be graded by {name!r}: {exc}") from None
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -121,8 +131,9 @@ class ProbeSet:
 
     @property
     def grader_name(self) -> str | None:
-        """The built-in grader's name, or ``None`` when the grader is a custom callable."""
-        return self.grader if isinstance(self.grader, str) else None
+        """The grader's registered name (:data:`~uniroute_core.grading.GRADERS`; given as a name or as the
+        registered callable), or ``None`` for an unregistered custom callable, which cannot be saved."""
+        return grader_name(self.grader)
 
     def grade(self, i: int, response_text: str) -> float:
         """Score ``response_text`` as an answer to probe ``i`` (in [0, 1], 1 = correct).
@@ -293,7 +304,8 @@ class ProbeSet:
     # ------------------------------------------------------------------ serialisation
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict; a custom grader callable is recorded as ``None``."""
+        """A JSON-serialisable dict; the grader is recorded by its registered name (``None`` for an unregistered
+        custom callable)."""
         return {
             "prompts": list(self.prompts),
             "references": None if self.references is None else list(self.references),
@@ -306,7 +318,9 @@ class ProbeSet:
         """Rebuild a probe set saved with :meth:`to_dict`.
 
         ``grader``, when given, overrides the stored one. It is required when the saved
-        set had a custom callable grader (stored as ``None``), since code is not saved.
+        set had an unregistered custom callable grader (stored as ``None``), since code is not saved. A stored
+        name is looked up in :data:`~uniroute_core.grading.GRADERS`; if this process has not registered it, the
+        set still loads (routing needs no grader) and grading raises an error naming the grader to register.
         """
         unknown = set(data) - _DICT_KEYS
         if unknown:
@@ -314,12 +328,16 @@ class ProbeSet:
         if "prompts" not in data:
             raise ValueError("ProbeSet dict has no 'prompts'")
         if grader is None:
-            grader = data.get("grader")
-            if grader is None:
+            saved = data.get("grader")
+            if saved is None:
                 raise ValueError(
                     "this ProbeSet was saved with a custom grader callable, which is not "
-                    "serialised; pass grader=... to from_dict"
+                    "serialised; pass grader=... to from_dict (or register it by name with "
+                    "uniroute_core.grading.register_grader before saving)"
                 )
+            if not isinstance(saved, str):
+                raise ValueError(f"ProbeSet dict: 'grader' must be a grader name or null, got {saved!r}")
+            grader = saved if saved in GRADERS else resolve_saved_grader(saved)
         return cls(
             prompts=data["prompts"],
             references=data.get("references"),

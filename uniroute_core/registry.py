@@ -124,6 +124,10 @@ class Registry(Generic[T]):
         except (KeyError, TypeError):
             raise self._unknown(name) from None
 
+    def __getitem__(self, name: str) -> T:
+        """Same as :meth:`get` (so a registry reads like a read-only mapping)."""
+        return self.get(name)
+
     def names(self) -> tuple[str, ...]:
         """Registered names, in registration order."""
         return tuple(self._entries)

@@ -16,6 +16,16 @@ matplotlib and scipy are the optional ``eval`` extra (``pip install 'uniroute[ev
 or a sign test is made.
 """
 
+from .methods import (
+    EVALUATION_METHODS,
+    ClusterMapMethod,
+    EvaluationMethod,
+    MethodOutcome,
+    TrialContext,
+    available_methods,
+    get_method,
+    register_method,
+)
 from .metrics import DeferralCurve, area, area_up_to, deferral_curve, qnc, router_curve
 from .plotting import plot_deferral_curves
 from .preview import MissingMembersError, PolicyOutcome, ReplayPreview, format_comparison, preview_router
@@ -38,6 +48,14 @@ from .protocol import (
 )
 
 __all__ = [
+    "EVALUATION_METHODS",
+    "ClusterMapMethod",
+    "EvaluationMethod",
+    "MethodOutcome",
+    "TrialContext",
+    "available_methods",
+    "get_method",
+    "register_method",
     "METHODS",
     "ROUTER_METHODS",
     "EvaluationConfig",

@@ -14,20 +14,20 @@ from typing import Any
 
 import numpy as np
 
+from ..registry import UnknownNameError
 from ._optional import import_optional
+from .methods import EvaluationMethod, get_method
 from .protocol import EvaluationResult
 
-__all__ = ["METHOD_STYLE", "plot_deferral_curves"]
+__all__ = ["plot_deferral_curves"]
 
-METHOD_STYLE: dict[str, dict[str, object]] = {
-    "kmeans": {"label": "UniRoute K-Means", "color": "#1f77b4", "lw": 2.4, "ls": "-"},
-    "learned_map": {"label": "UniRoute LearnedMap", "color": "#d62728", "lw": 2.4, "ls": "-"},
-    "knn": {"label": "KNN", "color": "#2ca02c", "lw": 1.8, "ls": "--"},
-    "zero": {"label": "ZeroRouter (K=1)", "color": "#7f7f7f", "lw": 1.8, "ls": "--"},
-    "clairvoyant": {"label": "Clairvoyant (upper bound)", "color": "#9467bd", "lw": 1.6, "ls": ":"},
-    "random": {"label": "Random (matched cost)", "color": "#bcbd22", "lw": 1.4, "ls": "-."},
-}
-"""Label, colour and line style per method."""
+
+def _method(name: str) -> EvaluationMethod | None:
+    """The registered method ``name`` (a saved results.json may name one this process does not know: None)."""
+    try:
+        return get_method(name)
+    except UnknownNameError:
+        return None
 
 
 def plot_deferral_curves(results: EvaluationResult | dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -35,7 +35,8 @@ def plot_deferral_curves(results: EvaluationResult | dict[str, Any], path: str |
 
     ``results`` is an :class:`~uniroute_core.evaluation.EvaluationResult` or the ``results.json`` document it
     produces (so a saved run can be re-plotted without re-running it). The lower panel shows each method's mean
-    quality minus ZeroRouter's at the same cost, where the routers' differences are visible.
+    quality minus the gain baseline's (the method with ``is_gain_baseline``: ZeroRouter) at the same cost, where the
+    routers' differences are visible. Labels and styles come from the method registry (:mod:`.methods`).
     """
     matplotlib = import_optional("matplotlib", "plotting deferral curves")
     matplotlib.use("Agg", force=True)
@@ -43,8 +44,9 @@ def plot_deferral_curves(results: EvaluationResult | dict[str, Any], path: str |
 
     doc = results.to_json() if isinstance(results, EvaluationResult) else results
     methods: dict[str, Any] = doc["methods"]
-    has_zero = "zero" in methods
-    if has_zero:
+    known = {m: _method(m) for m in methods}
+    baseline = next((m for m, method in known.items() if method is not None and method.is_gain_baseline), None)
+    if baseline is not None:
         fig, (ax, ax_gain) = plt.subplots(
             2, 1, figsize=(8.5, 8.5), dpi=120, sharex=True, gridspec_kw={"height_ratios": [2.2, 1.0]}
         )
@@ -60,15 +62,17 @@ def plot_deferral_curves(results: EvaluationResult | dict[str, Any], path: str |
             b = singles[best_name]
             ax.scatter([b["norm_cost"]], [b["quality"]], marker="*", s=260, color="#ff7f0e", edgecolor="black",
                        zorder=5, label=f"best single: {best_name}")
-    zero_q = np.asarray(methods["zero"]["mean_curve"]["quality"]) if has_zero else None
+    base_q = np.asarray(methods[baseline]["mean_curve"]["quality"]) if baseline is not None else None
     for m, entry in methods.items():
-        style = METHOD_STYLE.get(m, {"label": m})
+        method = known[m]
+        style = method.style if method is not None else {}
+        label = method.label if method is not None else m
         x = np.asarray(entry["mean_curve"]["norm_cost"])
         y = np.asarray(entry["mean_curve"]["quality"])
         kw = dict(color=style.get("color"), lw=style.get("lw", 1.5), ls=style.get("ls", "-"), zorder=4)
-        ax.plot(x, y, label=f"{style['label']}  (Area {entry['area_mean']:.3f})", **kw)
-        if zero_q is not None and m != "random":
-            ax_gain.plot(x, y - zero_q, **kw)
+        ax.plot(x, y, label=f"{label}  (Area {entry['area_mean']:.3f})", **kw)
+        if base_q is not None and (method is None or method.plot_gain):
+            ax_gain.plot(x, y - base_q, **kw)
     ax.set_ylabel("mean quality on test prompts (accuracy)")
     ax.set_title(
         f"Deferral curves on {doc['data']} — unseen test LLMs, mean of {doc['trials']} trials\n"
@@ -79,9 +83,10 @@ def plot_deferral_curves(results: EvaluationResult | dict[str, Any], path: str |
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
     bottom = ax
-    if zero_q is not None:
+    if base_q is not None and baseline is not None:
         ax_gain.axhline(0.0, color="#7f7f7f", lw=1.0, ls="--")
-        ax_gain.set_ylabel("quality − ZeroRouter's")
+        base_method = known[baseline]
+        ax_gain.set_ylabel(f"quality − {base_method.label if base_method is not None else baseline}'s")
         ax_gain.grid(True, alpha=0.3)
         bottom = ax_gain
     bottom.set_xlabel("cost, normalised between the cheapest and the most expensive test LLM")

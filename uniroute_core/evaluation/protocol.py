@@ -26,25 +26,24 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..cluster_map import ClusterMap, KMeansClusterMap
 from ..data import RoutingData
-from ..learned_map import LearnedMapClusterMap
+from ..registry import UnknownNameError
 from ._optional import import_optional
-from .baselines import (
-    clairvoyant_quality,
-    cluster_quality,
-    knn_neighbours,
-    knn_quality,
-    random_router_curve,
-    zero_router_quality,
+from .methods import (
+    EVALUATION_METHODS,
+    ClusterMapMethod,
+    TrialContext,
+    auto_cluster_grid,
+    available_methods,
+    get_method,
 )
-from .metrics import DeferralCurve, area, qnc, router_curve
+from .metrics import DeferralCurve, area, qnc
 
 __all__ = [
     "METHODS",
@@ -64,11 +63,12 @@ __all__ = [
     "format_table",
 ]
 
-METHODS: tuple[str, ...] = ("kmeans", "learned_map", "knn", "zero", "clairvoyant", "random")
-"""Every method the harness knows, in report order."""
+METHODS: tuple[str, ...] = EVALUATION_METHODS.names()
+"""The built-in methods (registered in :mod:`.methods`), in report order: the default of
+:attr:`EvaluationConfig.methods`. :func:`~.methods.available_methods` adds every other registered cluster-map kind."""
 
-ROUTER_METHODS: tuple[str, ...] = ("kmeans", "learned_map")
-"""The UniRoute variants; each is sign-tested against KNN and ZeroRouter (as is every other method)."""
+ROUTER_METHODS: tuple[str, ...] = tuple(n for n, m in EVALUATION_METHODS.items() if isinstance(m, ClusterMapMethod))
+"""The built-in UniRoute variants (one per cluster-map kind with a method of its own)."""
 
 CURVE_GRID = np.linspace(0.0, 1.0, 101)
 """Normalised cost points at which each trial's curve is sampled for the mean curve."""
@@ -81,7 +81,8 @@ class EvaluationConfig:
     Attributes:
         trials: number of random splits.
         seed: master seed; trial t uses an independent child seed, so trial t is the same whatever ``trials`` is.
-        methods: which of :data:`METHODS` to run.
+        methods: names of the methods to run, in report order: registered methods (:data:`METHODS` by default) or
+            any registered cluster-map kind (see :func:`~.methods.get_method`).
         prompt_fractions: train / probe / test shares of the prompts.
         train_model_fraction: share of the LLMs used as training LLMs (the rest are the unseen test pool).
         n_clusters: ``"auto"`` (validation over :func:`auto_cluster_grid`) or a fixed K for both cluster maps.
@@ -111,11 +112,11 @@ class EvaluationConfig:
     kmeans_temperature_grid: tuple[float, ...] = (0.03, 0.1, 0.3)
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if not _is_method(m)]
         if unknown:
-            raise ValueError(f"unknown methods {unknown}; known: {list(METHODS)}")
+            raise ValueError(f"unknown methods {unknown}; known: {list(available_methods())}")
         if not self.methods:
-            raise ValueError("methods is empty: name at least one of " + ", ".join(METHODS))
+            raise ValueError("methods is empty: name at least one of " + ", ".join(available_methods()))
         if self.trials < 1:
             raise ValueError(f"trials must be >= 1, got {self.trials}")
         fr = self.prompt_fractions
@@ -156,14 +157,19 @@ def split_prompts(
         train.append(idx[:n_train])
         probe.append(idx[n_train : n_train + n_probe])
         test.append(idx[n_train + n_probe :])
-    out = tuple(np.sort(np.concatenate(parts)).astype(np.int64) for parts in (train, probe, test))
+    out = (_joined(train), _joined(probe), _joined(test))
     for name, part in zip(("train", "probe", "test"), out):
         if len(part) < 2:
             raise ValueError(
                 f"the {name} split has {len(part)} prompts; the data has {len(cats)} prompts, "
                 f"too few for shares {fractions}"
             )
-    return out  # type: ignore[return-value]
+    return out
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """The per-category index arrays of one split part as one sorted int64 array."""
+    return np.sort(np.concatenate(parts)).astype(np.int64)
 
 
 def split_models(
@@ -188,13 +194,6 @@ def make_trial_splits(data: RoutingData, config: EvaluationConfig) -> list[tuple
         tr_m, te_m = split_models(data.n_models, rng, config.train_model_fraction)
         out.append((TrialSplit(train, probe, test, tr_m, te_m), rng))
     return out
-
-
-def auto_cluster_grid(n_probes: int, n_train: int, n_values: int = 5) -> list[int]:
-    """The method note's K grid: about ``n_values`` geometric steps from 3 to |S_val|/50 (at least [3])."""
-    top = max(3, n_probes // 50)
-    grid = sorted({int(round(v)) for v in np.geomspace(3, top, n_values)}) if top > 3 else [3]
-    return [k for k in grid if k <= n_train] or [1]
 
 
 def curve_metrics(curve: DeferralCurve, target_quality: float, reference_cost: float) -> dict[str, Any]:
@@ -235,69 +234,27 @@ def _sample_curve(curve: DeferralCurve) -> np.ndarray:
     return np.interp(CURVE_GRID, curve.normalised(curve.cost), curve.quality)
 
 
-def _temperature_variants(
-    cmap: ClusterMap, fit_x: np.ndarray, multiples: Sequence[float]
-) -> list[tuple[ClusterMap, float | None, float | None]]:
-    """``(map, τ, τ multiple)`` to try for one fitted map: the map itself (hard, first), then for K-Means with
-    K > 1 one soft copy per multiple of the median squared distance of ``fit_x`` to its nearest centroid."""
-    out: list[tuple[ClusterMap, float | None, float | None]] = [(cmap, None, None)]
-    if isinstance(cmap, KMeansClusterMap) and cmap.temperature is None and cmap.n_clusters_ > 1 and multiples:
-        scale = float(np.median(np.maximum(cmap.squared_distances(fit_x).min(axis=1), 0.0)))
-        if scale > 0:
-            out += [(cmap.with_temperature(m * scale), m * scale, float(m)) for m in multiples]
-    return out
-
-
-def _select_cluster_map(
-    make_map: Callable[[int], ClusterMap],
-    grid_size: int,
-    fit_kwargs: Callable[[np.ndarray], dict[str, Any]],
-    x: np.ndarray,
-    scores: np.ndarray,
-    costs: np.ndarray,
-    split: TrialSplit,
-    fit_idx: np.ndarray,
-    val_idx: np.ndarray,
-    config: EvaluationConfig,
-) -> tuple[ClusterMap, float, dict[str, Any]]:
-    """Fit a map per K of the grid on ``fit_idx``; keep the (map, τ, α) with the best validation Area among the
-    training LLMs on ``val_idx`` (ties: smaller K, then hard before soft / smaller τ, then smaller α; τ is only
-    searched for K-Means, see :func:`_temperature_variants`). A fixed K skips the search (fit on all train, hard)."""
-    tr_m = split.train_models
-    probe_x, probe_s = x[split.probe], scores[np.ix_(split.probe, tr_m)]
-    if config.n_clusters != "auto":
-        k = int(config.n_clusters)
-        cmap = make_map(k).fit(x[split.train], **fit_kwargs(split.train))
-        alpha = 2.0 if 2.0 in config.shrinkage_grid else config.shrinkage_grid[0]
-        fixed: dict[str, Any] = {"n_clusters": k, "shrinkage": alpha}
-        if isinstance(cmap, KMeansClusterMap):
-            fixed.update(temperature=None, temperature_multiple=None)
-        return cmap, alpha, {**fixed, "validation_area": None}
-    val_true, val_costs = scores[np.ix_(val_idx, tr_m)], costs[tr_m]
-    best: tuple[float, ClusterMap, float, dict[str, Any]] | None = None
-    for k in auto_cluster_grid(len(split.probe), len(fit_idx), grid_size):
-        fitted = make_map(k).fit(x[fit_idx], **fit_kwargs(fit_idx))
-        for cmap, tau, multiple in _temperature_variants(fitted, x[fit_idx], config.kmeans_temperature_grid):
-            for alpha in config.shrinkage_grid:
-                pred = cluster_quality(cmap, probe_x, probe_s, x[val_idx], alpha)
-                a = area(router_curve(pred, val_true, val_costs, max_points=config.validation_curve_points))
-                if best is None or a > best[0] + 1e-12:
-                    chosen: dict[str, Any] = {"n_clusters": k, "shrinkage": alpha}
-                    if isinstance(cmap, KMeansClusterMap):
-                        chosen.update(temperature=tau, temperature_multiple=multiple)
-                    best = (a, cmap, alpha, chosen)
-    assert best is not None
-    return best[1], best[2], {**best[3], "validation_area": best[0]}
+def _is_method(name: object) -> bool:
+    if not isinstance(name, str):
+        return False
+    try:
+        get_method(name)
+    except UnknownNameError:
+        return False
+    return True
 
 
 def run_trial(
     x: np.ndarray, data: RoutingData, split: TrialSplit, rng: np.random.Generator, config: EvaluationConfig
 ) -> TrialResult:
-    """Run every configured method on one split (``x`` = embeddings of all the data's prompts)."""
+    """Run every configured method on one split (``x`` = embeddings of all the data's prompts).
+
+    Each method is looked up with :func:`~.methods.get_method` and given the same :class:`~.methods.TrialContext`;
+    this function knows no method by name.
+    """
     scores, costs = data.scores, np.asarray(data.costs, dtype=float)
-    te_m, tr_m = split.test_models, split.train_models
+    te_m = split.test_models
     test_true, test_costs = scores[np.ix_(split.test, te_m)], costs[te_m]
-    probe_test_s = scores[np.ix_(split.probe, te_m)]
     single_q = np.nanmean(test_true, axis=0)
     best = int(np.argmax(single_q))
     target, ref_cost = float(single_q[best]), float(test_costs[best])
@@ -312,61 +269,28 @@ def run_trial(
     n_val = max(1, int(round(config.validation_fraction * len(perm))))
     val_idx, fit_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     seed = int(rng.integers(2**31 - 1))
-
-    def record(name: str, curve: DeferralCurve, params: dict[str, Any], started: float) -> None:
-        result.metrics[name] = curve_metrics(curve, target, ref_cost)
-        result.params[name] = params
-        result.curves[name] = _sample_curve(curve)
-        result.seconds[name] = time.perf_counter() - started
-
+    ctx = TrialContext(
+        x=x,
+        data=data,
+        split=split,
+        config=config,
+        rng=rng,
+        seed=seed,
+        fit_idx=fit_idx,
+        val_idx=val_idx,
+        scores=scores,
+        costs=costs,
+        test_true=test_true,
+        test_costs=test_costs,
+        probe_test_scores=scores[np.ix_(split.probe, te_m)],
+    )
     for name in config.methods:
         t0 = time.perf_counter()
-        if name in ("kmeans", "learned_map"):
-            if name == "kmeans":
-                grid_size = config.kmeans_grid_size
-                make: Callable[[int], ClusterMap] = lambda k: KMeansClusterMap(n_clusters=k, seed=seed, n_init=1)  # noqa: E731
-                kwargs: Callable[[np.ndarray], dict[str, Any]] = lambda idx: {}  # noqa: E731
-            else:
-                grid_size = config.learned_map_grid_size
-                make = lambda k: LearnedMapClusterMap(n_clusters=k, seed=seed)  # noqa: E731
-                kwargs = lambda idx: {  # noqa: E731
-                    "train_scores": scores[np.ix_(idx, tr_m)],
-                    "train_models": [data.models[j] for j in tr_m],
-                    "probe_embeddings": x[split.probe],
-                    "probe_scores": scores[np.ix_(split.probe, tr_m)],
-                }
-            cmap, alpha, params = _select_cluster_map(
-                make, grid_size, kwargs, x, scores, costs, split, fit_idx, val_idx, config
-            )
-            pred = cluster_quality(cmap, x[split.probe], probe_test_s, x[split.test], alpha)
-            record(name, router_curve(pred, test_true, test_costs), params, t0)
-        elif name == "zero":
-            pred = zero_router_quality(probe_test_s, len(split.test))
-            record(name, router_curve(pred, test_true, test_costs), {"n_clusters": 1}, t0)
-        elif name == "knn":
-            grid = [k for k in config.knn_grid if k <= len(split.probe)] or [len(split.probe)]
-            val_nb = knn_neighbours(x[split.probe], x[val_idx], max(grid))
-            probe_train_s = scores[np.ix_(split.probe, tr_m)]
-            val_true = scores[np.ix_(val_idx, tr_m)]
-            val_area = {
-                k: area(
-                    router_curve(
-                        knn_quality(val_nb, probe_train_s, k), val_true, costs[tr_m], config.validation_curve_points
-                    )
-                )
-                for k in grid
-            }
-            k_best = max(grid, key=lambda k: (val_area[k], -k))
-            nb = knn_neighbours(x[split.probe], x[split.test], k_best)
-            pred = knn_quality(nb, probe_test_s, k_best)
-            record(
-                name, router_curve(pred, test_true, test_costs), {"k": k_best, "validation_area": val_area[k_best]}, t0
-            )
-        elif name == "clairvoyant":
-            pred = clairvoyant_quality(x[split.train], scores[np.ix_(split.train, te_m)], x[split.test], seed=seed)
-            record(name, router_curve(pred, test_true, test_costs), {}, t0)
-        elif name == "random":
-            record(name, random_router_curve(test_true, test_costs, probe_test_s, rng), {}, t0)
+        outcome = get_method(name).run(ctx)
+        result.metrics[name] = curve_metrics(outcome.curve, target, ref_cost)
+        result.params[name] = outcome.params
+        result.curves[name] = _sample_curve(outcome.curve)
+        result.seconds[name] = time.perf_counter() - t0
     return result
 
 
@@ -411,11 +335,11 @@ class EvaluationResult:
         return {"model": self.data.models[j], "quality": float(q[j]), "cost": float(self.data.costs[j])}
 
     def sign_tests(self) -> dict[str, dict[str, Any]]:
-        """Every method against KNN and against ZeroRouter (when both ran), on per-trial Area."""
+        """Every method against each reference method that ran (KNN, ZeroRouter: ``is_reference``), on per-trial
+        Area; references in registry order."""
         out = {}
-        for ref in ("knn", "zero"):
-            if ref not in self.config.methods:
-                continue
+        refs = [n for n in available_methods() if n in self.config.methods and get_method(n).is_reference]
+        for ref in refs:
             for m in self.config.methods:
                 if m != ref:
                     out[f"{m}_vs_{ref}"] = sign_test(self.values(m, "area"), self.values(ref, "area"))
@@ -517,17 +441,7 @@ def format_table(result: EvaluationResult) -> str:
         "-" * len(header),
     ]
     for m in result.config.methods:
-        params = [t.params[m] for t in result.trials]
-        chosen = ""
-        if params and "n_clusters" in params[0] and m != "zero":
-            ks = [p["n_clusters"] for p in params]
-            chosen = f"K median {int(np.median(ks))}"
-            if "shrinkage" in params[0]:
-                chosen += f", alpha median {np.median([p['shrinkage'] for p in params]):g}"
-            if m == "kmeans" and all("temperature" in p for p in params):
-                chosen += f", soft in {sum(p['temperature'] is not None for p in params)}/{len(params)}"
-        elif params and "k" in params[0]:
-            chosen = f"k median {int(np.median([p['k'] for p in params]))}"
+        chosen = get_method(m).describe_choice([t.params[m] for t in result.trials])
         lines.append(
             f"{m:<13} {_fmt(result.values(m, 'area')):>17} {_fmt(result.values(m, 'area50')):>17} "
             f"{_fmt(result.values(m, 'qnc')):>24}  {chosen}"
