@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 import numpy as np
-from tqdm.auto import tqdm
+
+from ._batching import embed_unique, validate_texts
 
 __all__ = [
     "DEFAULT_EMBEDDER_NAME",
@@ -43,8 +44,6 @@ __all__ = [
 
 DEFAULT_EMBEDDER_NAME = "all-MiniLM-L6-v2"
 T = TypeVar("T")
-PROGRESS_THRESHOLD = 256
-"""Show a progress bar when a call embeds more unique texts than this."""
 
 
 @runtime_checkable
@@ -54,60 +53,6 @@ class Embedder(Protocol):
     name: str
 
     def embed(self, texts: Sequence[str], *, show_progress: bool = True) -> np.ndarray: ...
-
-
-def validate_texts(texts: Sequence[str], what: str = "prompt") -> list[str]:
-    """Return ``texts`` as a list after checking each is a non-empty string (error names the index)."""
-    if isinstance(texts, str):
-        raise TypeError(f"expected a list of {what}s, got a single string; wrap it in a list")
-    out = list(texts)
-    for i, t in enumerate(out):
-        if not isinstance(t, str):
-            raise TypeError(f"{what} {i} must be a str, got {type(t).__name__}")
-        if not t.strip():
-            raise ValueError(f"{what} {i} is empty (or only white space): there is nothing to route on")
-    return out
-
-
-def _embed_unique(
-    encode: Callable[[list[str]], np.ndarray],
-    texts: Sequence[str],
-    *,
-    batch_size: int,
-    show_progress: bool,
-    desc: str,
-) -> np.ndarray:
-    """Embed the unique texts of ``texts`` in batches and scatter the rows back to the input order."""
-    texts = validate_texts(texts)
-    if not texts:
-        return np.zeros((0, 0), dtype=np.float32)
-    unique: dict[str, int] = {}
-    index = np.empty(len(texts), dtype=np.int64)
-    for i, t in enumerate(texts):
-        index[i] = unique.setdefault(t, len(unique))
-    uniq = list(unique)
-    blocks: list[np.ndarray] = []
-    bar = tqdm(
-        total=len(uniq),
-        desc=desc,
-        unit="prompt",
-        disable=not show_progress or len(uniq) <= PROGRESS_THRESHOLD,
-        leave=False,
-    )
-    with bar:
-        for start in range(0, len(uniq), batch_size):
-            batch = uniq[start : start + batch_size]
-            block = np.asarray(encode(batch), dtype=np.float32)
-            if block.ndim != 2 or block.shape[0] != len(batch):
-                raise ValueError(
-                    f"embedder returned an array of shape {block.shape} for {len(batch)} texts; "
-                    "expected a 2-D array with one row per text"
-                )
-            if not np.all(np.isfinite(block)):
-                raise ValueError("embedder returned NaN or infinite values")
-            blocks.append(block)
-            bar.update(len(batch))
-    return np.concatenate(blocks, axis=0)[index]
 
 
 class SentenceTransformerEmbedder:
@@ -201,7 +146,7 @@ class SentenceTransformerEmbedder:
         return self._encode(texts, show_progress)
 
     def _encode(self, texts: Sequence[str], show_progress: bool) -> np.ndarray:
-        return _embed_unique(
+        return embed_unique(
             self.encode_batch, texts, batch_size=self.batch_size * 8, show_progress=show_progress,
             desc=f"embed ({self.name})",
         )
@@ -222,7 +167,7 @@ class CallableEmbedder:
 
     def embed(self, texts: Sequence[str], *, show_progress: bool = True) -> np.ndarray:
         """Embed ``texts`` → ``(n, d)`` float32; each unique text is passed to the function once."""
-        return _embed_unique(
+        return embed_unique(
             lambda b: np.asarray(self.fn(b)), texts, batch_size=self.batch_size, show_progress=show_progress,
             desc=f"embed ({self.name})",
         )

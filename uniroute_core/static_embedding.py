@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 
-from .embedding import _embed_unique
+from ._batching import embed_unique
 
 __all__ = [
     "FAST_EMBEDDER_ALIASES",
@@ -177,7 +177,7 @@ class StaticEmbedder:
 
     def embed(self, texts: Sequence[str], *, show_progress: bool = True) -> np.ndarray:
         """Embed ``texts`` → ``(n, d)`` float32 unit vectors; each unique text is encoded once."""
-        return _embed_unique(
+        return embed_unique(
             self.encode_batch, texts, batch_size=self.batch_size, show_progress=show_progress,
             desc=f"embed ({self.name})",
         )
