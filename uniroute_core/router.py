@@ -439,16 +439,20 @@ class UniRouter:
         return cls.from_state(saved.state, embedder=saved.embedder, show_progress=show_progress, **saved.settings)
 
     @classmethod
-    def pretrained(cls, name: str = "mmlu_pro-minilm", *, show_progress: bool = True) -> UniRouter:
+    def pretrained(
+        cls, name: str = "mmlu_pro-minilm", *, embedder: Any = None, show_progress: bool = True
+    ) -> UniRouter:
         """A ready router shipped with the package: a fitted cluster map and a graded probe set, no members yet.
 
         The default (``"mmlu_pro-minilm"``) is K-Means on the bundled MMLU-Pro questions with 300 multiple-choice
         probes over 14 subjects; add members with :meth:`add_model` or profile them with an adapter's
         ``from_models``. See :mod:`uniroute_core.pretrained` and the README for what traffic it suits.
+        ``embedder`` is normally left ``None`` (the packaged embedder the router was fitted with); another one is
+        refused by the load checks unless it gives vectors of the same width, and would route badly even then.
         """
-        from .pretrained import load_pretrained
+        from .pretrained import pretrained_path
 
-        return load_pretrained(name, show_progress=show_progress)
+        return cls.load(pretrained_path(name), embedder=embedder, show_progress=show_progress)
 
     def __repr__(self) -> str:
         state = self._state

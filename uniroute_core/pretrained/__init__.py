@@ -1,6 +1,7 @@
 """Pretrained routers shipped inside the package: a ready cluster map and probe set, with no members yet.
 
-``UniRouter.pretrained()`` (the same as :func:`load_pretrained`) returns the default one, so a team with its own pool
+``UniRouter.pretrained()`` loads the default one (this module only locates the shipped folders and never imports
+the router, so the two do not import each other), so a team with its own pool
 can start on day one with no data of its own::
 
     router = UniRouter.pretrained()          # K-Means map + 300 graded MMLU-Pro probes, no members
@@ -16,12 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from ..router import UniRouter
-
-__all__ = ["PretrainedRouter", "PRETRAINED_ROUTERS", "DEFAULT_PRETRAINED", "pretrained_path", "load_pretrained"]
+__all__ = ["PretrainedRouter", "PRETRAINED_ROUTERS", "DEFAULT_PRETRAINED", "pretrained_path"]
 
 
 @dataclass(frozen=True)
@@ -67,14 +64,3 @@ def pretrained_path(name: str = DEFAULT_PRETRAINED) -> Path:
             "files (reinstall uniroute) or it was never built (python scripts/build_pretrained.py)"
         )
     return folder
-
-
-def load_pretrained(name: str = DEFAULT_PRETRAINED, *, embedder: Any = None, show_progress: bool = True) -> UniRouter:
-    """Load pretrained router ``name``: fitted cluster map and graded probe set, no members.
-
-    ``embedder`` is normally left ``None`` (the packaged embedder the router was fitted with); passing another one
-    is refused by the load checks unless it gives vectors of the same width, and would route badly even then.
-    """
-    from ..router import UniRouter
-
-    return UniRouter.load(pretrained_path(name), embedder=embedder, show_progress=show_progress)
