@@ -229,3 +229,20 @@ def test_a_callable_embedder_can_be_cached(tmp_path):
     cache = CachedEmbedder(CallableEmbedder(topic_embedder, name="topic"), tmp_path)
     np.testing.assert_allclose(cache.embed(["law court"]), topic_embedder(["law court"]), atol=1e-6)
     assert rows(tmp_path) == 1
+
+
+def test_a_bad_row_is_a_miss_and_is_replaced(tmp_path):
+    CachedEmbedder(Counting(), tmp_path).embed(["a b", "c d", "e f"])
+    with sqlite3.connect(tmp_path / "embeddings.sqlite3") as conn:
+        key = hashlib.sha256(b"a b").digest()
+        conn.execute("UPDATE vectors SET vector = ? WHERE text_sha256 = ?", (b"\0\0\0", key))  # not 16 floats
+        key = hashlib.sha256(b"c d").digest()
+        nan_row = np.full(16, np.nan, np.float32).tobytes()
+        conn.execute("UPDATE vectors SET vector = ? WHERE text_sha256 = ?", (nan_row, key))
+    inner = Counting()
+    got = CachedEmbedder(inner, tmp_path).embed(["a b", "c d", "e f"])
+    assert sorted(inner.seen) == ["a b", "c d"]
+    np.testing.assert_allclose(got, topic_embedder(["a b", "c d", "e f"]), atol=1e-6)
+    again = Counting()
+    CachedEmbedder(again, tmp_path).embed(["a b", "c d"])
+    assert again.seen == []  # the replaced rows are good now

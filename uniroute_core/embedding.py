@@ -382,20 +382,30 @@ class CachedEmbedder:
         """The valid cached vectors among ``keys``, and the keys whose stored row is unreadable (to be replaced)."""
 
         def read(conn: sqlite3.Connection) -> tuple[dict[bytes, np.ndarray], set[bytes]]:
-            found: dict[bytes, np.ndarray] = {}
-            bad: set[bytes] = set()
+            rows: list[tuple[Any, Any, Any]] = []
             for start in range(0, len(keys), _SQL_CHUNK):
                 chunk = keys[start : start + _SQL_CHUNK]
                 marks = ",".join("?" * len(chunk))
-                for key, dim, blob in conn.execute(
+                rows.extend(conn.execute(
                     f"SELECT text_sha256, dim, vector FROM vectors WHERE embedder = ? AND text_sha256 IN ({marks})",
                     [self.name, *chunk],
-                ):
-                    vec = np.frombuffer(blob, dtype=np.float32) if isinstance(blob, bytes) else None
-                    if vec is None or dim < 1 or vec.size != dim or not np.all(np.isfinite(vec)):
-                        bad.add(bytes(key))  # a bad row is a miss; the fresh vector replaces it
-                        continue
-                    found[bytes(key)] = vec
+                ).fetchall())
+            found: dict[bytes, np.ndarray] = {}
+            bad: set[bytes] = set()
+            by_dim: dict[int, list[tuple[bytes, bytes]]] = {}
+            for key, dim, blob in rows:
+                if isinstance(blob, bytes) and isinstance(dim, int) and dim >= 1 and len(blob) == 4 * dim:
+                    by_dim.setdefault(dim, []).append((bytes(key), blob))
+                else:
+                    bad.add(bytes(key))  # a bad row is a miss; the fresh vector replaces it
+            for dim, items in by_dim.items():  # one array per width: validated in bulk, not row by row
+                matrix = np.frombuffer(b"".join(b for _, b in items), dtype=np.float32).reshape(len(items), dim)
+                finite = np.asarray(np.isfinite(matrix).all(axis=1)).tolist()
+                for (key, _), row, ok in zip(items, matrix, finite):
+                    if ok:
+                        found[key] = row
+                    else:
+                        bad.add(key)
             return found, bad
 
         return self._with_db(read) or ({}, set())
