@@ -35,6 +35,7 @@ from .policy import RoutingPolicy
 from .probes import ProbeSet
 from .profile import ModelProfile
 from .profiling import ProfilingResult, aprofile_answers, profile_answers
+from .resilience import CircuitBreaker, MemberTimeoutError, await_bounded, run_bounded
 from .router import UniRouter
 from .routing_text import encoder_window, window_text
 from .serving import BudgetController, MicroBatcher, ServingConfig, SpendMeter, TokenPrices, parse_cost
@@ -103,7 +104,7 @@ def check_members(router: UniRouter, member_names: Collection[str], *, changing:
     if problems:
         raise MemberMismatchError("; ".join(problems))
     if not models:
-        raise MemberMismatchError("the pool is empty: give at least one member")
+        raise MemberMismatchError("the pool is empty: give at least one member (or add one with add_model)")
 
 
 class PoolChanges:
@@ -196,7 +197,14 @@ class PoolChanges:
         return self.adding(name, publish, lambda: _withdraw(pool, name), replacing=name in pool.members)
 
     def removing_from(self, pool: Any, name: str, router: UniRouter) -> ModelProfile:
-        """:meth:`removing` for an adapter that keeps its members in ``pool.members``."""
+        """:meth:`removing` for an adapter that keeps its members in ``pool.members``.
+
+        Both adapters' one rule: an unknown name is a ``KeyError`` naming the members; the last member may be
+        removed (an empty pool is what an adapter built with ``members={}`` starts from), after which every call
+        fails with :class:`MemberMismatchError` ("the pool is empty") until a member is added.
+        """
+        if name not in pool.members:
+            raise KeyError(f"{name!r} is not a member; members: {list(pool.members)}")
         return self.removing(name, router, lambda: _withdraw(pool, name))
 
     def removing(self, name: str, router: UniRouter, withdraw_member: Callable[[], None]) -> ModelProfile:
@@ -629,28 +637,90 @@ def members_fitting(n_tokens: int, context_windows: Mapping[str, int | None]) ->
 
 
 def _failure(name: str, exc: BaseException) -> dict[str, str]:
-    return {"member": name, "error": f"{type(exc).__name__}: {exc}"}
+    reason = "timeout" if isinstance(exc, (MemberTimeoutError, asyncio.TimeoutError, TimeoutError)) else "error"
+    return {"member": name, "reason": reason, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _skipped(name: str, breaker: CircuitBreaker) -> dict[str, str]:
+    return {"member": name, "reason": "skipped: circuit open", "error": breaker.reason(name)}
+
+
+class _Attempts:
+    """One call's way through its members: circuit-breaker skips, failures (errors and timeouts), the outcome."""
+
+    def __init__(self, order: Sequence[str], breaker: CircuitBreaker | None) -> None:
+        self.order = list(order)
+        self.breaker = breaker
+        self.failures: dict[str, BaseException] = {}
+        self.report: list[dict[str, str]] = []
+
+    def members(self) -> Iterator[str]:
+        """The members to try, in order: those whose circuit is open are skipped (and reported); when every
+        member is open, all are tried anyway, best first, rather than failing without trying."""
+        skipped: list[str] = []
+        for name in self.order:
+            if self.breaker is not None and not self.breaker.allow(name):
+                skipped.append(name)
+                self.report.append(_skipped(name, self.breaker))
+                continue
+            yield name
+        if skipped and len(skipped) == len(self.order):
+            self.report.clear()
+            yield from skipped
+
+    def failed(self, name: str, exc: BaseException) -> None:
+        self.failures[name] = exc
+        self.report.append(_failure(name, exc))
+        if self.breaker is not None:
+            self.breaker.record_failure(name)
+
+    def succeeded(self, name: str) -> list[dict[str, str]]:
+        if self.breaker is not None:
+            self.breaker.record_success(name)
+        return [dict(r) for r in self.report]
+
+    def interrupted(self, name: str) -> None:
+        if self.breaker is not None:
+            self.breaker.release(name)
+
+    def error(self) -> BaseException:
+        if len(self.failures) == 1:
+            return next(iter(self.failures.values()))
+        return AllMembersFailedError(self.failures)
 
 
 def call_with_fallback(
-    order: Sequence[str], call: Callable[[str], T], *, is_fatal: Callable[[BaseException], bool] | None = None
+    order: Sequence[str],
+    call: Callable[[str], T],
+    *,
+    is_fatal: Callable[[BaseException], bool] | None = None,
+    timeout: float | None = None,
+    breaker: CircuitBreaker | None = None,
 ) -> tuple[T, str, list[dict[str, str]]]:
     """Call ``call(member)`` for each member of ``order`` until one returns.
 
-    Returns ``(result, member used, fallbacks)`` where ``fallbacks`` records each failed member and its error.
-    ``is_fatal(exc)`` True stops at once and re-raises (e.g. a user's KeyboardInterrupt-like cancellation).
+    Returns ``(result, member used, fallbacks)``: ``fallbacks`` lists, in order, each member skipped because its
+    circuit is open (``reason`` ``"skipped: circuit open"``) and each member that failed (``reason`` ``"error"`` or
+    ``"timeout"``), with its ``error``. ``timeout`` bounds each attempt (seconds): the attempt runs in a worker
+    thread and a member that has not returned in time is abandoned (:func:`~uniroute_core.resilience.run_bounded`)
+    and counts as failed. ``breaker`` (a :class:`~uniroute_core.resilience.CircuitBreaker`) skips members that keep
+    failing and is told of every outcome. ``is_fatal(exc)`` True stops at once and re-raises.
     """
-    failures: dict[str, BaseException] = {}
-    for name in order:
+    attempts = _Attempts(order, breaker)
+    for name in attempts.members():
         try:
-            return call(name), name, [_failure(n, e) for n, e in failures.items()]
+            result = run_bounded(lambda name=name: call(name), timeout, member=name)  # type: ignore[misc]
         except Exception as exc:  # noqa: BLE001 - a failing member is a normal event
             if is_fatal is not None and is_fatal(exc):
+                attempts.interrupted(name)
                 raise
-            failures[name] = exc
-    if len(failures) == 1:
-        raise next(iter(failures.values()))
-    raise AllMembersFailedError(failures)
+            attempts.failed(name, exc)
+            continue
+        except BaseException:
+            attempts.interrupted(name)
+            raise
+        return result, name, attempts.succeeded(name)
+    raise attempts.error()
 
 
 async def acall_with_fallback(
@@ -658,19 +728,25 @@ async def acall_with_fallback(
     call: Callable[[str], Awaitable[T]],
     *,
     is_fatal: Callable[[BaseException], bool] | None = None,
+    timeout: float | None = None,
+    breaker: CircuitBreaker | None = None,
 ) -> tuple[T, str, list[dict[str, str]]]:
-    """Async :func:`call_with_fallback`."""
-    failures: dict[str, BaseException] = {}
-    for name in order:
+    """Async :func:`call_with_fallback`: each attempt is awaited for at most ``timeout`` seconds, then cancelled."""
+    attempts = _Attempts(order, breaker)
+    for name in attempts.members():
         try:
-            return await call(name), name, [_failure(n, e) for n, e in failures.items()]
+            result = await await_bounded(call(name), timeout, member=name)
         except Exception as exc:  # noqa: BLE001
             if is_fatal is not None and is_fatal(exc):
+                attempts.interrupted(name)
                 raise
-            failures[name] = exc
-    if len(failures) == 1:
-        raise next(iter(failures.values()))
-    raise AllMembersFailedError(failures)
+            attempts.failed(name, exc)
+            continue
+        except BaseException:
+            attempts.interrupted(name)
+            raise
+        return result, name, attempts.succeeded(name)
+    raise attempts.error()
 
 
 def _probe_set(router: UniRouter, probes: ProbeSet | None) -> ProbeSet:

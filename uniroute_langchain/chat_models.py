@@ -39,6 +39,7 @@ from uniroute_core.delegation import (
 from uniroute_core.policy import RoutingPolicy
 from uniroute_core.probes import ProbeSet
 from uniroute_core.profile import ModelProfile
+from uniroute_core.resilience import BreakerConfig, BreakerSlot, CircuitBreaker
 from uniroute_core.router import UniRouter
 from uniroute_core.serving import ServingConfig
 
@@ -52,7 +53,6 @@ _CONVERSATION_KEYS = ("conversation_id", "thread_id", "session_id")
 
 _NOT_ROUTER_SETTINGS = {
     "api_key": "each member holds its own API key",
-    "timeout": "each member has its own timeout",
     "max_retries": "each member retries on its own; a failing member falls back to the next one (fallback=True)",
     "model": "members are chosen per call; pass model='<member>' to invoke() to force one",
     "model_name": "members are chosen per call; pass model='<member>' to invoke() to force one",
@@ -169,6 +169,18 @@ async def _amember_chunks(
             yield _as_chunk(generation)
 
 
+def _acquire(member: BaseChatModel) -> None:
+    """Wait for the member's own rate limiter (``BaseChatModel.rate_limiter``), as the member's ``invoke`` would."""
+    if member.rate_limiter is not None:
+        member.rate_limiter.acquire(blocking=True)
+
+
+async def _aacquire(member: BaseChatModel) -> None:
+    """Async :func:`_acquire`."""
+    if member.rate_limiter is not None:
+        await member.rate_limiter.aacquire(blocking=True)
+
+
 class _StreamState:
     """Adds the routing entry to the first chunk and the member's name as ``model_name`` if it gave none."""
 
@@ -230,8 +242,14 @@ class ChatUniRoute(BaseChatModel):
         or by ``thread_id`` / ``session_id`` / ``conversation_id`` in the run's metadata
         (``config={"metadata": {"thread_id": "..."}}``).
 
-    Not forwarded: members' own callbacks, caches and rate limiters are bypassed (this model's apply instead),
-    because the member runs inside this model's run.
+    Not forwarded: members' own callbacks and caches are bypassed (this model's apply instead), because the member
+    runs inside this model's run. Members' own ``rate_limiter`` is honoured: it is acquired before each attempt on
+    that member (inside the attempt's ``timeout``).
+
+    Timeouts and failing members:
+        ``timeout=`` bounds each member attempt (a stream: until its first chunk); ``circuit_breaker=`` skips a
+        member that keeps failing for a cool-down. Both are reported in the ``uniroute`` metadata's ``fallbacks``
+        (``reason``: ``"error"``, ``"timeout"`` or ``"skipped: circuit open"``).
     """
 
     router: UniRouter = Field(exclude=True, repr=False)
@@ -265,6 +283,18 @@ class ChatUniRoute(BaseChatModel):
     """Micro-batching (``max_batch_size`` 64, ``max_wait`` 2 ms), the live budget's window and the long-text window:
     see :class:`uniroute_core.serving.ServingConfig`. A dict is accepted."""
 
+    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Seconds each member attempt may take (for a stream: until its first chunk); a member that takes longer is
+    abandoned and the next member by routing score is tried, with ``{"member": ..., "reason": "timeout"}`` in the
+    response's ``uniroute`` ``fallbacks``. ``None`` (default): no limit. A sync call runs the member in a worker thread
+    and stops waiting at the timeout; the thread itself cannot be killed and finishes in the background (at most
+    ``uniroute_core.resilience.MAX_ABANDONED`` such threads at once, then further timed calls fail fast)."""
+
+    circuit_breaker: BreakerConfig | None = Field(default_factory=BreakerConfig, exclude=True)
+    """A member failing (error or timeout) ``failures`` times within ``window`` s is skipped for ``cooldown`` s, then
+    given one trial call (default 5 in 60 s, 30 s); a skip is reported in ``fallbacks`` as
+    ``"skipped: circuit open"``. When every member is open, all are still tried, best first. ``None``: off."""
+
     sticky: bool = False
     """Within one conversation, never route a later turn to a cheaper member than an earlier turn used."""
 
@@ -283,8 +313,9 @@ class ChatUniRoute(BaseChatModel):
     streaming: bool = False
     """Whether ``invoke`` streams from the member internally (so streaming callbacks receive tokens)."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
+    _breakers: BreakerSlot = PrivateAttr(default_factory=BreakerSlot)
     _floors: ConversationFloors = PrivateAttr()
     _policy: RoutingPolicy = PrivateAttr(default_factory=RoutingPolicy)
     _pool_changes: PoolChanges = PrivateAttr(default_factory=PoolChanges)
@@ -789,6 +820,11 @@ class ChatUniRoute(BaseChatModel):
         model, bound = _unwrap_binding(member.bind_tools(plan.tools, **extra), name)
         return model, {**bound, **plan.member_kwargs}
 
+    def _resilience(self) -> dict[str, Any]:
+        """The timeout and circuit breaker every member attempt of a call runs under."""
+        breaker: CircuitBreaker | None = self._breakers.get(self.circuit_breaker)
+        return {"timeout": self.timeout, "breaker": breaker}
+
     def _finish(self, plan: _CallPlan, used: str) -> None:
         if self.sticky:
             self._floors.record(plan.conversation_id, plan.choice.costs[used])
@@ -817,9 +853,10 @@ class ChatUniRoute(BaseChatModel):
 
         def attempt(name: str) -> ChatResult:
             model, member_kwargs = self._member_call(name, plan)
+            _acquire(plan.members[name])
             return model._generate(messages, stop=stop, run_manager=run_manager, **member_kwargs)
 
-        result, used, fallbacks = call_with_fallback(plan.choice.order, attempt)
+        result, used, fallbacks = call_with_fallback(plan.choice.order, attempt, **self._resilience())
         return self._annotate(result, plan, used, fallbacks)
 
     async def _agenerate(
@@ -834,9 +871,10 @@ class ChatUniRoute(BaseChatModel):
 
         async def attempt(name: str) -> ChatResult:
             model, member_kwargs = self._member_call(name, plan)
+            await _aacquire(plan.members[name])
             return await model._agenerate(messages, stop=stop, run_manager=run_manager, **member_kwargs)
 
-        result, used, fallbacks = await acall_with_fallback(plan.choice.order, attempt)
+        result, used, fallbacks = await acall_with_fallback(plan.choice.order, attempt, **self._resilience())
         return self._annotate(result, plan, used, fallbacks)
 
     def _stream(
@@ -852,13 +890,14 @@ class ChatUniRoute(BaseChatModel):
         def start(name: str) -> tuple[Iterator[ChatGenerationChunk], ChatGenerationChunk]:
             """Open the member's stream and take its first chunk: failing up to here may fall back."""
             model, member_kwargs = self._member_call(name, plan)
+            _acquire(plan.members[name])
             chunks = iter(_member_chunks(model, messages, stop, run_manager, member_kwargs))
             first = next(chunks, None)
             if first is None:
                 raise RuntimeError(f"member {name!r} returned an empty stream")
             return chunks, first
 
-        (chunks, first), used, fallbacks = call_with_fallback(plan.choice.order, start)
+        (chunks, first), used, fallbacks = call_with_fallback(plan.choice.order, start, **self._resilience())
         self._finish(plan, used)
         state = _StreamState(plan.choice.metadata(used, fallbacks), used)
         yield state.annotate(first)
@@ -877,6 +916,7 @@ class ChatUniRoute(BaseChatModel):
 
         async def start(name: str) -> tuple[AsyncIterator[ChatGenerationChunk], ChatGenerationChunk]:
             model, member_kwargs = self._member_call(name, plan)
+            await _aacquire(plan.members[name])
             chunks = _amember_chunks(model, messages, stop, run_manager, member_kwargs).__aiter__()
             try:
                 first = await chunks.__anext__()
@@ -884,7 +924,9 @@ class ChatUniRoute(BaseChatModel):
                 raise RuntimeError(f"member {name!r} returned an empty stream") from None
             return chunks, first
 
-        (chunks, first), used, fallbacks = await acall_with_fallback(plan.choice.order, start)
+        (chunks, first), used, fallbacks = await acall_with_fallback(
+            plan.choice.order, start, **self._resilience()
+        )
         self._finish(plan, used)
         state = _StreamState(plan.choice.metadata(used, fallbacks), used)
         yield state.annotate(first)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import threading
@@ -32,10 +33,19 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from uniroute_core.replay import ReplayBook
+from uniroute_core.router import UniRouter
+from uniroute_core.testing import AdapterHarness, MemberScript, Reply
 
 from ._messages import last_human_text, message_text
 
-__all__ = ["FakeToolCallingChatModel", "FailingChatModel", "MemberFailure", "ReplayChatModel"]
+__all__ = [
+    "FakeToolCallingChatModel",
+    "FailingChatModel",
+    "MemberFailure",
+    "ReplayChatModel",
+    "ScriptedChatModel",
+    "LangChainHarness",
+]
 
 
 def _word_count(messages: Sequence[BaseMessage]) -> int:
@@ -327,3 +337,109 @@ class ReplayChatModel(BaseChatModel):
             response_metadata={"model_name": self.model},
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+# --------------------------------------------------------------------------- the conformance harness
+
+
+class ScriptedChatModel(BaseChatModel):
+    """A member driven by a :class:`uniroute_core.testing.MemberScript` (it may hang or fail): sync calls go through
+    ``script.respond``, async ones through ``script.arespond`` (a hung async call awaits, so it can be cancelled);
+    streams yield the answer word by word, after the script has answered (a hang delays the first chunk).
+    ``max_input_tokens`` is set in the model ``profile`` when the script gives a context window."""
+
+    script: Any = Field(exclude=True, repr=False)
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-chat-model"
+
+    def _result(self, text: str) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+    @staticmethod
+    def _chunks(text: str) -> Iterator[ChatGenerationChunk]:
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            yield ChatGenerationChunk(message=AIMessageChunk(content=word if i == 0 else " " + word))
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return self._result(self.script.respond(last_human_text(messages)))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return self._result(await self.script.arespond(last_human_text(messages)))
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        yield from self._chunks(self.script.respond(last_human_text(messages)))
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        for chunk in self._chunks(await self.script.arespond(last_human_text(messages))):
+            yield chunk
+
+
+class LangChainHarness(AdapterHarness):
+    """Drives :class:`~uniroute_langchain.ChatUniRoute` through the conformance scenarios."""
+
+    name = "langchain"
+
+    def build(self, router: UniRouter, members: Sequence[MemberScript], **settings: Any) -> Any:
+        from .chat_models import ChatUniRoute
+
+        chat_models: dict[str, BaseChatModel] = {}
+        for m in members:
+            model = ScriptedChatModel(script=m)
+            if m.context_window is not None:
+                model.profile = {"max_input_tokens": m.context_window}
+            chat_models[m.name] = model
+        return ChatUniRoute(router=router, members=chat_models, **settings)
+
+    def call(self, model: Any, text: str, mode: str = "sync", **call_kwargs: Any) -> Reply:
+        if mode == "sync":
+            r = model.invoke(text, **call_kwargs)
+            return Reply(str(r.content), r.response_metadata["uniroute"])
+        if mode == "async":
+            r = asyncio.run(model.ainvoke(text, **call_kwargs))
+            return Reply(str(r.content), r.response_metadata["uniroute"])
+        if mode == "stream":
+            chunks = list(model.stream(text, **call_kwargs))
+        elif mode == "astream":
+
+            async def collect() -> list[Any]:
+                return [c async for c in model.astream(text, **call_kwargs)]
+
+            chunks = asyncio.run(collect())
+        else:
+            raise ValueError(f"unknown mode {mode!r}")
+        assert chunks, "the stream was empty"
+        metas = [c.response_metadata["uniroute"] for c in chunks if "uniroute" in c.response_metadata]
+        assert len(metas) == 1, "the routing record rides on the first chunk"
+        return Reply("".join(str(c.content) for c in chunks), metas[0])
+
+    def remove_model(self, model: Any, name: str) -> Any:
+        return model.remove_model(name)

@@ -20,8 +20,9 @@ from llama_index.core.base.llms.types import (
     MessageRole,
     TextBlock,
 )
-from llama_index.core.bridge.pydantic import Field, PrivateAttr, model_validator
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.custom import CustomLLM
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 from llama_index.core.prompts import BasePromptTemplate, PromptTemplate
@@ -49,6 +50,7 @@ from uniroute_core.delegation import (
 from uniroute_core.policy import RoutingPolicy
 from uniroute_core.probes import ProbeSet
 from uniroute_core.profile import ModelProfile
+from uniroute_core.resilience import BreakerConfig, BreakerSlot, CircuitBreaker, arun_bounded
 from uniroute_core.router import UniRouter
 from uniroute_core.serving import ServingConfig
 
@@ -151,6 +153,31 @@ def _first_chunk(stream: Any) -> tuple[Any, Any]:
         return _EMPTY, iterator
 
 
+_SYNC_OF = {
+    "achat": "chat", "acomplete": "complete", "astream_chat": "stream_chat", "astream_complete": "stream_complete"
+}
+
+
+def _sync_only(member: LLM, method: str) -> bool:
+    """Whether ``member``'s async ``method`` is ``CustomLLM``'s default, which just calls the sync method on the
+    event loop (so a member that blocks would block the loop)."""
+    import inspect
+
+    return method in _SYNC_OF and isinstance(member, CustomLLM) and (
+        inspect.getattr_static(type(member), method, None) is inspect.getattr_static(CustomLLM, method, None)
+    )
+
+
+async def _athreaded(iterator: Any, member: str) -> AsyncGenerator[Any, None]:
+    """A sync member stream as an async one: each chunk is pulled in a worker thread, never on the event loop."""
+    it = iter(iterator)
+    while True:
+        chunk = await arun_bounded(lambda: next(it, _EMPTY), None, member=member)
+        if chunk is _EMPTY:
+            return
+        yield chunk
+
+
 async def _afirst_chunk(stream: Any) -> tuple[Any, Any]:
     iterator = stream.__aiter__()
     try:
@@ -208,6 +235,20 @@ class UniRouteLLM(FunctionCallingLLM):
         exclude=True,
         description="Counts a prompt's tokens for the context-window check; None estimates ceil(chars / 4).",
     )
+    timeout: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="Seconds each member attempt may take (a stream: until its first chunk); a member that takes "
+        "longer is abandoned and the next member by routing score is tried, with reason 'timeout' in the record's "
+        "fallbacks. None: no limit. Sync calls wait on a worker thread that cannot be killed and finishes in the "
+        "background (at most uniroute_core.resilience.MAX_ABANDONED such threads at once).",
+    )
+    circuit_breaker: BreakerConfig | None = Field(
+        default_factory=BreakerConfig,
+        exclude=True,
+        description="A member failing (error or timeout) `failures` times within `window` s is skipped for "
+        "`cooldown` s, then given one trial call (default 5 in 60 s, 30 s); skips are reported in fallbacks as "
+        "'skipped: circuit open'. When every member is open all are still tried, best first. None: off.",
+    )
     serving: ServingConfig = Field(
         default_factory=ServingConfig,
         exclude=True,
@@ -215,6 +256,9 @@ class UniRouteLLM(FunctionCallingLLM):
         "window: see uniroute_core.serving.ServingConfig. A dict is accepted.",
     )
 
+    model_config = ConfigDict(extra="forbid")
+
+    _breakers: BreakerSlot = PrivateAttr(default_factory=BreakerSlot)
     _pool_changes: PoolChanges = PrivateAttr(default_factory=PoolChanges)
     _selector_slot: SelectorSlot = PrivateAttr(default_factory=SelectorSlot)
     _pool_report: PoolReport | None = PrivateAttr(default=None)
@@ -396,7 +440,16 @@ class UniRouteLLM(FunctionCallingLLM):
         member = self.members[name]
         if member.rate_limiter is not None:
             await member.rate_limiter.async_acquire()
+        if _sync_only(member, method):  # a CustomLLM's async default would run its sync call on the loop
+            sync = getattr(member, _SYNC_OF[method])  # decorated, as CustomLLM's async default calls it
+            result = await arun_bounded(lambda: sync(*args, **kwargs), None, member=name)
+            return _athreaded(result, name) if method.startswith("astream") else result
         return await undecorated_method(member, method)(*args, **kwargs)
+
+    def _resilience(self) -> dict[str, Any]:
+        """The timeout and circuit breaker every member attempt of a call runs under."""
+        breaker: CircuitBreaker | None = self._breakers.get(self.circuit_breaker)
+        return {"timeout": self.timeout, "breaker": breaker}
 
     # ------------------------------------------------------------------ chat
     @llm_chat_callback()
@@ -409,7 +462,7 @@ class UniRouteLLM(FunctionCallingLLM):
             response = self._call(name, "chat", **self._chat_args(member, messages, request, kwargs))
             return self._validated(member, response, request)
 
-        response, used, fallbacks = call_with_fallback(choice.order, call)
+        response, used, fallbacks = call_with_fallback(choice.order, call, **self._resilience())
         return _tag(response, choice.metadata(used, fallbacks, usage=_token_usage(response)))
 
     @llm_chat_callback()
@@ -422,7 +475,7 @@ class UniRouteLLM(FunctionCallingLLM):
             response = await self._acall(name, "achat", **self._chat_args(member, messages, request, kwargs))
             return self._validated(member, response, request)
 
-        response, used, fallbacks = await acall_with_fallback(choice.order, call)
+        response, used, fallbacks = await acall_with_fallback(choice.order, call, **self._resilience())
         return _tag(response, choice.metadata(used, fallbacks, usage=_token_usage(response)))
 
     @llm_chat_callback()
@@ -434,7 +487,7 @@ class UniRouteLLM(FunctionCallingLLM):
             member = self.members[name]
             return _first_chunk(self._call(name, "stream_chat", **self._chat_args(member, messages, request, kwargs)))
 
-        (first, rest), used, fallbacks = call_with_fallback(choice.order, call)
+        (first, rest), used, fallbacks = call_with_fallback(choice.order, call, **self._resilience())
         return self._tagged_stream(first, rest, choice.metadata(used, fallbacks))
 
     @llm_chat_callback()
@@ -447,7 +500,7 @@ class UniRouteLLM(FunctionCallingLLM):
             stream = await self._acall(name, "astream_chat", **self._chat_args(member, messages, request, kwargs))
             return await _afirst_chunk(stream)
 
-        (first, rest), used, fallbacks = await acall_with_fallback(choice.order, call)
+        (first, rest), used, fallbacks = await acall_with_fallback(choice.order, call, **self._resilience())
         return self._atagged_stream(first, rest, choice.metadata(used, fallbacks))
 
     # ------------------------------------------------------------------ completion
@@ -455,7 +508,8 @@ class UniRouteLLM(FunctionCallingLLM):
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         choice = self._choose(prompt, prompt, tools=False)
         response, used, fallbacks = call_with_fallback(
-            choice.order, lambda name: self._call(name, "complete", prompt, formatted=formatted, **kwargs)
+            choice.order, lambda name: self._call(name, "complete", prompt, formatted=formatted, **kwargs),
+            **self._resilience(),
         )
         return _tag(response, choice.metadata(used, fallbacks, usage=_token_usage(response)))
 
@@ -463,7 +517,8 @@ class UniRouteLLM(FunctionCallingLLM):
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         choice = await self._achoose(prompt, prompt, tools=False)
         response, used, fallbacks = await acall_with_fallback(
-            choice.order, lambda name: self._acall(name, "acomplete", prompt, formatted=formatted, **kwargs)
+            choice.order, lambda name: self._acall(name, "acomplete", prompt, formatted=formatted, **kwargs),
+            **self._resilience(),
         )
         return _tag(response, choice.metadata(used, fallbacks, usage=_token_usage(response)))
 
@@ -473,6 +528,7 @@ class UniRouteLLM(FunctionCallingLLM):
         (first, rest), used, fallbacks = call_with_fallback(
             choice.order,
             lambda name: _first_chunk(self._call(name, "stream_complete", prompt, formatted=formatted, **kwargs)),
+            **self._resilience(),
         )
         return self._tagged_stream(first, rest, choice.metadata(used, fallbacks))
 
@@ -486,7 +542,7 @@ class UniRouteLLM(FunctionCallingLLM):
             stream = await self._acall(name, "astream_complete", prompt, formatted=formatted, **kwargs)
             return await _afirst_chunk(stream)
 
-        (first, rest), used, fallbacks = await acall_with_fallback(choice.order, call)
+        (first, rest), used, fallbacks = await acall_with_fallback(choice.order, call, **self._resilience())
         return self._atagged_stream(first, rest, choice.metadata(used, fallbacks))
 
     @staticmethod
@@ -678,10 +734,9 @@ class UniRouteLLM(FunctionCallingLLM):
     def remove_model(self, name: str) -> ModelProfile:
         """Remove a member and its profile from the pool (profile first); returns the removed profile.
 
-        Calls routed before the removal may still finish on the removed member; later calls never pick it.
+        Calls routed before the removal may still finish on the removed member; later calls never pick it. An
+        unknown name is a ``KeyError``. The last member may be removed (as in ``ChatUniRoute``; the rule is the
+        core's :meth:`~uniroute_core.delegation.PoolChanges.removing_from`): calls then fail with a
+        ``MemberMismatchError`` saying the pool is empty until :meth:`add_model` adds one.
         """
-        if name not in self.members:
-            raise KeyError(f"{name!r} is not a member; members: {list(self.members)}")
-        if len(self.members) == 1:
-            raise MemberMismatchError(f"cannot remove {name!r}: it is the last member and the pool would be empty")
         return self._pool_changes.removing_from(self, name, self.router)

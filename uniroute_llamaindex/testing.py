@@ -7,11 +7,14 @@ needs; these add what they cannot do:
   (:class:`uniroute_core.replay.ReplayBook`), so whole pipelines run with no network and profiling a replayed
   model reproduces its recorded scores;
 * :class:`ScriptedLLM` — answers with a Python function of the prompt, with a settable context window;
-* :class:`FailingLLM` — raises on every call (streams: on the first chunk), to exercise fallback.
+* :class:`FailingLLM` — raises on every call (streams: on the first chunk), to exercise fallback;
+* :class:`LlamaIndexHarness` — runs the conformance scenarios of :mod:`uniroute_core.testing` against
+  ``UniRouteLLM`` (members: :class:`ScriptMemberLLM`, a sync-only ``CustomLLM`` that may hang or fail).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from typing import Any
@@ -35,8 +38,10 @@ from llama_index.core.llms.mock import MockFunctionCallingLLM
 
 from uniroute_core.data import RoutingData
 from uniroute_core.replay import ReplayBook
+from uniroute_core.router import UniRouter
+from uniroute_core.testing import AdapterHarness, MemberScript, Reply
 
-__all__ = ["ReplayLLM", "ScriptedLLM", "FailingLLM", "last_user_text"]
+__all__ = ["ReplayLLM", "ScriptedLLM", "FailingLLM", "last_user_text", "ScriptMemberLLM", "LlamaIndexHarness"]
 
 
 def last_user_text(messages: Sequence[ChatMessage]) -> str:
@@ -202,3 +207,64 @@ class FailingLLM(MockFunctionCallingLLM):
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
         return self._afailing_stream()
+
+
+# --------------------------------------------------------------------------- the conformance harness
+
+
+class ScriptMemberLLM(_PromptAnsweringLLM):
+    """A sync-only ``CustomLLM`` member driven by a :class:`uniroute_core.testing.MemberScript` (it may hang or
+    fail); its async methods are ``CustomLLM``'s defaults, which the router runs in a worker thread."""
+
+    script: Any = Field(exclude=True, description="The MemberScript saying what this member does.")
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "ScriptMemberLLM"
+
+    def _answer(self, prompt: str) -> str:
+        return self.script.respond(prompt)
+
+
+class LlamaIndexHarness(AdapterHarness):
+    """Drives :class:`~uniroute_llamaindex.UniRouteLLM` through the conformance scenarios (chat calls)."""
+
+    name = "llamaindex"
+
+    def build(self, router: UniRouter, members: Sequence[MemberScript], **settings: Any) -> Any:
+        from .base import UniRouteLLM
+
+        llms: dict[str, ScriptMemberLLM] = {}
+        for m in members:
+            llms[m.name] = llm = ScriptMemberLLM(script=m)
+            if m.context_window is not None:
+                llm.context_window = m.context_window
+        return UniRouteLLM(router=router, members=llms, **settings)
+
+    def call(self, model: Any, text: str, mode: str = "sync", **call_kwargs: Any) -> Reply:
+        from .base import UNIROUTE_KEY
+
+        messages = [ChatMessage(role=MessageRole.USER, content=text)]
+        if mode == "sync":
+            r = model.chat(messages, **call_kwargs)
+            return Reply(r.message.content or "", r.additional_kwargs[UNIROUTE_KEY])
+        if mode == "async":
+            r = asyncio.run(model.achat(messages, **call_kwargs))
+            return Reply(r.message.content or "", r.additional_kwargs[UNIROUTE_KEY])
+        if mode == "stream":
+            chunks = list(model.stream_chat(messages, **call_kwargs))
+        elif mode == "astream":
+
+            async def collect() -> list[Any]:
+                return [c async for c in await model.astream_chat(messages, **call_kwargs)]
+
+            chunks = asyncio.run(collect())
+        else:
+            raise ValueError(f"unknown mode {mode!r}")
+        assert chunks, "the stream was empty"
+        metas = [c.additional_kwargs[UNIROUTE_KEY] for c in chunks]
+        assert all(m == metas[0] for m in metas), "every chunk carries the same routing record"
+        return Reply("".join(c.delta or "" for c in chunks), metas[0])
+
+    def remove_model(self, model: Any, name: str) -> Any:
+        return model.remove_model(name)
