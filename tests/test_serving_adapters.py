@@ -292,11 +292,11 @@ def _rag_chain(chat: ChatUniRoute) -> Any:
 
 
 @pytest.mark.parametrize(("question", "alone"), [(MATH_Q, "cheap"), (HISTORY_Q, "strong")])
-def test_langchain_rag_message_routes_as_its_question_with_the_default_window(question, alone):
-    """One human message of a 400-word context then the question: the window (here as long as the question line)
-    covers its end."""
+def test_langchain_rag_message_routes_as_its_question_with_the_tail_window(question, alone):
+    """One human message of a 400-word context then the question: the tail window (here as long as the question
+    line) covers its end."""
     embedder = CountingEmbedder(window=len(f"Question: {question}".split()))
-    chat = _langchain(_router(embedder), lam=0.3)
+    chat = _langchain(_router(embedder), lam=0.3, serving={"text_window": "tail"})
     assert _lc_member(chat.invoke(question)) == alone
     assert _lc_member(_rag_chain(chat).invoke({"context": CONTEXT, "question": question})) == alone
     assert embedder.calls[-1] == [f"Question: {question}"]  # the window the encoder read
@@ -324,7 +324,21 @@ def test_the_core_window_keeps_context_out_of_a_long_routing_text():
     router = _router(embedder)
     long = f"{CONTEXT}\n\nQuestion: {HISTORY_Q}"
     head = _langchain(router, lam=0.3, serving={"text_window": "head"})
-    tail = _langchain(router, lam=0.3)
+    tail = _langchain(router, lam=0.3, serving={"text_window": "tail"})
     head.invoke(long)
     assert embedder.calls[-1] == [" ".join(CONTEXT.split()[:8])]
     assert _lc_member(tail.invoke(long)) == "strong"
+
+
+@pytest.mark.parametrize("question_first", [False, True])
+def test_the_default_window_reads_the_question_before_or_after_the_context(question_first):
+    """Default ``head_tail``: a quarter of the window from the start, the rest from the end, so the question is in
+    the text the encoder reads in both RAG layouts (question after the context, or before it)."""
+    question = "Question: " + MATH_Q
+    n = len(question.split())
+    embedder = CountingEmbedder(window=4 * n)  # the head quarter holds a leading question, the tail a trailing one
+    chat = _langchain(_router(embedder), lam=0.3)
+    text = f"{question}\n{CONTEXT}" if question_first else f"{CONTEXT}\n{question}"
+    chat.invoke(text)
+    (read,) = embedder.calls[-1]
+    assert question in read and len(read.split()) == 4 * n - 1

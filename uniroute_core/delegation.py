@@ -290,7 +290,7 @@ class MemberSelector:
     * **A live budget.** With a ``budget`` policy, λ is kept on the traffic served by a
       :class:`~uniroute_core.serving.BudgetController` (the probe calibration is its starting point).
     * **Long texts.** A routing text longer than the encoder's window is cut to the part the encoder reads by
-      ``config.text_window`` (default: its end, where a RAG prompt's question is; see
+      ``config.text_window`` (default: its start and end, where a RAG prompt's question is; see
       :mod:`uniroute_core.routing_text`).
     * **Realised cost.** :meth:`RoutingChoice.metadata` records each served call's cost (:meth:`record`), so
       responses carry the realised mean cost so far; members in ``prices`` get their actual cost from token usage.

@@ -5,16 +5,20 @@ An encoder such as all-MiniLM-L6-v2 reads at most 256 word pieces and silently d
 prompts with the same context and different questions route identically. So before a prompt longer than the
 encoder's window is embedded for routing, the router chooses which part of it the window covers:
 
-* ``"tail"`` (the default) — the end of the text, where a RAG prompt's question is, cut at a token boundary;
-* ``"head"`` — the start (what the encoder does by itself: the behaviour before this module);
-* ``"head_tail"`` — the first quarter of the window from the start and the rest from the end, joined by a newline.
+* ``"head_tail"`` (the default) — the first quarter of the window from the start and the rest from the end, joined
+  by a newline: the question is covered whether the prompt puts it after the context (LlamaIndex's QA template) or
+  before it (LangChain hub's ``rlm/rag-prompt``);
+* ``"tail"`` — the end of the text, cut at a token boundary;
+* ``"head"`` — the start (what the encoder does by itself: the behaviour before this module).
 
 Texts that fit the window are never changed, so short prompts (and every prompt a router was fitted on that fits)
 route exactly as before. Adapters that can see the question itself (LlamaIndex query engines pass it as the
 template's ``query_str``; LangChain's ``route_on`` may be a callable) route on that and need no window at all.
 
-The choice of ``"tail"`` as default was measured on MMLU-Pro questions behind a 400-word unrelated context: see
-``/work/notes/12-serving.md`` and ``benchmarks/serving.py``.
+The default was chosen by measurement (``benchmarks/serving.py``, section 5): 150 held-out MMLU-Pro questions behind a
+400-word unrelated context, routed with each window and compared with routing the question alone. ``"head_tail"`` was
+the best or close to the best in both layouts, where ``"tail"`` fails when the question comes first and ``"head"``
+when it comes last (figures in ``benchmarks/README.md``).
 
 The window is the encoder's own: :func:`encoder_window` reads the tokenizer and ``max_seq_length`` of a
 sentence-transformers embedder; any other embedder may expose ``text_window`` (a :class:`TextWindow`) to opt in;
@@ -90,12 +94,12 @@ def encoder_window(embedder: Any) -> TextWindow | None:
     return None
 
 
-def window_text(text: str, window: TextWindow | None, strategy: WindowStrategy = "tail") -> str:
+def window_text(text: str, window: TextWindow | None, strategy: WindowStrategy = "head_tail") -> str:
     """The part of ``text`` the encoder should read: ``text`` itself when it fits ``window`` (or no window is known).
 
-    ``strategy`` is ``"tail"`` (the end of the text), ``"head"`` (its start) or ``"head_tail"`` (a quarter of the
-    window from the start, the rest from the end). Cuts fall on token boundaries of the encoder's own tokenizer,
-    so the result fits the window and is a substring (or two joined substrings) of ``text``.
+    ``strategy`` is ``"head_tail"`` (default: a quarter of the window from the start, the rest from the end),
+    ``"tail"`` (the end of the text) or ``"head"`` (its start). Cuts fall on token boundaries of the encoder's own
+    tokenizer, so the result fits the window and is a substring (or two joined substrings) of ``text``.
     """
     if strategy not in WINDOW_STRATEGIES:
         raise ValueError(f"window strategy must be one of {list(WINDOW_STRATEGIES)}, got {strategy!r}")

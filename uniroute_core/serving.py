@@ -266,8 +266,9 @@ class ServingConfig:
             :class:`ServingOverloadedError` instead of queueing without bound (default 10,000).
         budget_window: how many recent prompts the live budget re-solves λ on (default 200; see
             :class:`BudgetController`).
-        text_window: which part of a routing text longer than the encoder's window is embedded: ``"tail"``
-            (default: the end, where a RAG prompt's question is), ``"head"`` or ``"head_tail"`` (see
+        text_window: which part of a routing text longer than the encoder's window is embedded: ``"head_tail"``
+            (default: a quarter of the window from the start, the rest from the end, so a RAG prompt's question is
+            read whether it comes before or after the context), ``"tail"`` or ``"head"`` (see
             :mod:`uniroute_core.routing_text`).
     """
 
@@ -275,7 +276,7 @@ class ServingConfig:
     max_wait: float = DEFAULT_MAX_WAIT
     max_pending: int = DEFAULT_MAX_PENDING
     budget_window: int = 200
-    text_window: str = "tail"
+    text_window: str = "head_tail"
 
     def __post_init__(self) -> None:
         from .routing_text import WINDOW_STRATEGIES

@@ -277,7 +277,7 @@ class ChatUniRoute(BaseChatModel):
     )
     """Text to route on: the last human message (default; system prompt excluded), the whole conversation, or a
     callable ``messages -> str`` (e.g. the question of a RAG prompt that puts context and question in one message).
-    A text longer than the encoder's window is cut to its end by default (``serving.text_window``)."""
+    A text longer than the encoder's window is cut to its start and end by default (``serving.text_window``)."""
 
     serving: ServingConfig = Field(default_factory=ServingConfig, exclude=True)
     """Micro-batching (``max_batch_size`` 64, ``max_wait`` 2 ms), the live budget's window and the long-text window:
