@@ -331,9 +331,9 @@ def test_the_core_window_keeps_context_out_of_a_long_routing_text():
 
 
 @pytest.mark.parametrize("question_first", [False, True])
-def test_the_default_window_reads_the_question_before_or_after_the_context(question_first):
-    """Default ``head_tail``: a quarter of the window from the start, the rest from the end, so the question is in
-    the text the encoder reads in both RAG layouts (question after the context, or before it)."""
+def test_the_default_window_reads_a_short_question_before_or_after_the_context(question_first):
+    """Default ``head_tail``: a quarter of the window from the start, the rest from the end, so a question that fits
+    in the quarter is read before the context, and one that fits in the rest after it."""
     question = "Question: " + MATH_Q
     n = len(question.split())
     embedder = CountingEmbedder(window=4 * n)  # the head quarter holds a leading question, the tail a trailing one

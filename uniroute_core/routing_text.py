@@ -6,8 +6,8 @@ prompts with the same context and different questions route identically. So befo
 encoder's window is embedded for routing, the router chooses which part of it the window covers:
 
 * ``"head_tail"`` (the default) — the first quarter of the window from the start and the rest from the end, joined
-  by a newline: the question is covered whether the prompt puts it after the context (LlamaIndex's QA template) or
-  before it (LangChain hub's ``rlm/rag-prompt``);
+  by a newline: the end holds the question of a context-first prompt (LlamaIndex's QA template), the start a short
+  instruction or question;
 * ``"tail"`` — the end of the text, cut at a token boundary;
 * ``"head"`` — the start (what the encoder does by itself: the behaviour before this module).
 
@@ -17,8 +17,9 @@ template's ``query_str``; LangChain's ``route_on`` may be a callable) route on t
 
 The default was chosen by measurement (``benchmarks/serving.py``, section 5): 150 held-out MMLU-Pro questions behind a
 400-word unrelated context, routed with each window and compared with routing the question alone. ``"head_tail"`` was
-the best or close to the best in both layouts, where ``"tail"`` fails when the question comes first and ``"head"``
-when it comes last (figures in ``benchmarks/README.md``).
+the best when the question follows the context and the best on average over the two layouts; when a long question
+comes first (LangChain hub's ``rlm/rag-prompt``) only ``"head"`` reads it, so route such prompts with a ``route_on``
+callable (figures in ``benchmarks/README.md``).
 
 The window is the encoder's own: :func:`encoder_window` reads the tokenizer and ``max_seq_length`` of a
 sentence-transformers embedder; any other embedder may expose ``text_window`` (a :class:`TextWindow`) to opt in;

@@ -267,8 +267,8 @@ class ServingConfig:
         budget_window: how many recent prompts the live budget re-solves λ on (default 200; see
             :class:`BudgetController`).
         text_window: which part of a routing text longer than the encoder's window is embedded: ``"head_tail"``
-            (default: a quarter of the window from the start, the rest from the end, so a RAG prompt's question is
-            read whether it comes before or after the context), ``"tail"`` or ``"head"`` (see
+            (default: a quarter of the window from the start, the rest from the end, where a context-first RAG
+            prompt's question is), ``"tail"`` or ``"head"`` (see
             :mod:`uniroute_core.routing_text`).
     """
 
