@@ -26,6 +26,7 @@ def main() -> int:
     ap.add_argument("--float32", type=Path, required=True)
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--methods", default=None, help="comma-separated subset of the evaluation methods (default: all)")
     args = ap.parse_args()
     data = load_routing_data("mmlu_pro")
     x32 = np.load(args.float32, allow_pickle=False).astype(np.float32)
@@ -35,7 +36,8 @@ def main() -> int:
         f"max |float16 - float32| over all coordinates: {np.abs(x16 - x32).max():.2e}; "
         f"min cosine {np.min(cosines):.6f}"
     )
-    config = EvaluationConfig(trials=args.trials, seed=args.seed)
+    methods = {} if args.methods is None else {"methods": tuple(m.strip() for m in args.methods.split(","))}
+    config = EvaluationConfig(trials=args.trials, seed=args.seed, **methods)
     results = {}
     for label, x in (("float32", x32), ("float16 shipped", x16)):
         t0 = time.perf_counter()

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from uniroute_core import ProbeSet, RoutingDataError, load_routing_data, write_routing_data
+from uniroute_core import ProbeSet, RoutingDataError, UniRouter, load_routing_data, write_routing_data
 from uniroute_core.datasets import bundled_dataset_names, bundled_dataset_path, resolve_routing_data
 from uniroute_core.datasets import vectors as shipped
 
@@ -82,11 +84,123 @@ def test_a_local_folder_named_like_a_bundled_set_needs_a_path(tmp_path, monkeypa
     assert load_routing_data(f".{os.sep}mmlu_pro").n_prompts == 1
 
 
+@pytest.mark.slow
+def test_wheel_install_carries_the_data_and_the_pretrained_router(tmp_path):
+    """A built wheel holds the data and the pretrained router, found through importlib.resources."""
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(REPO),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "w"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert build.returncode == 0, build.stderr
+    wheel = next((tmp_path / "w").glob("uniroute-*.whl"))
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(site)
+    code = (
+        "import json, uniroute_core; from uniroute_core.datasets import resolve_routing_data\n"
+        "from uniroute_core.pretrained import pretrained_path\n"
+        "from uniroute_core import load_routing_data\n"
+        "print(json.dumps({'pkg': uniroute_core.__file__, 'data': str(resolve_routing_data('mmlu_pro')),"
+        " 'n': load_routing_data('mmlu_pro').n_prompts, 'router': str(pretrained_path())}))"
+    )
+    done = run_python(code, tmp_path, extra_path=site)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in ("pkg", "data", "router"):
+        assert Path(out[key]).resolve().is_relative_to(site.resolve()), out
+    assert out["n"] == 10279
+    files = {Path(n).name for n in zipfile.ZipFile(wheel).namelist()}
+    assert {
+        "prompts.csv.gz",
+        "scores.csv.gz",
+        "models.csv",
+        "DATACARD.md",
+        "NOTICE.md",
+        "router.json",
+        "arrays.npz",
+    } <= files
+    assert shipped.shipped_vectors_file("all-MiniLM-L6-v2") in files
+    shutil.rmtree(REPO / "build", ignore_errors=True)
+
+
 # ----------------------------------------------------------------------------------------- shipped vectors
 
 
 def _table_file() -> Path:
     return bundled_dataset_path("mmlu_pro") / shipped.shipped_vectors_file("all-MiniLM-L6-v2")
+
+
+def test_shipped_vectors_cover_every_bundled_prompt():
+    table = shipped.ShippedVectors.load(_table_file())
+    data = load_routing_data("mmlu_pro")
+    assert table.embedder == "all-MiniLM-L6-v2" and table.dimension == 384
+    assert table.vectors.dtype == np.float16
+    assert all(shipped.text_key(p) in table.rows for p in data.prompts)
+    assert len(table.rows) == len(set(data.prompts))
+
+
+def test_shipped_vectors_are_used_only_for_the_same_embedder_and_text(tmp_path):
+    """Same name but another model folder → no hit; a changed text → no hit; the exact text → its vector."""
+    data = load_routing_data("mmlu_pro")
+    table = shipped.ShippedVectors.load(_table_file())
+    from uniroute_core.embedding import default_embedder
+
+    real = default_embedder()
+    text = data.prompts[0]
+    hit = shipped.lookup_shipped(real.name, real.model_name_or_path, [text, text + " "])
+    assert hit is not None
+    mask, vecs = hit
+    assert mask.tolist() == [True, False]
+    np.testing.assert_array_equal(vecs[0], table.vectors[table.rows[shipped.text_key(text)]].astype(np.float32))
+
+    # another model folder carrying the same name: a copy whose weights differ by one byte
+    fake = tmp_path / "fake-model"
+    shutil.copytree(real.model_name_or_path, fake)
+    weights = fake / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-1] ^= 1
+    weights.write_bytes(bytes(raw))
+    assert shipped.lookup_shipped(real.name, fake, [text]) is None
+    # a hub name (no local folder) never matches, nor does another embedder name
+    assert shipped.lookup_shipped(real.name, "sentence-transformers/all-MiniLM-L6-v2", [text]) is None
+    assert shipped.lookup_shipped("other-embedder", real.model_name_or_path, [text]) is None
+
+
+def test_embedder_mixes_shipped_and_encoded_rows(monkeypatch):
+    """Covered texts come from the table, the others from the encoder, in the caller's order."""
+    from uniroute_core.embedding import default_embedder
+
+    emb = default_embedder()
+    seen: list[list[str]] = []
+
+    def fake_encode(batch: list[str]) -> np.ndarray:
+        seen.append(list(batch))
+        return np.full((len(batch), 384), 0.5, dtype=np.float32)
+
+    monkeypatch.setattr(emb, "encode_batch", fake_encode)
+    prompts = load_routing_data("mmlu_pro").prompts[:3]
+    out = emb.embed([prompts[0], "not a bundled prompt", prompts[1]], show_progress=False)
+    assert seen == [["not a bundled prompt"]]
+    assert np.all(out[1] == 0.5) and not np.all(out[0] == 0.5)
+    assert np.isclose(np.linalg.norm(out[0]), 1.0, atol=1e-2)
+    off = default_embedder(shipped_vectors=False)
+    monkeypatch.setattr(off, "encode_batch", fake_encode)
+    off.embed([prompts[2]], show_progress=False)
+    assert seen[-1] == [prompts[2]]
 
 
 def test_tampered_table_is_ignored_with_a_warning(tmp_path, monkeypatch):
@@ -130,4 +244,64 @@ def test_tampered_table_is_ignored_with_a_warning(tmp_path, monkeypatch):
     assert any("ignoring shipped vectors" in str(w.message) for w in caught)
 
 
+@pytest.mark.slow
+def test_shipped_vectors_match_the_real_encoder():
+    """float16 vectors agree with a fresh encoding of a sample of bundled prompts (max |diff| well under 1e-2)."""
+    from uniroute_core.embedding import default_embedder
+
+    data = load_routing_data("mmlu_pro")
+    rng = np.random.default_rng(7)
+    sample = [data.prompts[i] for i in rng.choice(data.n_prompts, size=24, replace=False)]
+    fast = default_embedder().embed(sample, show_progress=False)
+    slow = default_embedder(shipped_vectors=False).embed(sample, show_progress=False)
+    assert np.abs(fast - slow).max() < 2e-3
+    assert np.all(np.sum(fast * slow, axis=1) > 0.9999)
+
+
 # ----------------------------------------------------------------------------------------- pretrained router
+
+
+def test_pretrained_router_is_ready_with_no_members():
+    router = UniRouter.pretrained(show_progress=False)
+    assert router.is_fitted and router.models == []
+    probes = router.probes
+    assert probes is not None and 200 <= len(probes) <= 500
+    assert probes.grader_name == "multiple_choice" and probes.references is not None
+    data = load_routing_data("mmlu_pro")
+    cats = {data.categories[data.prompt_ids.index(pid)] for pid in probes.prompt_ids or ()}
+    assert len(cats) == 14
+
+
+def test_pretrained_router_routes_once_members_join():
+    """Two members added from their recorded probe scores; routing follows their accuracy and the price."""
+    router = UniRouter.pretrained(show_progress=False)
+    data = load_routing_data("mmlu_pro")
+    pos = {pid: i for i, pid in enumerate(data.prompt_ids)}
+    rows = [pos[pid] for pid in router.probes.prompt_ids]  # type: ignore[union-attr]
+    for name in ("gemini-1.5-pro-002", "Phi-3-mini-4k-instruct"):
+        j = data.model_index(name)
+        router.add_model(name, cost=float(data.costs[j]), scores=data.scores[rows, j])
+    prompts = data.prompts[:50]
+    assert {d.model for d in router.route(prompts, lam=0.0)} == {"gemini-1.5-pro-002"}
+    assert {d.model for d in router.route(prompts, lam=100.0)} == {"Phi-3-mini-4k-instruct"}
+    cheap = router.route(prompts, budget=40.0)
+    assert 0 < sum(d.model == "gemini-1.5-pro-002" for d in cheap) < len(prompts)
+
+
+@pytest.mark.slow
+def test_main_job_runs_from_an_empty_folder_with_an_empty_cache(tmp_path):
+    """`uniroute eval --data mmlu_pro` from an empty folder and an empty embedding cache: the data comes from the
+    package and the prompts' vectors from the shipped table (the encoder is never loaded)."""
+    cache = tmp_path / "cache"
+    code = (
+        "import sys; from uniroute_core.cli import main\n"
+        f"rc = main(['eval', '--data', 'mmlu_pro', '--trials', '1', '--methods', 'zero,random', '--out', 'out', "
+        f"'--cache', {str(cache)!r}, '--quiet'])\n"
+        "print('encoder loaded:', 'sentence_transformers' in sys.modules); sys.exit(rc)"
+    )
+    done = run_python(code, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "encoder loaded: False" in done.stdout
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert doc["data"] == "mmlu_pro" and doc["n_prompts"] == 10279 and doc["embedder"] == "all-MiniLM-L6-v2"
+    assert any(cache.iterdir())

@@ -126,3 +126,10 @@ def test_build_and_show_errors_are_clear(folder, tmp_path, capsys):
     assert "pass --force" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["show", str(out), "--budgets", "-3"])
+
+
+def test_show_pretrained(capsys):
+    assert main(["show", "pretrained"]) == 0
+    shown = capsys.readouterr().out
+    assert "all-MiniLM-L6-v2" in shown and "300 (with references, grader multiple_choice)" in shown
+    assert "members       none" in shown

@@ -176,6 +176,20 @@ def test_trials_are_reproducible_and_independent_of_trial_count():
     assert a.values("kmeans", "area")[:2] == b.values("kmeans", "area")
 
 
+def test_parallel_trials_give_the_same_results_in_the_same_order():
+    """`jobs=2` runs trials in worker processes; every metric, chosen parameter and curve is identical to `jobs=1`."""
+    data, x = _toy_data()
+    config = EvaluationConfig(**dict(FAST, trials=2, methods=("kmeans", "knn", "zero", "random")))
+    serial = evaluate(data, x, config, progress=False)
+    parallel = evaluate(data, x, config, progress=False, jobs=2)
+    for a, b in zip(serial.trials, parallel.trials):
+        assert a.metrics == b.metrics and a.params == b.params
+        for name in a.curves:
+            np.testing.assert_array_equal(a.curves[name], b.curves[name])
+    with pytest.raises(ValueError, match="jobs must be an integer >= 1"):
+        evaluate(data, x, config, progress=False, jobs=0)
+
+
 def test_test_llms_scores_outside_the_probes_are_never_used():
     """Only Clairvoyant may see the test LLMs' train-prompt scores; no method sees their test-prompt scores
     except to measure the curve. Scrambling those scores must leave every unseen-LLM method unchanged."""

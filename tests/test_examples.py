@@ -148,3 +148,22 @@ def test_add_a_new_model(tmp_path):
     assert sum(after.values()) == pytest.approx(100.0, abs=0.1 * len(after))
     m = re.search(r"^gemini-1.5-flash-002 now serves ([\d.]+)% of calls at the same λ", out, re.M)
     assert m and float(m.group(1)) == after["gemini-1.5-flash-002"]
+
+
+@pytest.mark.slow
+def test_your_own_pool(tmp_path):
+    """Three replayed real LLMs built into a routed chat model with from_models (pretrained router, no data of the
+    user's own), then a chain over held-out questions."""
+    out = run_example("your_own_pool", tmp_path, "--n", "120", setup_line=False)
+    pool = re.search(r"^\[pool\] \[(.*)\] profiled on (\d+) pretrained probes \(failures: none\)", out, re.M)
+    assert pool, out
+    assert pool.group(2) == "300"
+    assert "120 held-out questions through prompt | ChatUniRoute | parser, budget 30" in out
+    assert re.search(r"^example answer: 'The answer is \([A-J]\)\.'|^example answer: 'I am not able", out, re.M), out
+    routed = re.search(r"^routed\s+accuracy ([\d.]+)\s+mean cost ([\d.]+)", out, re.M)
+    always = re.search(r"^always gemini-1.5-pro-002\s+accuracy ([\d.]+)\s+mean cost ([\d.]+)", out, re.M)
+    assert routed and always, out
+    assert float(routed.group(2)) < float(always.group(2))  # a budget of 30 routes most calls away from the dearest
+    assert 0.3 < float(routed.group(1)) <= 1.0
+    shares = dict(re.findall(r"^  (\S+)\s+([\d.]+)%$", out, re.M))
+    assert abs(sum(map(float, shares.values())) - 100.0) < 0.5 and len(shares) >= 2

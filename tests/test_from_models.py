@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.output_parsers import StrOutputParser
 from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.prompts import ChatPromptTemplate
 
 from uniroute_core import ProbeSet, UniRouter, load_routing_data
 from uniroute_core.delegation import PoolProfilingError
 from uniroute_core.replay import ReplayBook
 from uniroute_langchain import ChatUniRoute
+from uniroute_langchain.testing import ReplayChatModel
 from uniroute_llamaindex import UniRouteLLM
-from uniroute_llamaindex.testing import ScriptedLLM
+from uniroute_llamaindex.testing import ReplayLLM, ScriptedLLM
 
 MATH = [f"math algebra equation number {i}" for i in range(10)]
 LAW = [f"law contract court case {i}" for i in range(10)]
@@ -161,3 +165,22 @@ def test_own_probe_set_replaces_the_routers(adapter, small_router):
 @pytest.fixture(scope="module")
 def book() -> ReplayBook:
     return ReplayBook.from_routing_data(load_routing_data("mmlu_pro"))
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_default_router_is_the_pretrained_one(adapter, book):
+    """No router, no data of one's own: three replayed real LLMs profiled on the pretrained probes, then a chain."""
+    names = {"gemini-1.5-pro-002": 135.5, "Meta-Llama-3_1-8B-Instruct": 8.0, "Phi-3-mini-4k-instruct": 3.8}
+    if adapter == "langchain":
+        models = {n: (ReplayChatModel(book=book, model=n), c) for n, c in names.items()}
+    else:
+        models = {n: (ReplayLLM(book=book, model=n), c) for n, c in names.items()}
+    routed = from_models(adapter, models, budget=40.0)
+    assert routed.router.models == list(names) and len(routed.router.probes) == 300
+    question = book.data.prompts[-1]
+    if adapter == "langchain":
+        chain = ChatPromptTemplate.from_messages([("human", "{q}")]) | routed | StrOutputParser()
+        answer = chain.invoke({"q": question})
+    else:
+        answer = routed.complete(question).text
+    assert re.fullmatch(r"The answer is \([A-J]\)\.|I am not able to answer this question\.", answer)

@@ -175,6 +175,25 @@ def _parse_methods(text: str) -> tuple[str, ...]:
     return names
 
 
+def _parse_jobs(text: str) -> int | str:
+    if text == "auto":
+        return "auto"
+    try:
+        jobs = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--jobs must be 'auto' or a positive integer, got {text!r}") from None
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"--jobs must be >= 1, got {jobs}")
+    return jobs
+
+
+def _usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _parse_clusters(text: str) -> int | str:
     if text == "auto":
         return "auto"
@@ -207,6 +226,11 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--cache", type=Path, default=None, help="embedding cache folder (default $UNIROUTE_CACHE or ~/.cache/uniroute)"
+    )
+    p.add_argument(
+        "--jobs", type=_parse_jobs, default="auto",
+        help="trials run in this many processes (default 'auto': the CPUs this process may use); results do not "
+        "depend on it",
     )
     p.add_argument(
         "--n-clusters",
@@ -264,7 +288,8 @@ def run_eval(args: argparse.Namespace) -> int:
     embedder = CachedEmbedder(resolve_cli_embedder(args.embedder), args.cache or default_cache_dir())
     embeddings = embedder.embed(data.prompts, show_progress=not args.quiet)
     try:
-        result = evaluate(data, embeddings, config, embedder_name=embedder.name, progress=not args.quiet)
+        jobs = min(_usable_cpus(), args.trials) if args.jobs == "auto" else args.jobs
+        result = evaluate(data, embeddings, config, embedder_name=embedder.name, progress=not args.quiet, jobs=jobs)
     except ValueError as exc:
         if getattr(args, "debug", False):
             raise

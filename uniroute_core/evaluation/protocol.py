@@ -397,6 +397,18 @@ class EvaluationResult:
         }
 
 
+_WORKER: dict[str, Any] = {}
+
+
+def _init_trial_worker(x: np.ndarray, data: RoutingData, config: EvaluationConfig) -> None:
+    """Keep the embeddings, data and config in a worker process (sent once, not once per trial)."""
+    _WORKER.update(x=x, data=data, config=config)
+
+
+def _run_trial_in_worker(split: TrialSplit, rng: np.random.Generator) -> TrialResult:
+    return run_trial(_WORKER["x"], _WORKER["data"], split, rng, _WORKER["config"])
+
+
 def evaluate(
     data: RoutingData,
     embeddings: np.ndarray,
@@ -404,19 +416,47 @@ def evaluate(
     *,
     embedder_name: str = "",
     progress: bool = True,
+    jobs: int = 1,
 ) -> EvaluationResult:
     """Run ``config.trials`` trials of the unseen-LLM protocol; ``embeddings`` ``(n_prompts, d)`` are computed once
-    by the caller (row i = prompt i of ``data``) and sliced per split."""
+    by the caller (row i = prompt i of ``data``) and sliced per split.
+
+    ``jobs`` > 1 runs the trials in that many worker processes. Every trial's split and random generator are drawn
+    up front from ``config.seed`` and a trial reads nothing else, so the results are the same as with ``jobs=1``,
+    in the same order (only the per-method ``seconds`` differ). Workers are started with ``spawn``; evaluation methods
+    registered at run time by your own code (not at import of a module) are only known with ``jobs=1``.
+    """
     from tqdm.auto import tqdm
 
     config = config or EvaluationConfig()
     x = np.asarray(embeddings, dtype=np.float32)
     if x.ndim != 2 or len(x) != data.n_prompts:
         raise ValueError(f"embeddings must be ({data.n_prompts}, d) for {data.n_prompts} prompts, got {x.shape}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
     started = time.perf_counter()
-    trials = []
-    for split, rng in tqdm(make_trial_splits(data, config), desc="trials", disable=not progress, unit="trial"):
-        trials.append(run_trial(x, data, split, rng, config))
+    splits = make_trial_splits(data, config)
+    trials: list[TrialResult] = []
+    if jobs == 1 or len(splits) == 1:
+        for split, rng in tqdm(splits, desc="trials", disable=not progress, unit="trial"):
+            trials.append(run_trial(x, data, split, rng, config))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with (
+            ProcessPoolExecutor(
+                max_workers=min(jobs, len(splits)),
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_trial_worker,
+                initargs=(x, data, config),
+            ) as pool,
+            tqdm(total=len(splits), desc="trials", disable=not progress, unit="trial") as bar,
+        ):
+            futures = [pool.submit(_run_trial_in_worker, split, rng) for split, rng in splits]
+            for future in futures:  # in trial order; the bar advances as each one is collected
+                trials.append(future.result())
+                bar.update()
     return EvaluationResult(
         data=data, config=config, embedder=embedder_name, trials=trials, seconds=time.perf_counter() - started
     )
