@@ -26,6 +26,7 @@ def main() -> int:
     ap.add_argument("--float32", type=Path, required=True)
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=1, help="trials in this many processes (results do not depend on it)")
     ap.add_argument("--methods", default=None, help="comma-separated subset of the evaluation methods (default: all)")
     args = ap.parse_args()
     data = load_routing_data("mmlu_pro")
@@ -41,7 +42,7 @@ def main() -> int:
     results = {}
     for label, x in (("float32", x32), ("float16 shipped", x16)):
         t0 = time.perf_counter()
-        results[label] = evaluate(data, x, config, embedder_name=label, progress=False)
+        results[label] = evaluate(data, x, config, embedder_name=label, progress=False, jobs=args.jobs)
         print(f"{label}: {time.perf_counter() - t0:.0f} s")
     a, b = results["float32"], results["float16 shipped"]
     print(f"\n{'method':<14} {'Area f32':>9} {'Area f16':>9} {'mean diff':>10} {'max |trial diff|':>17}")
