@@ -22,7 +22,7 @@ from conftest import topic_embedder
 from tests.test_persistence import rewrite_arrays
 from tests.test_router import two_topic_router
 from uniroute_core import RouterFileError, UniRouter
-from uniroute_core.persistence import JSON_FILE, LOCK_FILE, saved_files
+from uniroute_core.persistence import JSON_FILE, saved_files
 
 DATA = Path(__file__).resolve().parent / "data"
 ROUTE_ON = ["math proof of the lemma", "law contract dispute", "topic3 word5 prompt", "something else entirely"]
@@ -94,12 +94,12 @@ def test_a_save_killed_at_random_moments_leaves_the_old_or_the_new_router(tmp_pa
         assert got in fp.values(), "a killed save left a router that is neither the old nor the new one"
         seen["old" if got == fp["old"] else "new"] += 1
         # a killed saver may leave its uniquely named temporaries (the next save removes them), nothing else
-        assert {n for n in our_files(folder) if not n.endswith(".tmp")} <= {JSON_FILE, LOCK_FILE} | {
+        assert {n for n in our_files(folder) if not n.endswith(".tmp")} <= {JSON_FILE} | {
             n for n in our_files(folder) if n.startswith("arrays-")
         }
     assert seen["old"] and seen["new"]  # kills landed in both halves of the alternation
     old.save(folder)
-    assert our_files(folder) == {JSON_FILE, LOCK_FILE, saved_files(folder)[1].name}
+    assert our_files(folder) == {JSON_FILE, saved_files(folder)[1].name}
 
 
 def _save_n(router: UniRouter, folder: str, n: int) -> None:  # runs in a forked child
@@ -146,7 +146,7 @@ def test_concurrent_savers_leave_one_whole_router_and_readers_never_fail(tmp_pat
     assert not read_errors, read_errors[0]
     assert reads[0] > 0
     assert fingerprint(load(folder)) in fps
-    assert our_files(folder) == {JSON_FILE, LOCK_FILE, saved_files(folder)[1].name}
+    assert our_files(folder) == {JSON_FILE, saved_files(folder)[1].name}
 
 
 def test_saving_over_a_version_1_folder_upgrades_it_and_keeps_other_files(tmp_path):

@@ -373,7 +373,9 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help="routing data folder, or a bundled data set name (mmlu_pro)")
     src.add_argument("--prompts", type=Path, help="a file of prompts (.txt one per line, .jsonl, .csv)")
-    p.add_argument("--out", required=True, type=Path, help="folder to save the router in (router.json + arrays.npz)")
+    p.add_argument(
+        "--out", required=True, type=Path, help="folder to save the router in (router.json + arrays-<hash>.npz)"
+    )
     p.add_argument(
         "--n-clusters", type=_parse_clusters, default="auto",
         help="K, or 'auto' (default: validation with --data, about one per 50 probes with --prompts)",

@@ -181,7 +181,6 @@ class CacheWarning(UserWarning):
 
 
 _CACHE_FILE = "embeddings.sqlite3"
-_LEGACY_PATTERN = "embeddings-*.npz"
 _SQL_CHUNK = 500  # keys per SELECT … IN (…); well under SQLite's bound-parameter limit
 _BUSY_TIMEOUT_MS = 60_000
 _SCHEMA = (

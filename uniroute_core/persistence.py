@@ -7,7 +7,6 @@ Layout of a saved router directory (format version 2)::
                              set (prompts, references, grader name), each member's name and cost, and the manifest
                              ``"arrays": {"file": "arrays-<hash>.npz", "sha256": ...}``
     arrays-<hash>.npz        cluster-map arrays (``map/<name>``), probe scores (M, P), Ψ (M, K), probe counts (M, K)
-    .uniroute-save.lock      taken by savers (never needed to read)
 
 This module knows states and settings, not routers: :func:`save_state` writes a state with the settings that
 produced it, :func:`load_state` reads them back as a :class:`SavedRouter`, and
@@ -20,11 +19,11 @@ without loading it (the replay CLI wraps it in the on-disk cache).
 new content-addressed file (unique temporary name, ``fsync``, rename, ``fsync`` of the folder), then the new
 ``router.json`` the same way (one atomic rename), and only then deletes arrays files no longer named. A save killed at
 any moment therefore leaves the old ``router.json`` naming the old, intact arrays, or the new one naming the new
-arrays. Savers take an exclusive lock on ``.uniroute-save.lock`` for the whole save, so concurrent saves (threads or
-processes) run one after the other and the last one is what is left, whole. Readers take no lock: if a save removes
-the arrays a reader was about to open, the reader sees ``router.json`` changed and reads again. Files outside this
-layout in the folder are left alone. Version-1 directories (``router.json`` + ``arrays.npz``) still load; saving
-over one upgrades it.
+arrays. Savers take an exclusive ``flock`` on the directory itself for the whole save (no lock file), so concurrent
+saves (threads or processes) run one after the other and the last one is what is left, whole. Readers take no lock:
+if a save removes the arrays a reader was about to open, the reader sees ``router.json`` changed and reads again.
+Files outside this layout in the folder are left alone. Version-1 directories (``router.json`` + ``arrays.npz``)
+still load; saving over one upgrades it.
 
 **Checked loading.** The manifest's SHA-256 is checked, so a truncated, damaged or edited arrays file is refused;
 every field of ``router.json`` is checked for type and value (names non-empty and distinct, costs finite numbers
@@ -88,7 +87,6 @@ READABLE_VERSIONS = (1, 2)
 JSON_FILE = "router.json"
 ARRAYS_FILE = "arrays.npz"
 """The arrays file of a version-1 directory (version 2 names a content-addressed ``arrays-<hash>.npz``)."""
-LOCK_FILE = ".uniroute-save.lock"
 _ARRAYS_NAME = re.compile(r"arrays-[0-9a-f]{16}\.npz")
 _TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")
 _STALE_SECONDS = 3600.0
@@ -206,18 +204,22 @@ def _publish(folder: Path, name: str, data: bytes) -> None:
 
 @contextlib.contextmanager
 def _save_lock(folder: Path) -> Iterator[bool]:
-    """Hold the folder's exclusive save lock; yields whether a real lock is held (``fcntl`` exists)."""
+    """Hold an exclusive ``flock`` on the directory itself (no lock file is left behind); yields whether a real lock
+    is held. Each call opens its own descriptor, so threads of one process exclude each other as processes do."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX: saves still publish atomically, leftovers are aged out
         yield False
         return
-    with open(folder / LOCK_FILE, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield True
         finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _collect_garbage(folder: Path, keep: str, *, locked: bool) -> None:
