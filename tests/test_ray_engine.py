@@ -24,7 +24,7 @@ from uniroute_core import UniRouter
 from uniroute_core.data import load_routing_data
 from uniroute_core.evaluation import EvaluationConfig, evaluate
 from uniroute_core.persistence import JSON_FILE
-from uniroute_core.preview import preview_router
+from uniroute_core.evaluation.preview import preview_router
 
 N_PROMPTS = 700  # subset of the bundled data: large enough for several batches per actor, small enough for CI
 

@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..data import RoutingData
     from ..evaluation import EvaluationConfig, EvaluationResult
-    from ..preview import ReplayPreview
+    from ..evaluation.preview import ReplayPreview
     from ..router import UniRouter
 
 try:
@@ -264,7 +264,7 @@ def _texts(batch: Mapping[str, Any], column: str) -> list[str]:
     out = []
     for v in values:
         if not isinstance(v, str) or not v.strip():
-            ids = {k: batch[k][len(out)] for k in (ROW_COLUMN, "prompt_id", "id") if k in batch}
+            ids = {k: str(batch[k][len(out)]) for k in (ROW_COLUMN, "prompt_id", "id") if k in batch}
             raise ValueError(f"column {column!r} holds an empty or non-text prompt {v!r} (row {ids or len(out)})")
         out.append(v)
     return out
@@ -546,7 +546,7 @@ def replay_on_ray(
     Writes ``out_dir/members.parquet`` and ``out_dir/replay.json`` (the report, as ``uniroute replay --json``).
     """
     from ..data import RoutingData
-    from ..preview import MissingMembersError, PolicyOutcome, ReplayPreview
+    from ..evaluation.preview import MissingMembersError, PolicyOutcome, ReplayPreview
 
     started = time.perf_counter()
     _quiet_progress(progress)
