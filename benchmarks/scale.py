@@ -94,22 +94,38 @@ def part_encoders(data: RoutingData, n_minilm: int, n_single: int) -> dict[str, 
         lat_mini.append(time.perf_counter() - t0)
     mem = {w: rss(w) for w in ("none", "fast", "minilm")}
     f = {
-        "fast_pps_sample": n_minilm / min(fast_s), "minilm_pps_sample": n_minilm / min(mini_s),
-        "fast_pps_all": data.n_prompts / min(fast_all), "fast_one_ms": 1000 * statistics.median(lat_fast),
-        "minilm_one_ms": 1000 * statistics.median(lat_mini), "fast_load_s": fast_load, "minilm_load_s": mini_load,
-        "rss_none": mem["none"]["rss"], "rss_fast": mem["fast"]["rss"], "rss_minilm": mem["minilm"]["rss"],
-        "peak_fast": mem["fast"]["peak"], "peak_minilm": mem["minilm"]["peak"],
+        "fast_pps_sample": n_minilm / min(fast_s),
+        "minilm_pps_sample": n_minilm / min(mini_s),
+        "fast_pps_all": data.n_prompts / min(fast_all),
+        "fast_one_ms": 1000 * statistics.median(lat_fast),
+        "minilm_one_ms": 1000 * statistics.median(lat_mini),
+        "fast_load_s": fast_load,
+        "minilm_load_s": mini_load,
+        "rss_none": mem["none"]["rss"],
+        "rss_fast": mem["fast"]["rss"],
+        "rss_minilm": mem["minilm"]["rss"],
+        "peak_fast": mem["fast"]["peak"],
+        "peak_minilm": mem["minilm"]["peak"],
     }
-    print(f"batched, {n_minilm} random prompts (best of 2): fast {f['fast_pps_sample']:.0f} prompts/s vs MiniLM "
-          f"{f['minilm_pps_sample']:.1f} prompts/s -> {f['fast_pps_sample'] / f['minilm_pps_sample']:.0f}x")
-    print(f"batched, all {data.n_prompts} prompts, fast: {f['fast_pps_all']:.0f} prompts/s "
-          f"({data.n_prompts / f['fast_pps_all']:.1f} s)")
-    print(f"one prompt per call, median of {n_single} (alternating): fast {f['fast_one_ms']:.2f} ms vs MiniLM "
-          f"{f['minilm_one_ms']:.1f} ms -> {f['minilm_one_ms'] / f['fast_one_ms']:.0f}x")
+    print(
+        f"batched, {n_minilm} random prompts (best of 2): fast {f['fast_pps_sample']:.0f} prompts/s vs MiniLM "
+        f"{f['minilm_pps_sample']:.1f} prompts/s -> {f['fast_pps_sample'] / f['minilm_pps_sample']:.0f}x"
+    )
+    print(
+        f"batched, all {data.n_prompts} prompts, fast: {f['fast_pps_all']:.0f} prompts/s "
+        f"({data.n_prompts / f['fast_pps_all']:.1f} s)"
+    )
+    print(
+        f"one prompt per call, median of {n_single} (alternating): fast {f['fast_one_ms']:.2f} ms vs MiniLM "
+        f"{f['minilm_one_ms']:.1f} ms -> {f['minilm_one_ms'] / f['fast_one_ms']:.0f}x"
+    )
     print(f"first call (load + one prompt): fast {f['fast_load_s']:.2f} s vs MiniLM {f['minilm_load_s']:.2f} s")
-    print(f"RSS of a fresh process after one prompt: bare {f['rss_none']:.0f} MB, fast {f['rss_fast']:.0f} MB "
-          f"(+{f['rss_fast'] - f['rss_none']:.0f}), MiniLM {f['rss_minilm']:.0f} MB (+{f['rss_minilm'] - f['rss_none']:.0f}); "
-          f"peak fast {f['peak_fast']:.0f} MB vs MiniLM {f['peak_minilm']:.0f} MB")
+    print(
+        f"RSS of a fresh process after one prompt: bare {f['rss_none']:.0f} MB, fast {f['rss_fast']:.0f} MB "
+        f"(+{f['rss_fast'] - f['rss_none']:.0f}), MiniLM {f['rss_minilm']:.0f} MB "
+        f"(+{f['rss_minilm'] - f['rss_none']:.0f}); "
+        f"peak fast {f['peak_fast']:.0f} MB vs MiniLM {f['peak_minilm']:.0f} MB"
+    )
     return f
 
 
@@ -127,7 +143,10 @@ def minilm_vectors(data: RoutingData, path: str | None) -> np.ndarray:
 def part_area(data: RoutingData, trials: int, seed: int, minilm_path: str | None) -> dict[str, dict]:
     from uniroute_core.evaluation import EvaluationConfig, evaluate, sign_test
 
-    print(f"\n== K-Means Area, unseen-LLM protocol, {trials} trials, seed {seed} (same splits for every representation) ==")
+    print(
+        f"\n== K-Means Area, unseen-LLM protocol, {trials} trials, seed {seed} "
+        "(same splits for every representation) =="
+    )
     mini = minilm_vectors(data, minilm_path)
     t0 = time.perf_counter()
     fast = fast_embedder().embed(list(data.prompts), show_progress=False)
@@ -142,8 +161,12 @@ def part_area(data: RoutingData, trials: int, seed: int, minilm_path: str | None
     for name, x in reps.items():
         t0 = time.perf_counter()
         res = evaluate(data, x, config, embedder_name=name, progress=False)
-        out[name] = {"area": res.values("kmeans", "area"), "zero": res.values("zero", "area"),
-                     "k": [t.params["kmeans"].get("n_clusters") for t in res.trials], "seconds": time.perf_counter() - t0}
+        out[name] = {
+            "area": res.values("kmeans", "area"),
+            "zero": res.values("zero", "area"),
+            "k": [t.params["kmeans"].get("n_clusters") for t in res.trials],
+            "seconds": time.perf_counter() - t0,
+        }
     print(f"(fast embedding of all {data.n_prompts} prompts: {fast_s:.1f} s)")
     print(f"{'representation':<30}{'K-Means Area':>20}{'ZeroRouter':>12}   chosen K per trial")
     for name, r in out.items():
@@ -152,7 +175,10 @@ def part_area(data: RoutingData, trials: int, seed: int, minilm_path: str | None
     for a, b in ((1, 0), (2, 0), (2, 1)):
         st = sign_test(out[names[a]]["area"], out[names[b]]["area"])
         diff = np.mean(out[names[a]]["area"]) - np.mean(out[names[b]]["area"])
-        print(f"{names[a]} vs {names[b]}: mean diff {diff:+.4f}, wins {st['wins']}/{trials}, losses {st['losses']}, p={st['p_value']:.3f}")
+        print(
+            f"{names[a]} vs {names[b]}: mean diff {diff:+.4f}, wins {st['wins']}/{trials}, "
+            f"losses {st['losses']}, p={st['p_value']:.3f}"
+        )
     return out
 
 
@@ -185,7 +211,11 @@ def part_ray(data: RoutingData, seed: int, n_minilm: int) -> dict[str, float]:
 
     on_ray(1)  # warm-up: worker processes and imports
     times: dict[str, float] = {}
-    for label, fn in (("in-process", in_process), ("Ray, 1 actor", lambda: on_ray(1)), ("Ray, 2 actors", lambda: on_ray(2))):
+    for label, fn in (
+        ("in-process", in_process),
+        ("Ray, 1 actor", lambda: on_ray(1)),
+        ("Ray, 2 actors", lambda: on_ray(2)),
+    ):
         t0 = time.perf_counter()
         n = fn()
         times[label] = time.perf_counter() - t0
@@ -203,27 +233,42 @@ def part_ray(data: RoutingData, seed: int, n_minilm: int) -> dict[str, float]:
     t0 = time.perf_counter()
     default_embedder().embed(sample, show_progress=False)
     mini_in = time.perf_counter() - t0
-    print(f"MiniLM, {n_minilm} prompts: in-process {n_minilm / mini_in:.1f} prompts/s, Ray 1 actor {n_minilm / mini_1:.1f} prompts/s "
-          "(including the actor's model load)")
+    print(
+        f"MiniLM, {n_minilm} prompts: in-process {n_minilm / mini_in:.1f} prompts/s, "
+        f"Ray 1 actor {n_minilm / mini_1:.1f} prompts/s "
+        "(including the actor's model load)"
+    )
     per_actor = {"fast": len(prompts) / times["Ray, 1 actor"], "MiniLM": n_minilm / mini_1}
-    print("\nprojection (arithmetic from the per-actor rates above, not a measurement): 10 M prompts, "
-          "machines of 2 cores running 2 actors each, linear scaling, no I/O or start-up cost")
+    print(
+        "\nprojection (arithmetic from the per-actor rates above, not a measurement): 10 M prompts, "
+        "machines of 2 cores running 2 actors each, linear scaling, no I/O or start-up cost"
+    )
     print(f"{'machines':>9}" + "".join(f"{enc + ' (h)':>14}" for enc in per_actor))
     for machines in (1, 4, 16, 64):
         row = "".join(f"{1e7 / (rate * 2 * machines) / 3600:>14.2f}" for rate in per_actor.values())
         print(f"{machines:>9}{row}")
-    return {**{f"s_{k}": v for k, v in times.items()}, "fast_per_actor": per_actor["fast"], "minilm_per_actor": per_actor["MiniLM"]}
+    return {
+        **{f"s_{k}": v for k, v in times.items()},
+        "fast_per_actor": per_actor["fast"],
+        "minilm_per_actor": per_actor["MiniLM"],
+    }
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0], [
-        ("--parts", {"default": "encoders,area,ray", "help": "comma-separated: encoders, area, ray"}),
-        ("--trials", {"type": int, "default": 5, "help": "trials of the Area protocol (default 5)"}),
-        ("--minilm-vectors", {"default": None, "help": "MiniLM vectors (.npy, row i = prompt i) to skip embedding"}),
-        ("--n-minilm", {"type": int, "default": 256, "help": "prompts for MiniLM's batched rate (default 256)"}),
-        ("--n-single", {"type": int, "default": 40, "help": "prompts for one-prompt latency (default 40)"}),
-        ("--json", {"default": None, "help": "also write the figures to this JSON file"}),
-    ])
+    args = parse_args(
+        __doc__.splitlines()[0],
+        [
+            ("--parts", {"default": "encoders,area,ray", "help": "comma-separated: encoders, area, ray"}),
+            ("--trials", {"type": int, "default": 5, "help": "trials of the Area protocol (default 5)"}),
+            (
+                "--minilm-vectors",
+                {"default": None, "help": "MiniLM vectors (.npy, row i = prompt i) to skip embedding"},
+            ),
+            ("--n-minilm", {"type": int, "default": 256, "help": "prompts for MiniLM's batched rate (default 256)"}),
+            ("--n-single", {"type": int, "default": 40, "help": "prompts for one-prompt latency (default 40)"}),
+            ("--json", {"default": None, "help": "also write the figures to this JSON file"}),
+        ],
+    )
     print(machine())
     data = load_routing_data(data_folder(args.data))
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}

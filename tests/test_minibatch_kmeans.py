@@ -31,7 +31,9 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
 
 def test_streamed_batches_find_the_clusters_full_kmeans_finds():
     x, labels = blobs()
-    stream = MiniBatchKMeansClusterMap(n_clusters=4, seed=0).fit(np.zeros((0, 3)), batches=(x[i : i + 100] for i in range(0, len(x), 100)))
+    stream = MiniBatchKMeansClusterMap(n_clusters=4, seed=0).fit(
+        np.zeros((0, 3)), batches=(x[i : i + 100] for i in range(0, len(x), 100))
+    )
     assert stream.n_samples_seen_ == len(x) and stream.cluster_centers_.shape == (4, 3)
     full = KMeansClusterMap(n_clusters=4, seed=0).fit(x)
     assert same_partition(stream.predict(x), labels) and same_partition(full.predict(x), labels)

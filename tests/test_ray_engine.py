@@ -23,8 +23,10 @@ from tests.conftest import MMLU_PRO, topic_embedder
 from uniroute_core import UniRouter
 from uniroute_core.data import load_routing_data
 from uniroute_core.evaluation import EvaluationConfig, evaluate
-from uniroute_core.persistence import JSON_FILE
 from uniroute_core.evaluation.preview import preview_router
+from uniroute_core.persistence import JSON_FILE
+
+pytestmark = pytest.mark.slow  # starts a local Ray cluster and reads the real data (CI runs it)
 
 N_PROMPTS = 700  # subset of the bundled data: large enough for several batches per actor, small enough for CI
 
@@ -149,8 +151,9 @@ def test_streaming_readers_read_parquet_jsonl_and_csv_shards(ray_engine, subset,
         rows = ray_engine.read_prompts(tmp_path / fmt).take_all()
         assert {r["id"]: r["prompt"] for r in rows} == {f"p{i}": p for i, p in enumerate(prompts)}, fmt
     # and a routed stream from the shards: the in-process decisions, with the ids kept
-    routed = ray_engine.route_dataset(ray_engine.read_prompts(tmp_path / "parquet"), router, lam=0.05,
-                                      batch_size=16).to_pandas()
+    routed = ray_engine.route_dataset(
+        ray_engine.read_prompts(tmp_path / "parquet"), router, lam=0.05, batch_size=16
+    ).to_pandas()
     want = {f"p{i}": d.model for i, d in enumerate(router.route(prompts, lam=0.05))}
     assert dict(zip(routed["id"], routed["model"])) == want
 

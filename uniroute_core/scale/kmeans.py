@@ -54,7 +54,9 @@ class MiniBatchKMeansClusterMap(KMeansClusterMap):
         k = self.n_clusters
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"n_clusters must be a positive integer, got {k!r}")
-        return MiniBatchKMeans(n_clusters=int(k), random_state=self.seed, n_init=self.n_init, batch_size=int(self.batch_size))
+        return MiniBatchKMeans(
+            n_clusters=int(k), random_state=self.seed, n_init=self.n_init, batch_size=int(self.batch_size)
+        )
 
     def partial_fit(self, batch: np.ndarray) -> MiniBatchKMeansClusterMap:
         """Update the centroids with one ``(b, d)`` batch; the first batch needs at least K rows. Returns self."""
@@ -69,7 +71,8 @@ class MiniBatchKMeansClusterMap(KMeansClusterMap):
         if est is None:
             if len(x) < self.n_clusters:
                 raise ValueError(
-                    f"the first batch has {len(x)} rows but mini-batch K-Means needs at least n_clusters={self.n_clusters} "
+                    f"the first batch has {len(x)} rows but mini-batch K-Means needs at least "
+                    f"n_clusters={self.n_clusters} "
                     "to initialise; use larger batches"
                 )
             est = self._estimator()
@@ -77,7 +80,8 @@ class MiniBatchKMeansClusterMap(KMeansClusterMap):
             self.dim_ = int(x.shape[1])
         elif x.shape[1] != self.dim_:
             raise ValueError(
-                f"batch has dimension {x.shape[1]} but earlier batches had {self.dim_}: one embedder for the whole stream"
+                f"batch has dimension {x.shape[1]} but earlier batches had {self.dim_}: "
+                "one embedder for the whole stream"
             )
         if self.n_clusters == 1:
             # K = 1 is the running mean (ZeroRouter); MiniBatchKMeans would do the same, more slowly

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -56,7 +57,7 @@ try:
     import ray.data
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "the Ray engine needs Ray Data: pip install \"uniroute[ray]\" (or pip install \"ray[data]\")"
+        'the Ray engine needs Ray Data: pip install "uniroute[ray]" (or pip install "ray[data]")'
     ) from exc
 
 __all__ = [
@@ -82,7 +83,9 @@ _READERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".ndjson":
 # ---------------------------------------------------------------------------------------------- cluster
 
 
-def connect(address: str | None = None, *, num_cpus: int | None = None, object_store_memory: int | None = None) -> dict[str, float]:
+def connect(
+    address: str | None = None, *, num_cpus: int | None = None, object_store_memory: int | None = None
+) -> dict[str, float]:
     """Join a Ray cluster, or start a local one; returns the cluster's resources (``{"CPU": 2.0, ...}``).
 
     ``address`` (or else ``$RAY_ADDRESS``) names a running cluster (``"ray://host:10001"``, ``"host:6379"``, or
@@ -92,11 +95,14 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, object_s
     if not ray.is_initialized():
         target = address or os.environ.get("RAY_ADDRESS") or None
         if target:
-            ray.init(address=target, logging_level="WARNING")
+            ray.init(address=target, logging_level=logging.WARNING)
         else:
             ray.init(
-                address="local", num_cpus=num_cpus, object_store_memory=object_store_memory,
-                include_dashboard=False, logging_level="WARNING",
+                address="local",
+                num_cpus=num_cpus,
+                object_store_memory=object_store_memory,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
             )
     return {k: float(v) for k, v in ray.cluster_resources().items()}
 
@@ -127,7 +133,9 @@ def _reader_for(paths: Sequence[Path], fmt: str | None) -> str:
         return "json" if fmt == "jsonl" else fmt
     kinds = set()
     for p in paths:
-        files = sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith((".", "_"))) if p.is_dir() else [p]
+        files = (
+            sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith((".", "_"))) if p.is_dir() else [p]
+        )
         if p.is_dir() and not files:
             raise ValueError(f"folder {str(p)!r} holds no data file")
         for f in files:
@@ -180,7 +188,10 @@ def read_prompts(
 
 
 def dataset_from_prompts(
-    prompts: Sequence[str], *, column: str = "prompt", extra: Mapping[str, Any] | None = None,
+    prompts: Sequence[str],
+    *,
+    column: str = "prompt",
+    extra: Mapping[str, Any] | None = None,
     block_rows: int | None = None,
 ) -> Dataset:
     """An in-memory Ray dataset of prompts with a ``row`` index column (and optional extra columns of equal length),
@@ -227,8 +238,16 @@ def _portable_spec(spec: Any) -> Any:
     if isinstance(spec, StaticEmbedder):
         if spec.name in FAST_EMBEDDER_ALIASES:
             return spec.name
-        return ("static", {"weights_path": str(spec.weights_path), "tokenizer_path": str(spec.tokenizer_path),
-                           "name": spec.name, "tensor_key": spec.tensor_key, "normalize": spec.normalize})
+        return (
+            "static",
+            {
+                "weights_path": str(spec.weights_path),
+                "tokenizer_path": str(spec.tokenizer_path),
+                "name": spec.name,
+                "tensor_key": spec.tensor_key,
+                "normalize": spec.normalize,
+            },
+        )
     if isinstance(spec, SentenceTransformerEmbedder):
         from ..embedding import DEFAULT_EMBEDDER_NAME
 
@@ -238,7 +257,8 @@ def _portable_spec(spec: Any) -> Any:
     if isinstance(spec, Embedder) or callable(spec):
         return spec
     raise TypeError(
-        f"embedder for the Ray engine must be None, a model name or path, or a picklable callable; got {type(spec).__name__}"
+        "embedder for the Ray engine must be None, a model name or path, or a picklable callable; "
+        f"got {type(spec).__name__}"
     )
 
 
@@ -259,9 +279,17 @@ def _spec_to_embedder(spec: Any) -> Embedder:
     return resolve_embedder(spec)
 
 
+def _matrix(column: Any) -> np.ndarray:
+    """A batch's tensor column as one ``(b, d)`` float32 matrix (Ray gives a 2-D array, or rows as objects)."""
+    arr = np.asarray(column)
+    if arr.dtype == object:
+        arr = np.stack(list(arr))
+    return arr.astype(np.float32, copy=False)
+
+
 def _texts(batch: Mapping[str, Any], column: str) -> list[str]:
     values = batch[column]
-    out = []
+    out: list[str] = []
     for v in values:
         if not isinstance(v, str) or not v.strip():
             ids = {k: str(batch[k][len(out)]) for k in (ROW_COLUMN, "prompt_id", "id") if k in batch}
@@ -279,7 +307,9 @@ class _EmbedBatches:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         out = dict(batch)
-        out[self.output_column] = self.embedder.embed(_texts(batch, self.column), show_progress=False).astype(np.float32)
+        out[self.output_column] = self.embedder.embed(_texts(batch, self.column), show_progress=False).astype(
+            np.float32
+        )
         return out
 
 
@@ -291,7 +321,9 @@ def _map_kwargs(batch_size: int, concurrency: int, num_gpus: float, num_cpus: fl
     if num_gpus < 0 or num_cpus <= 0:
         raise ValueError(f"num_gpus must be >= 0 and num_cpus > 0, got {num_gpus!r} and {num_cpus!r}")
     kw: dict[str, Any] = {
-        "batch_size": int(batch_size), "batch_format": "numpy", "compute": ray.data.ActorPoolStrategy(size=int(concurrency)),
+        "batch_size": int(batch_size),
+        "batch_format": "numpy",
+        "compute": ray.data.ActorPoolStrategy(size=int(concurrency)),
         "num_cpus": float(num_cpus),
     }
     if num_gpus:
@@ -380,7 +412,7 @@ class _RouteBatches:
         if idx.size:
             emb = None
             if self.embedding_column is not None:
-                emb = np.asarray(np.stack(batch[self.embedding_column][idx]), dtype=np.float32)
+                emb = _matrix(batch[self.embedding_column])[idx]
             decisions = self.router.route([texts[i] for i in idx], embeddings=emb, **self.route_kwargs)
             for i, d in zip(idx, decisions):
                 model[i] = d.model
@@ -389,11 +421,19 @@ class _RouteBatches:
                 lam[i] = np.nan if d.lam is None else d.lam
                 if self.score_columns is not None:
                     quality[i] = float(batch[self.score_columns[d.model]][i])
-        keep = self.keep_columns if self.keep_columns is not None else [
-            c for c in batch if c != self.embedding_column and (self.score_columns is None or c not in self.score_columns.values())
-        ]
+        keep = (
+            self.keep_columns
+            if self.keep_columns is not None
+            else [
+                c
+                for c in batch
+                if c != self.embedding_column and (self.score_columns is None or c not in self.score_columns.values())
+            ]
+        )
         out = {c: batch[c] for c in keep}
-        out.update({"model": model.astype(str), "expected_quality": expected, "cost": cost, "lam": lam, "replayed": replayed})
+        out.update(
+            {"model": model.astype(str), "expected_quality": expected, "cost": cost, "lam": lam, "replayed": replayed}
+        )
         if self.score_columns is not None:
             out["quality"] = quality
         return out
@@ -417,7 +457,9 @@ def route_dataset(
     num_gpus: float = 0.0,
     num_cpus: float = 1.0,
 ) -> Dataset:
-    """Route every row with ``router`` on an actor pool; adds ``model``, ``expected_quality``, ``cost``, ``lam``, ``replayed``.
+    """Route every row with ``router`` on an actor pool.
+
+    Adds the columns ``model``, ``expected_quality``, ``cost``, ``lam`` and ``replayed``.
 
     Each actor gets the router's saved files (no shared disk needed) and loads it with its own embedder once.
     ``lam`` / ``budget`` / ``min_quality`` mean what they mean in :meth:`UniRouter.route` (a budget is calibrated
@@ -440,10 +482,15 @@ def route_dataset(
     return ds.map_batches(
         _RouteBatches,
         fn_constructor_kwargs={
-            "payload": _router_payload(router), "spec": spec, "column": column, "route_kwargs": route_kwargs,
+            "payload": _router_payload(router),
+            "spec": spec,
+            "column": column,
+            "route_kwargs": route_kwargs,
             "score_columns": dict(score_columns) if score_columns is not None else None,
-            "exclude_probes": exclude_probes, "keep_columns": list(keep_columns) if keep_columns is not None else None,
-            "embedding_column": embedding_column, "use_gpu": num_gpus > 0,
+            "exclude_probes": exclude_probes,
+            "keep_columns": list(keep_columns) if keep_columns is not None else None,
+            "embedding_column": embedding_column,
+            "use_gpu": num_gpus > 0,
         },
         **_map_kwargs(batch_size, concurrency, num_gpus, num_cpus),
     )
@@ -513,7 +560,9 @@ def _decision_partials(batch: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _score_partials(batch: dict[str, Any], column: str, columns: Sequence[str], probes: frozenset[str]) -> dict[str, Any]:
+def _score_partials(
+    batch: dict[str, Any], column: str, columns: Sequence[str], probes: frozenset[str]
+) -> dict[str, Any]:
     """Each member's logged scores summed over one batch's replayed rows (one row per batch)."""
     keep = np.fromiter((str(t) not in probes for t in batch[column]), dtype=bool, count=len(batch[column]))
     sums = np.array([np.asarray(batch[c], dtype=np.float64)[keep].sum() for c in columns])
@@ -585,8 +634,17 @@ def replay_on_ray(
 
     keep = [c for c in (ROW_COLUMN, "prompt_id", "id") if c in ds.schema().names]
     routed = route_dataset(
-        ds, router, lam=lam, budget=budget, column=column, embedder_spec=embedder_spec, score_columns=score_columns,
-        exclude_probes=exclude_probes, keep_columns=keep, batch_size=batch_size, concurrency=concurrency,
+        ds,
+        router,
+        lam=lam,
+        budget=budget,
+        column=column,
+        embedder_spec=embedder_spec,
+        score_columns=score_columns,
+        exclude_probes=exclude_probes,
+        keep_columns=keep,
+        batch_size=batch_size,
+        concurrency=concurrency,
         num_gpus=num_gpus,
     )
     routed.write_parquet(str(decisions_path))  # pass 1: the workers write their shards
@@ -598,7 +656,9 @@ def replay_on_ray(
     c_sum: dict[str, float] = {}
     lams: set[float] = set()
     excluded = 0
-    for part in ray.data.read_parquet(str(decisions_path)).map_batches(_decision_partials, batch_format="numpy").iter_rows():
+    for part in (
+        ray.data.read_parquet(str(decisions_path)).map_batches(_decision_partials, batch_format="numpy").iter_rows()
+    ):
         m = str(part["model"])
         if not m:
             excluded += int(part["n"])
@@ -630,7 +690,8 @@ def replay_on_ray(
     probes = frozenset(router.probes.prompts) if (exclude_probes and router.probes is not None) else frozenset()
     totals = np.zeros(len(members))
     for part in ds.map_batches(
-        _score_partials, batch_format="numpy",
+        _score_partials,  # type: ignore[arg-type]  # extra keyword arguments come from fn_kwargs
+        batch_format="numpy",
         fn_kwargs={"column": column, "columns": [score_columns[m] for m in members], "probes": probes},
     ).iter_batches(batch_format="numpy", batch_size=None):
         totals += np.asarray(part["sums"]).sum(axis=0)
@@ -641,12 +702,22 @@ def replay_on_ray(
 
     def single(j: int) -> PolicyOutcome:
         m = members[j]
-        return PolicyOutcome(f"always {m}", n, float(mean_scores[j]), float(cost_arr[j]), {m: 1.0}, {m: float(mean_scores[j])})
+        return PolicyOutcome(
+            f"always {m}", n, float(mean_scores[j]), float(cost_arr[j]), {m: 1.0}, {m: float(mean_scores[j])}
+        )
 
     preview = ReplayPreview(
-        data_name=data_name, n_prompts=n, n_excluded_probes=excluded, lam=lam_used,
-        mode="budget" if budget is not None else "lam", budget=budget, router=routed_outcome,
-        most_accurate=single(best), cheapest=single(cheap), ignored_models=ignored, cost_unit=cost_unit,
+        data_name=data_name,
+        n_prompts=n,
+        n_excluded_probes=excluded,
+        lam=lam_used,
+        mode="budget" if budget is not None else "lam",
+        budget=budget,
+        router=routed_outcome,
+        most_accurate=single(best),
+        cheapest=single(cheap),
+        ignored_models=ignored,
+        cost_unit=cost_unit,
     )
     members_path = out / "members.parquet"
     _write_members_parquet(members_path, preview, costs)
@@ -667,11 +738,12 @@ def embed_in_order(
 ) -> np.ndarray:
     """Embed ``prompts`` on the actor pool and return the ``(n, d)`` matrix in input order (for jobs that need it
     whole, like the evaluation protocol; for larger inputs stream :func:`embed_dataset` instead)."""
-    ds = embed_dataset(dataset_from_prompts(prompts), embedder_spec, batch_size=batch_size,
-                       concurrency=concurrency, num_gpus=num_gpus)
+    ds = embed_dataset(
+        dataset_from_prompts(prompts), embedder_spec, batch_size=batch_size, concurrency=concurrency, num_gpus=num_gpus
+    )
     out: np.ndarray | None = None
     for batch in ds.select_columns([ROW_COLUMN, "embedding"]).iter_batches(batch_format="numpy", batch_size=4096):
-        vecs = np.asarray(np.stack(batch["embedding"]) if batch["embedding"].dtype == object else batch["embedding"])
+        vecs = _matrix(batch["embedding"])
         if out is None:
             out = np.empty((len(prompts), vecs.shape[1]), dtype=np.float32)
         out[batch[ROW_COLUMN]] = vecs
@@ -709,7 +781,9 @@ def evaluate_on_ray(
     config = config or EvaluationConfig()
     started = time.perf_counter()
     if embeddings is None:
-        x = embed_in_order(list(data.prompts), embedder_spec, batch_size=batch_size, concurrency=concurrency, num_gpus=num_gpus)
+        x = embed_in_order(
+            list(data.prompts), embedder_spec, batch_size=batch_size, concurrency=concurrency, num_gpus=num_gpus
+        )
         if embedder_name is None:
             embedder_name = _spec_to_embedder(_portable_spec(embedder_spec)).name
     else:
@@ -720,8 +794,9 @@ def evaluate_on_ray(
     task = ray.remote(num_cpus=trial_cpus)(_run_trial_task)
     futures = [task.remote(x_ref, data_ref, split, rng, config) for split, rng in make_trial_splits(data, config)]
     trials = ray.get(futures)
-    return EvaluationResult(data=data, config=config, embedder=embedder_name or "", trials=trials,
-                            seconds=time.perf_counter() - started)
+    return EvaluationResult(
+        data=data, config=config, embedder=embedder_name or "", trials=trials, seconds=time.perf_counter() - started
+    )
 
 
 # ---------------------------------------------------------------------------------------------- fitting
@@ -753,13 +828,25 @@ def fit_router_on_ray(
     spec = _portable_spec(embedder_spec)
     router_spec = _spec_to_embedder(spec) if isinstance(spec, tuple) else spec
     cmap = MiniBatchKMeansClusterMap(n_clusters=n_clusters, seed=seed, batch_size=fit_batch_size)
-    router = UniRouter(embedder=router_spec, n_clusters=n_clusters, seed=seed, shrinkage=shrinkage,
-                       cluster_map=cmap, show_progress=show_progress)
-    embedded = embed_dataset(prompts.select_columns([column]), spec, column=column, batch_size=batch_size,
-                             concurrency=concurrency, num_gpus=num_gpus)
+    router = UniRouter(
+        embedder=router_spec,
+        n_clusters=n_clusters,
+        seed=seed,
+        shrinkage=shrinkage,
+        cluster_map=cmap,
+        show_progress=show_progress,
+    )
+    embedded = embed_dataset(
+        prompts.select_columns([column]),
+        spec,
+        column=column,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        num_gpus=num_gpus,
+    )
     with _preserved_order():
         batches = (
-            np.asarray(np.stack(b["embedding"]) if b["embedding"].dtype == object else b["embedding"], dtype=np.float32)
+            _matrix(b["embedding"])
             for b in embedded.iter_batches(batch_size=int(fit_batch_size), batch_format="numpy")
         )
         router.fit_embeddings(np.zeros((0,), dtype=np.float32), batches=batches)
