@@ -217,3 +217,34 @@ def test_connect_honours_ray_address(monkeypatch):
     engine.connect("auto")
     assert calls[-1]["address"] == "auto"
     assert os.environ.get("RAY_ADDRESS") is None
+
+
+def test_cli_replay_and_eval_with_engine_ray_match_the_local_engine(ray_engine, subset, router, tmp_path, capsys):
+    """`uniroute replay/eval --engine ray` print what the in-process commands print (Ray is already connected)."""
+    from uniroute_core.cli import main
+    from uniroute_core.data import write_routing_data
+
+    folder = write_routing_data(
+        tmp_path / "data", prompts=subset.prompts[:400] + subset.prompts[400:600], models=subset.models[:8],
+        scores=subset.scores[:600, :8], costs=list(subset.costs[:8]), cost_unit=subset.cost_unit,
+    )
+    router.save(tmp_path / "router")
+    common = ["replay", "--data", str(folder), "--router", str(tmp_path / "router"), "--lam", "0.05", "--json"]
+    assert main([*common, "--no-cache"]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert main([*common, "--engine", "ray", "--out", str(tmp_path / "replay"), "--concurrency", "2"]) == 0
+    on_ray = json.loads(capsys.readouterr().out)
+    assert on_ray["router"]["share"].keys() == local["router"]["share"].keys()
+    assert on_ray["router"]["mean_quality"] == pytest.approx(local["router"]["mean_quality"], rel=1e-12)
+    assert on_ray["n_prompts"] == local["n_prompts"] and (tmp_path / "replay" / "members.parquet").is_file()
+    assert main(["replay", "--data", str(folder), "--router", str(tmp_path / "router"), "--engine", "ray"]) == 2
+    assert "give --out DIR" in capsys.readouterr().err
+
+    args = ["eval", "--data", str(folder), "--trials", "1", "--methods", "kmeans,zero", "--n-clusters", "3",
+            "--embedder", "fast", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "e1"), "--cache", str(tmp_path / "cache")]) == 0
+    assert main([*args, "--out", str(tmp_path / "e2"), "--engine", "ray", "--batch-size", "64"]) == 0
+    capsys.readouterr()
+    a = json.loads((tmp_path / "e1" / "results.json").read_text())["methods"]
+    b = json.loads((tmp_path / "e2" / "results.json").read_text())["methods"]
+    assert a["kmeans"]["area"] == b["kmeans"]["area"] and a["zero"]["area"] == b["zero"]["area"]

@@ -206,6 +206,36 @@ def _parse_clusters(text: str) -> int | str:
     return k
 
 
+def _engine_arguments(p: argparse.ArgumentParser) -> None:
+    """``--engine ray`` and its settings (:mod:`uniroute_core.scale.ray_engine`, extra ``uniroute[ray]``)."""
+    g = p.add_argument_group("engine (--engine ray needs: pip install 'uniroute[ray]')")
+    g.add_argument(
+        "--engine", choices=("local", "ray"), default="local",
+        help="local (in-process, default) or ray: embed on a Ray actor pool, route/aggregate in parallel",
+    )
+    g.add_argument(
+        "--ray-address", default=None,
+        help="Ray cluster to join (default: $RAY_ADDRESS, else a new local cluster on this machine; 'auto' = one "
+        "started with 'ray start')",
+    )
+    g.add_argument("--batch-size", type=int, default=256, help="prompts per encoder batch on each actor (default 256)")
+    g.add_argument("--concurrency", type=int, default=1, help="encoder actors (default 1)")
+    g.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per actor (default 0: CPU)")
+
+
+def _check_engine(args: argparse.Namespace, prog: str) -> str | None:
+    """An error message for bad engine settings, or None."""
+    if getattr(args, "engine", "local") != "ray":
+        return None
+    if args.batch_size < 1 or args.concurrency < 1 or args.num_gpus < 0:
+        return f"{prog}: --batch-size and --concurrency must be >= 1 and --num-gpus >= 0"
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return f"{prog}: --engine ray needs Ray Data: pip install 'uniroute[ray]'"
+    return None
+
+
 def _eval_arguments(p: argparse.ArgumentParser) -> None:
     from .evaluation.methods import available_methods
     from .evaluation.protocol import METHODS
@@ -239,6 +269,7 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
         help="'auto' (validation Area over a grid, default) or a fixed K",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _engine_arguments(p)
 
 
 @command(
@@ -285,11 +316,26 @@ def run_eval(args: argparse.Namespace) -> int:
             raise
         print(f"uniroute eval: {_one_line(exc)}", file=sys.stderr)
         return 2
-    embedder = CachedEmbedder(resolve_cli_embedder(args.embedder), args.cache or default_cache_dir())
-    embeddings = embedder.embed(data.prompts, show_progress=not args.quiet)
+    engine_error = _check_engine(args, "uniroute eval")
+    if engine_error:
+        print(engine_error, file=sys.stderr)
+        return 2
     try:
-        jobs = min(_usable_cpus(), args.trials) if args.jobs == "auto" else args.jobs
-        result = evaluate(data, embeddings, config, embedder_name=embedder.name, progress=not args.quiet, jobs=jobs)
+        if args.engine == "ray":  # embedding on the actor pool, trials as parallel Ray tasks: the same results
+            from .scale import ray_engine
+
+            ray_engine.connect(args.ray_address)
+            result = ray_engine.evaluate_on_ray(
+                data, resolve_cli_embedder(args.embedder), config, batch_size=args.batch_size,
+                concurrency=args.concurrency, num_gpus=args.num_gpus,
+            )
+        else:
+            embedder = CachedEmbedder(resolve_cli_embedder(args.embedder), args.cache or default_cache_dir())
+            embeddings = embedder.embed(data.prompts, show_progress=not args.quiet)
+            jobs = min(_usable_cpus(), args.trials) if args.jobs == "auto" else args.jobs
+            result = evaluate(
+                data, embeddings, config, embedder_name=embedder.name, progress=not args.quiet, jobs=jobs
+            )
     except ValueError as exc:
         if getattr(args, "debug", False):
             raise
@@ -316,6 +362,11 @@ def _replay_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--include-probes", action="store_true", help="also score on the router's probe prompts")
     p.add_argument("--no-cache", action="store_true", help="do not use the on-disk embedding cache")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--out", type=Path, default=None,
+        help="with --engine ray: folder for decisions/ (Parquet shards), members.parquet and replay.json",
+    )
+    _engine_arguments(p)
 
 
 @command(
@@ -333,11 +384,30 @@ def run_replay(args: argparse.Namespace) -> int:
     from .evaluation.preview import MissingMembersError, load_router_cached, preview_router
     from .persistence import RouterFileError
 
+    engine_error = _check_engine(args, "uniroute replay")
+    if not engine_error and args.engine == "ray" and args.out is None:
+        engine_error = "uniroute replay: --engine ray writes its decisions as Parquet: give --out DIR"
+    if engine_error:
+        print(engine_error, file=sys.stderr)
+        return 2
     try:
         data = load_routing_data(args.data)
-        router = load_router_cached(args.router, cache=not args.no_cache, show_progress=sys.stderr.isatty())
-        result = preview_router(router, data, lam=args.lam, budget=args.budget, exclude_probes=not args.include_probes)
-    except (RoutingDataError, RouterFileError, MissingMembersError, ValueError) as exc:
+        if args.engine == "ray":  # the workers write decisions; the driver only sums per member
+            from .router import UniRouter
+            from .scale import ray_engine
+
+            router = UniRouter.load(args.router, show_progress=False)
+            ray_engine.connect(args.ray_address)
+            result = ray_engine.replay_on_ray(
+                data, router, args.out, lam=args.lam, budget=args.budget, exclude_probes=not args.include_probes,
+                batch_size=args.batch_size, concurrency=args.concurrency, num_gpus=args.num_gpus,
+            ).preview
+        else:
+            router = load_router_cached(args.router, cache=not args.no_cache, show_progress=sys.stderr.isatty())
+            result = preview_router(
+                router, data, lam=args.lam, budget=args.budget, exclude_probes=not args.include_probes
+            )
+    except (RoutingDataError, RouterFileError, MissingMembersError, ValueError, FileExistsError) as exc:
         if getattr(args, "debug", False):
             raise
         print(f"uniroute replay: error: {_one_line(exc)}", file=sys.stderr)
