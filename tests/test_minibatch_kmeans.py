@@ -67,8 +67,11 @@ def test_saved_in_the_kmeans_format_and_loaded_as_kmeans(embedder, tmp_path):
     assert CLUSTER_MAPS["kmeans"] is KMeansClusterMap  # registering nothing new: the format is K-Means's
     loaded = UniRouter.load(tmp_path, embedder=embedder)
     assert type(loaded.cluster_map) is KMeansClusterMap
-    np.testing.assert_array_equal(loaded.cluster_map.cluster_centers_, cmap.cluster_centers_)
-    np.testing.assert_array_equal(cmap.to_kmeans().cluster_centers_, cmap.cluster_centers_)
+    fitted = router.cluster_map
+    assert isinstance(fitted, MiniBatchKMeansClusterMap) and fitted.n_samples_seen_ == len(TRAIN)
+    assert cmap.clone().batch_size == 8 and not cmap.is_fitted  # the router fitted a clone of the template
+    np.testing.assert_array_equal(loaded.cluster_map.cluster_centers_, fitted.cluster_centers_)
+    np.testing.assert_array_equal(fitted.to_kmeans().cluster_centers_, fitted.cluster_centers_)
     prompts = ["math homework", "law contract", "math proof"]
     assert [d.model for d in loaded.route(prompts, lam=0.5)] == [d.model for d in router.route(prompts, lam=0.5)]
 

@@ -48,6 +48,18 @@ class MiniBatchKMeansClusterMap(KMeansClusterMap):
         super().__init__(n_clusters=n_clusters, seed=seed, n_init=n_init, temperature=temperature)
         self.batch_size = batch_size
 
+    def get_params(self) -> dict[str, Any]:
+        """The K-Means parameters (``batch_size`` is a streaming setting, not part of the K-Means format).
+
+        A router saves these as its cluster-map template, so a router fitted by streaming loads as an ordinary
+        K-Means router whose refits (on data that fits in memory) use full-batch K-Means.
+        """
+        return {"n_clusters": self.n_clusters, "seed": self.seed, "n_init": self.n_init, "temperature": self.temperature}
+
+    def clone(self) -> MiniBatchKMeansClusterMap:
+        """A new, unfitted mini-batch map with the same parameters, ``batch_size`` included."""
+        return MiniBatchKMeansClusterMap(**self.get_params(), batch_size=self.batch_size)
+
     def _estimator(self) -> Any:
         from sklearn.cluster import MiniBatchKMeans
 
