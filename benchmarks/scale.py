@@ -34,10 +34,10 @@ from uniroute_core.embedding import default_embedder
 from uniroute_core.static_embedding import fast_embedder
 
 RSS = """
-import json, resource, sys
-def rss_mb():
+import json, sys
+def rss_mb(key='VmRSS:'):
     for line in open('/proc/self/status'):
-        if line.startswith('VmRSS:'):
+        if line.startswith(key):
             return int(line.split()[1]) / 1024
 import numpy
 from uniroute_core import embedding
@@ -50,7 +50,8 @@ elif which == 'minilm':
     e = embedding.default_embedder()
 if which != 'none':
     e.embed(['Which of the following is a prime number? (A) 21 (B) 23 (C) 25 (D) 27'], show_progress=False)
-print(json.dumps({'base': base, 'rss': rss_mb(), 'peak': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the parent process
+print(json.dumps({'base': base, 'rss': rss_mb(), 'peak': rss_mb('VmHWM:')}))
 """
 
 
@@ -177,7 +178,7 @@ def part_area(data: RoutingData, trials: int, seed: int, minilm_path: str | None
         diff = np.mean(out[names[a]]["area"]) - np.mean(out[names[b]]["area"])
         print(
             f"{names[a]} vs {names[b]}: mean diff {diff:+.4f}, wins {st['wins']}/{trials}, "
-            f"losses {st['losses']}, p={st['p_value']:.3f}"
+            f"losses {st['losses']}, p={st['p']:.3f}"
         )
     return out
 
@@ -278,10 +279,10 @@ def main() -> None:
     figures: dict[str, object] = {}
     if "encoders" in parts:
         figures["encoders"] = part_encoders(data, args.n_minilm, args.n_single)
-    if "area" in parts:
-        figures["area"] = part_area(data, args.trials, args.seed, args.minilm_vectors)
     if "ray" in parts:
         figures["ray"] = part_ray(data, args.seed, args.n_minilm)
+    if "area" in parts:
+        figures["area"] = part_area(data, args.trials, args.seed, args.minilm_vectors)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1), encoding="utf-8")
 
