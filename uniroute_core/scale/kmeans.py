@@ -54,7 +54,9 @@ class MiniBatchKMeansClusterMap(KMeansClusterMap):
         A router saves these as its cluster-map template, so a router fitted by streaming loads as an ordinary
         K-Means router whose refits (on data that fits in memory) use full-batch K-Means.
         """
-        return {"n_clusters": self.n_clusters, "seed": self.seed, "n_init": self.n_init, "temperature": self.temperature}
+        return {
+            "n_clusters": self.n_clusters, "seed": self.seed, "n_init": self.n_init, "temperature": self.temperature,
+        }
 
     def clone(self) -> MiniBatchKMeansClusterMap:
         """A new, unfitted mini-batch map with the same parameters, ``batch_size`` included."""
