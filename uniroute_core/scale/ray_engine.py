@@ -836,15 +836,16 @@ def fit_router_on_ray(
         cluster_map=cmap,
         show_progress=show_progress,
     )
-    embedded = embed_dataset(
-        prompts.select_columns([column]),
-        spec,
-        column=column,
-        batch_size=batch_size,
-        concurrency=concurrency,
-        num_gpus=num_gpus,
-    )
-    with _preserved_order():
+    with _preserved_order():  # a dataset copies the context when it is created: create it inside
+        embedded = embed_dataset(
+            prompts.select_columns([column]),
+            spec,
+            column=column,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            num_gpus=num_gpus,
+        )
+        embedded.context.execution_options.preserve_order = True
         batches = (
             _matrix(b["embedding"])
             for b in embedded.iter_batches(batch_size=int(fit_batch_size), batch_format="numpy")
