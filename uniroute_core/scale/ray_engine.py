@@ -14,8 +14,9 @@ machine. Every node needs ``pip install "uniroute[ray]"`` (the same version as t
 Results are the in-process results: the same router routes each prompt in a worker, and the fast and callable
 embedders give a prompt the same vector whatever batch it is in, so decisions are identical and aggregates agree
 to floating-point summation order (``tests/test_ray_engine.py`` checks both on a local cluster). A
-sentence-transformers encoder pads each batch, which moves vectors by ~1e-7 between batchings; a prompt at a
-cluster boundary can then, rarely, flip.
+sentence-transformers encoder pads each batch, so its vectors can differ by float rounding between batchings; a
+prompt exactly at a cluster boundary could then flip (not observed in the tests, which use batch-independent
+embedders).
 
 Ray is an optional extra: ``pip install "uniroute[ray]"``; importing this module without it raises an ImportError
 that says so.
