@@ -53,7 +53,6 @@ def rewrite_scores(folder, edit):
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
-        (lambda ls: ls[:-1], r"1 \(prompt, model\) pairs have no score, e.g. \(p2, b\)"),
         (lambda ls: ls + [ls[1]], r"\(p0, a\) is scored twice"),
         (lambda ls: ls[:1] + ["p0,a,1.7,A"] + ls[2:], r"score 1.7 for \(p0, a\) is outside \[0, 1\]"),
         (lambda ls: ls[:1] + ["p0,zz,1,A"] + ls[2:], "model 'zz' is not in models.csv"),
@@ -169,3 +168,27 @@ def test_damaged_files_are_routing_data_errors(tmp_path):
     prompts.write_bytes(good)
     with pytest.raises(RoutingDataError, match="scores.csv.gz does not exist or is not a file"):
         load_routing_data(folder)
+
+
+def test_sparse_folder_missing_rows_and_empty_scores_are_unknown(tmp_path):
+    """Logs where each prompt was answered by one member: a missing row or an empty score is NaN, not wrong."""
+    folder = make(tmp_path)
+    rewrite_scores(folder, lambda ls: ls[:1] + ["p0,a,,A"] + ls[2:-1])  # (p0, a) empty; (p2, b) has no row
+    d = load_routing_data(folder)
+    assert np.isnan(d.scores[0, 0]) and np.isnan(d.scores[2, 1]) and not d.is_dense
+    assert d.scores[1].tolist() == [0.5, 1.0] and d.scores[0, 1] == 0.0
+    rewrite_scores(folder, lambda ls: ls + ["p0,a,,A"])  # an empty duplicate is still a duplicate
+    with pytest.raises(RoutingDataError, match=r"\(p0, a\) is scored twice"):
+        load_routing_data(folder)
+
+
+def test_write_routing_data_writes_nan_as_empty_and_reads_it_back(tmp_path):
+    scores = np.array([[1, np.nan], [np.nan, 0.25], [0, np.nan]])
+    folder = make(tmp_path, scores=scores)
+    with gzip.open(folder / "scores.csv.gz", "rt") as fh:
+        assert "p0,b,,C" in fh.read().splitlines()
+    d = load_routing_data(folder)
+    np.testing.assert_array_equal(np.isnan(d.scores), np.isnan(scores))
+    assert d.scores[1, 1] == 0.25
+    with pytest.raises(ValueError, match=r"score 1.5 for prompt 0, model 'a' is outside \[0, 1\]"):
+        make(tmp_path, scores=np.array([[1.5, 0], [0, 0], [0, 0]]))

@@ -50,7 +50,7 @@ def test_round_trip_gives_identical_decisions(embedder, tmp_path):
 def test_saved_files_are_json_and_plain_npz(embedder, tmp_path):
     two_topic_router(embedder).save(tmp_path)
     meta = json.loads((tmp_path / JSON_FILE).read_text())
-    assert meta["format"] == "uniroute-router" and meta["format_version"] == 2
+    assert meta["format"] == "uniroute-router" and meta["format_version"] == 3
     assert [m["name"] for m in meta["models"]] == ["small", "big"]
     assert meta["probes"]["prompts"] == PROBES
     arrays_path = saved_files(tmp_path)[1]
@@ -98,7 +98,7 @@ def test_other_format_version(embedder, tmp_path):
     meta = json.loads((tmp_path / JSON_FILE).read_text())
     meta["format_version"] = 99
     (tmp_path / JSON_FILE).write_text(json.dumps(meta))
-    with pytest.raises(RouterFileError, match="format version 99; this UniRoute reads versions 1, 2"):
+    with pytest.raises(RouterFileError, match="format version 99; this UniRoute reads versions 1, 2, 3"):
         UniRouter.load(tmp_path, embedder=embedder)
 
 

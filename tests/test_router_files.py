@@ -22,7 +22,7 @@ from conftest import topic_embedder
 from tests.test_persistence import rewrite_arrays
 from tests.test_router import two_topic_router
 from uniroute_core import RouterFileError, UniRouter
-from uniroute_core.persistence import JSON_FILE, saved_files
+from uniroute_core.persistence import FORMAT_VERSION, JSON_FILE, saved_files
 
 DATA = Path(__file__).resolve().parent / "data"
 ROUTE_ON = ["math proof of the lemma", "law contract dispute", "topic3 word5 prompt", "something else entirely"]
@@ -157,7 +157,7 @@ def test_saving_over_a_version_1_folder_upgrades_it_and_keeps_other_files(tmp_pa
     before = fingerprint(router)
     router.save(folder)
     assert "arrays.npz" not in our_files(folder) and (folder / "NOTES.txt").read_text() == "mine"
-    assert json.loads((folder / JSON_FILE).read_text())["format_version"] == 2
+    assert json.loads((folder / JSON_FILE).read_text())["format_version"] == FORMAT_VERSION
     assert fingerprint(load(folder)) == before
 
 

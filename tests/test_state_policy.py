@@ -115,10 +115,13 @@ def test_state_routes_on_its_own_snapshot(embedder):
 
 
 # ============================================================================ persistence knows settings and states
-def test_a_router_saved_by_the_previous_version_loads_with_identical_decisions():
-    """tests/data/router_v1_kmeans was written by UniRouter.save before issue 10 (format v1)."""
+@pytest.mark.parametrize("folder", ["router_v1_kmeans", "router_v2_kmeans"])
+def test_a_router_saved_by_the_previous_version_loads_with_identical_decisions(folder):
+    """tests/data/router_v1_kmeans was written by UniRouter.save before issue 10 (format v1); router_v2_kmeans is
+    the same router saved by the format-2 code (before issue 14's live evidence): both route as recorded."""
     expected = json.loads((DATA / "router_v1_kmeans_decisions.json").read_text())
-    loaded = UniRouter.load(DATA / "router_v1_kmeans", embedder=topic_embedder, show_progress=False)
+    loaded = UniRouter.load(DATA / folder, embedder=topic_embedder, show_progress=False)
+    assert all(p.live_weight == 0 and p.prior_quality is None for p in loaded.profiles.values())
     assert loaded.models == ["small", "big", "mid"] and loaded.shrinkage == 1.5
     kwargs = {"lam0": {"lam": 0.0}, "lam03": {"lam": 0.3}, "lam2": {"lam": 2.0}, "budget4": {"budget": 4.0},
               "minq08": {"min_quality": 0.8}}

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .cluster_map import ClusterMap, KMeansClusterMap
 from .data import RoutingData, RoutingDataError, load_routing_data, write_routing_data
 from .embedding import CachedEmbedder, CallableEmbedder, Embedder, SentenceTransformerEmbedder, default_embedder
+from .feedback import Exploration, Forgetting
 from .grading import grade_exact, grade_multiple_choice, grade_numeric, make_llm_judge, resolve_grader
 from .learned_map import LearnedMapClusterMap
 from .persistence import RouterFileError
@@ -22,7 +23,7 @@ from .policy import RoutingPolicy
 from .probes import ProbeSet
 from .profile import ModelProfile
 from .profiling import ProfilingError, ProfilingResult, aprofile_answers, profile_answers
-from .router import UniRouter
+from .router import FeedbackWarning, UniRouter
 from .rule import Calibration, calibrate_lambda
 from .state import NotFittedError, RouteDecision, RouterState, UnreachableBudgetWarning
 
@@ -46,6 +47,9 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "UniRouter",
+    "Forgetting",
+    "Exploration",
+    "FeedbackWarning",
     "RouterState",
     "RoutingPolicy",
     "ModelProfile",

@@ -6,8 +6,10 @@ The folder format (the bundled ``mmlu_pro`` is one, see :mod:`uniroute_core.data
     scores.csv.gz    prompt_id,model,score[,cost_usd][,response]   (long format, one row per (prompt, model))
     models.csv       model,cost,cost_unit,source_of_cost,...
 
-:func:`load_routing_data` reads ANY folder in that format into a dense :class:`RoutingData`, checking that every
-prompt has a score for every model, that scores lie in [0, 1] and that costs are finite and non-negative.
+:func:`load_routing_data` reads ANY folder in that format into a :class:`RoutingData`, checking that scores lie in
+[0, 1] and that costs are finite and non-negative. Cells may be missing — a (prompt, model) pair with no row, or a
+row with an empty score, means "not observed" — and become NaN: production logs, where each prompt was answered by
+one member, are routing data too. Everything downstream treats NaN as unknown, never as wrong.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class RoutingData:
         categories: ``(n,)`` category per prompt (``""`` when blank).
         split_hints: ``(n,)`` ``"train"``/``"test"``/``""``.
         models: ``(m,)`` model names, in ``models.csv`` order.
-        scores: ``(n, m)`` float quality in [0, 1] (1 = correct).
+        scores: ``(n, m)`` float quality in [0, 1] (1 = correct); NaN = not observed (a sparse folder).
         costs: ``(m,)`` per-call cost used for routing (unit in ``cost_unit``).
         cost_unit: the unit named in ``models.csv`` (first row), informational.
         references: ``(n,)`` gold answers, or ``None`` when the folder has no ``reference`` column.
@@ -71,6 +73,11 @@ class RoutingData:
     def n_models(self) -> int:
         """Number of models."""
         return len(self.models)
+
+    @property
+    def is_dense(self) -> bool:
+        """Every (prompt, model) cell is observed (no NaN score)."""
+        return not bool(np.isnan(self.scores).any())
 
     def model_index(self, name: str) -> int:
         """Column of model ``name`` in :attr:`scores` (KeyError listing the known models)."""
@@ -221,8 +228,9 @@ def load_routing_data(path: str | os.PathLike[str]) -> RoutingData:
     Raises :class:`RoutingDataError` naming the file, the line, the column or the (prompt, model) pair at fault: a
     missing file or column, a file that is not valid (gzip) UTF-8 CSV or has a row cut short (see :func:`read_csv`),
     a blank or repeated prompt id, a blank prompt, a blank or repeated model, a score outside [0, 1] or not a number,
-    a missing or duplicate (prompt, model) pair, a model in the scores that ``models.csv`` does not list, or a
-    negative / non-finite cost. Prompts of any length are read (a 1 MB prompt round-trips through
+    a duplicate (prompt, model) pair, a model in the scores that ``models.csv`` does not list, or a negative /
+    non-finite cost. A missing pair or an empty score (also the text ``nan``) is "not observed": NaN in
+    :attr:`RoutingData.scores` (a sparse folder, e.g. production logs). Prompts of any length are read (a 1 MB prompt round-trips through
     :func:`write_routing_data`); the embedder later reads as many tokens of each as it takes.
     """
     from .datasets import resolve_routing_data
@@ -285,6 +293,7 @@ def load_routing_data(path: str | os.PathLike[str]) -> RoutingData:
     _require(s_cols, ["prompt_id", "model", "score"], s_path)
     has_resp = "response" in s_cols
     scores = np.full((len(prompt_ids), len(models)), np.nan)
+    seen = np.zeros(scores.shape, dtype=bool)
     responses = np.full((len(prompt_ids), len(models)), "", dtype=object) if has_resp else None
     for line, r in zip(s_table.lines, s_rows):
         pi = pos.get(r["prompt_id"])
@@ -293,26 +302,21 @@ def load_routing_data(path: str | os.PathLike[str]) -> RoutingData:
         mj = mpos.get(r["model"])
         if mj is None:
             raise RoutingDataError(f"{s_path} line {line}: model {r['model']!r} is not in {m_path.name}")
+        raw = (r["score"] or "").strip()
         try:
-            v = float(r["score"])
+            v = float(raw) if raw else np.nan  # empty = not observed
         except ValueError:
             raise RoutingDataError(f"{s_path} line {line}: score {r['score']!r} is not a number") from None
-        if not (0.0 <= v <= 1.0):
+        if not np.isnan(v) and not (0.0 <= v <= 1.0):
             raise RoutingDataError(
                 f"{s_path} line {line}: score {v} for ({r['prompt_id']}, {r['model']}) is outside [0, 1]"
             )
-        if not np.isnan(scores[pi, mj]):
+        if seen[pi, mj]:
             raise RoutingDataError(f"{s_path} line {line}: ({r['prompt_id']}, {r['model']}) is scored twice")
+        seen[pi, mj] = True
         scores[pi, mj] = v
         if responses is not None:
             responses[pi, mj] = r.get("response") or ""
-    holes = np.argwhere(np.isnan(scores))
-    if len(holes):
-        i, j = holes[0]
-        raise RoutingDataError(
-            f"{s_path}: {len(holes)} (prompt, model) pairs have no score, e.g. ({prompt_ids[i]}, {models[j]}); "
-            "every prompt needs a score for every model"
-        )
     return RoutingData(
         name=folder.resolve().name,
         prompt_ids=prompt_ids,
@@ -340,13 +344,21 @@ def write_routing_data(
     responses: np.ndarray | None = None,
     cost_unit: str = "relative",
 ) -> Path:
-    """Write a routing data folder in the standard format (used by tests, examples and to export your own logs)."""
+    """Write a routing data folder in the standard format (used by tests, examples and to export your own logs).
+
+    NaN scores (not observed) are written as rows with an empty score, which :func:`load_routing_data` reads back
+    as NaN; any other score must lie in [0, 1].
+    """
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     n, m = len(prompts), len(models)
     scores = np.asarray(scores, dtype=float)
     if scores.shape != (n, m):
         raise ValueError(f"scores has shape {scores.shape}; expected ({n}, {m}) for {n} prompts × {m} models")
+    bad = ~np.isnan(scores) & ((scores < 0) | (scores > 1) | ~np.isfinite(scores))
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(f"score {scores[i, j]} for prompt {i}, model {models[j]!r} is outside [0, 1]")
     ids = [f"p{i}" for i in range(n)]
 
     def write_gz(name: str, header: list[str], rows: Sequence[Sequence[object]]) -> None:
@@ -372,7 +384,8 @@ def write_routing_data(
         "scores.csv.gz",
         s_header,
         [
-            [ids[i], models[j], f"{scores[i, j]:g}"] + ([responses[i, j]] if responses is not None else [])
+            [ids[i], models[j], "" if np.isnan(scores[i, j]) else f"{scores[i, j]:g}"]
+            + ([responses[i, j]] if responses is not None else [])
             for i in range(n)
             for j in range(m)
         ],

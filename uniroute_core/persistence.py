@@ -1,12 +1,18 @@
 """Save and load a router's settings and :class:`~uniroute_core.state.RouterState` as JSON + ``.npz``, never pickle.
 
-Layout of a saved router directory (format version 2)::
+Layout of a saved router directory (format version 3)::
 
     router.json              format name and version, settings (cluster-map kind or template parameters,
                              n_clusters, seed, shrinkage), embedder name and dimension, cluster-map config, the probe
                              set (prompts, references, grader name), each member's name and cost, and the manifest
                              ``"arrays": {"file": "arrays-<hash>.npz", "sha256": ...}``
-    arrays-<hash>.npz        cluster-map arrays (``map/<name>``), probe scores (M, P), Ψ (M, K), probe counts (M, K)
+    arrays-<hash>.npz        cluster-map arrays (``map/<name>``), probe scores (M, P), Ψ (M, K), probe counts (M, K),
+                             feedback (live) sums and weights per cluster (M, K) (``live_sums``, ``live_counts``)
+
+Format 3 (issue 14) adds what was learnt from served traffic: each member's ``prior`` ([quality, weight] or null),
+its ``overall_quality`` and ``probe_weight``, and ``live`` (null, or the feedback totals ``score_sum`` and ``weight``,
+``n_observations``, ``updated_at`` and ``probe_scale``) in ``models[i]``; the arrays ``live_sums`` / ``live_counts``;
+and the router's ``forgetting`` and ``exploration`` settings. Versions 1 and 2 still load (no feedback, no prior).
 
 This module knows states and settings, not routers: :func:`save_state` writes a state with the settings that
 produced it, :func:`load_state` reads them back as a :class:`SavedRouter`, and
@@ -54,6 +60,7 @@ from typing import Any, cast
 import numpy as np
 
 from .cluster_map import CLUSTER_MAPS, ClusterMap
+from .feedback import Exploration, Forgetting
 from .embedding import (
     DEFAULT_EMBEDDER_NAME,
     CallableEmbedder,
@@ -81,8 +88,8 @@ __all__ = [
 ]
 
 FORMAT_NAME = "uniroute-router"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 """Version 1 (one fixed ``arrays.npz``, no manifest) is still read."""
 JSON_FILE = "router.json"
 ARRAYS_FILE = "arrays.npz"
@@ -279,7 +286,9 @@ def save_state(
         },
         "cluster_map": cmap_meta,
         "probes": state.probes.to_dict() if state.probes is not None else None,
-        "models": [{"name": p.name, "cost": p.cost} for p in state.profiles],
+        "models": [_model_meta(p) for p in state.profiles],
+        "forgetting": None if settings.get("forgetting") is None else settings["forgetting"].to_dict(),
+        "exploration": None if state.exploration is None else state.exploration.to_dict(),
     }
     arrays: dict[str, np.ndarray] = {f"map/{k}": np.asarray(v) for k, v in cmap.get_arrays().items()}
     n_probes = len(state.probes) if state.probes is not None else 0
@@ -292,6 +301,13 @@ def save_state(
     )
     if state.probe_assign is not None:
         arrays["probe_assign"] = state.probe_assign
+    k = cmap.n_clusters_
+    arrays["live_sums"] = np.stack([_or_zeros(p.live_sums, k) for p in state.profiles]) if state.profiles else (
+        np.zeros((0, k))
+    )
+    arrays["live_counts"] = np.stack([_or_zeros(p.live_counts, k) for p in state.profiles]) if state.profiles else (
+        np.zeros((0, k))
+    )
     buffer = io.BytesIO()
     np.savez(buffer, **cast("dict[str, Any]", arrays))  # numpy's stub types **kwds like allow_pickle
     data = buffer.getvalue()
@@ -313,6 +329,64 @@ def saved_files(directory: str | os.PathLike[str]) -> tuple[Path, Path]:
     folder = Path(directory)
     meta, _ = _read_meta_bytes(folder)
     return folder / JSON_FILE, folder / _arrays_name(meta, folder)
+
+
+def _or_zeros(a: np.ndarray | None, k: int) -> np.ndarray:
+    return np.zeros(k) if a is None else np.asarray(a, dtype=float)
+
+
+def _model_meta(p: ModelProfile) -> dict[str, Any]:
+    """A member's JSON entry: name, cost, prior, and (format 3) its feedback totals — probe vs live weight."""
+    return {
+        "name": p.name,
+        "cost": p.cost,
+        "overall_quality": p.overall_quality,
+        "prior": None if p.prior_quality is None else [p.prior_quality, p.prior_weight],
+        "probe_weight": p.probe_weight,
+        "live": None if p.live_sums is None else {
+            "score_sum": p.live_score_sum,
+            "weight": p.live_weight,
+            "n_observations": p.n_observations,
+            "updated_at": p.live_updated_at,
+            "probe_scale": p.probe_scale,
+        },
+    }
+
+
+def _model_live(m: Any, file: Path, j: int) -> dict[str, Any]:
+    """The prior, overall quality and live totals of saved member ``j`` (format 3), each field checked."""
+    from .profile import validate_prior
+
+    m = _dict(m, file, f"models[{j}]")
+    out: dict[str, Any] = {}
+    prior = m.get("prior")
+    if prior is not None:
+        try:
+            out["prior_quality"], out["prior_weight"] = validate_prior(str(m.get("name")), prior)
+        except (TypeError, ValueError) as exc:
+            raise _bad(file, f"models[{j}].prior", prior, f"[quality in [0, 1], weight >= 0] ({exc})") from None
+    overall = _number(_field(m, "overall_quality", file, f"models[{j}].overall_quality"), file,
+                      f"models[{j}].overall_quality")
+    if not 0.0 <= overall <= 1.0:
+        raise _bad(file, f"models[{j}].overall_quality", overall, "a number in [0, 1]")
+    out["overall_quality"] = overall
+    live = m.get("live")
+    if live is not None:
+        live = _dict(live, file, f"models[{j}].live")
+        at = f"models[{j}].live"
+        out["live_score_sum"] = _number(_field(live, "score_sum", file, f"{at}.score_sum"), file, f"{at}.score_sum")
+        out["live_weight"] = _number(_field(live, "weight", file, f"{at}.weight"), file, f"{at}.weight")
+        out["n_observations"] = _int(_field(live, "n_observations", file, f"{at}.n_observations"), file,
+                                     f"{at}.n_observations", minimum=0)
+        t = live.get("updated_at")
+        out["live_updated_at"] = None if t is None else _number(t, file, f"{at}.updated_at")
+        scale = _number(live.get("probe_scale", 1.0), file, f"{at}.probe_scale")
+        if not 0.0 < scale <= 1.0:
+            raise _bad(file, f"{at}.probe_scale", scale, "a number in (0, 1]")
+        out["probe_scale"] = scale
+        if out["live_score_sum"] > out["live_weight"] + 1e-9:
+            raise _bad(file, f"{at}.score_sum", out["live_score_sum"], f"at most the weight {out['live_weight']}")
+    return out
 
 
 def _grader_not_saved(response: str, reference: str) -> float:
@@ -524,11 +598,18 @@ def _saved_settings(meta: dict[str, Any], cmap: ClusterMap, file: Path) -> dict[
             template = CLUSTER_MAPS[kind](**params)
         except (TypeError, ValueError) as exc:
             raise _bad(file, "cluster_map.template_params", params, f"valid parameters of {kind!r} ({exc})") from None
+    forgetting = None
+    if meta.get("forgetting") is not None:
+        try:
+            forgetting = Forgetting.from_dict(meta["forgetting"])
+        except (TypeError, ValueError) as exc:
+            raise _bad(file, "forgetting", meta["forgetting"], f"{{half_life > 0, unit, decay_probes}} ({exc})") from None
     return {
         "n_clusters": _int(meta.get("n_clusters", cmap.n_clusters_), file, "n_clusters", minimum=1),
         "seed": _int(meta.get("seed", 0), file, "seed"),
         "shrinkage": _number(meta.get("shrinkage", 0.0), file, "shrinkage"),
         "cluster_map": template,
+        "forgetting": forgetting,
     }
 
 
@@ -614,9 +695,21 @@ def load_state(
         n_probes = len(probes)
         scores = _need(arrays, "probe_scores", (n_models, n_probes), path)
         _check_values(scores, "probe_scores", path, low=0.0, high=1.0, allow_nan=True, rows=names)
+        v3 = meta["format_version"] >= 3
+        extras = [_model_live(m, file, j) for j, m in enumerate(meta.get("models") or [])] if v3 else (
+            [{} for _ in names]
+        )
         for j, name in enumerate(names):
-            if np.isnan(scores[j]).all():
-                raise RouterFileError(f"{path}: array 'probe_scores' row {j} (member {name!r}) is all NaN")
+            if np.isnan(scores[j]).all() and "prior_quality" not in extras[j]:
+                raise RouterFileError(
+                    f"{path}: array 'probe_scores' row {j} (member {name!r}) is all NaN and the member has no prior"
+                )
+        live_sums = live_counts = None
+        if v3:
+            live_sums = _need(arrays, "live_sums", (n_models, k), path)
+            live_counts = _need(arrays, "live_counts", (n_models, k), path)
+            _check_values(live_counts, "live_counts", path, low=0.0, high=math.inf, rows=names)
+            _check_values(live_sums, "live_sums", path, low=0.0, high=math.inf, rows=names)
         quality = _need(arrays, "cluster_quality", (n_models, k), path)
         _check_values(quality, "cluster_quality", path, low=0.0, high=1.0, rows=names)
         counts = _need(arrays, "cluster_counts", (n_models, k), path)
@@ -663,17 +756,31 @@ def load_state(
         profiles = []
         for j, (name, cost) in enumerate(models):
             known = ~np.isnan(scores[j])
+            extra = dict(extras[j])
+            has_live = "live_weight" in extra
+            overall = extra.pop("overall_quality", None)
             profiles.append(
                 ModelProfile(
                     name=name,
                     cost=cost,
                     cluster_quality=quality[j].copy(),
                     cluster_counts=counts[j].copy(),
-                    overall_quality=float(np.nanmean(scores[j])),
+                    overall_quality=float(np.nanmean(scores[j])) if overall is None else overall,
                     n_probes=int(known.sum()),
                     probe_scores=scores[j].copy(),
                     shrinkage=settings["shrinkage"],
+                    live_sums=live_sums[j].copy() if has_live and live_sums is not None else None,
+                    live_counts=live_counts[j].copy() if has_live and live_counts is not None else None,
+                    **extra,
                 )
             )
-        state = RouterState(cluster_map=cmap, probes=probes, probe_assign=assign).with_profiles(profiles)
+        exploration = None
+        if meta.get("exploration") is not None:
+            try:
+                exploration = Exploration.from_dict(meta["exploration"])
+            except (TypeError, ValueError) as exc:
+                raise _bad(file, "exploration", meta["exploration"], f"{{share in [0, 1], seed}} ({exc})") from None
+        state = RouterState(
+            cluster_map=cmap, probes=probes, probe_assign=assign, exploration=exploration
+        ).with_profiles(profiles)
     return SavedRouter(state=state, settings=settings, embedder=resolved)

@@ -7,6 +7,21 @@ and α ≥ 0 the *shrinkage strength* in pseudo-probes: a cluster with n_k probe
 n_k / (n_k + α) and the model's overall mean with weight α / (n_k + α). With α = 0 this is the method note's plain
 per-cluster mean, with the overall mean as fallback for an empty cluster. With one cluster (K = 1) Ψ is the overall
 mean for any α — exactly ZeroRouter. Adding a model is this one computation: no gradients, no retraining.
+
+**Live evidence** (issue 14). Feedback on served calls is kept apart from the probe evidence, as two more sums per
+cluster: L_k = Σ_obs w·Φ_k(x)·s and W_k = Σ_obs w·Φ_k(x) (optionally decayed, see :mod:`uniroute_core.feedback`).
+The same estimator then reads
+
+    Ψ_k(h) = ( ρ·P_k + L_k + α·m ) / ( ρ·C_k + W_k + α )
+
+with P_k = Σ_i Φ_k(x_i) s_i and C_k = Σ_i Φ_k(x_i) the probe sums, ρ ∈ (0, 1] the probe evidence's decay scale (1
+unless forgetting is told to decay probes too) and the overall mean
+
+    m = ( ρ·Σ_i s_i + L + w₀·q₀ ) / ( ρ·n + W + w₀ )
+
+over answered probes, live observations (totals L, W) and an optional prior quality q₀ of weight w₀ (pseudo-
+observations; a prior of weight 0 only stands in while there is no evidence at all). With no live evidence and no
+prior this is exactly the probe estimator above; with no probes, observing the probe data reproduces it exactly.
 """
 
 from __future__ import annotations
@@ -15,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["ModelProfile", "build_profile", "validate_scores", "validate_cost"]
+__all__ = ["ModelProfile", "build_profile", "validate_scores", "validate_cost", "validate_prior", "shrunk_quality"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +47,15 @@ class ModelProfile:
         probe_scores: ``(P,)`` the raw probe scores as given (NaN = unknown); kept so the profile can be rebuilt
             if the cluster map or the shrinkage changes.
         shrinkage: α used.
+        live_sums: ``(K,)`` L_k, the (decayed) feedback score mass per cluster; ``None`` = no feedback yet.
+        live_counts: ``(K,)`` W_k, the (decayed) feedback weight per cluster; ``None`` = no feedback yet.
+        live_score_sum: L, the (decayed) total feedback score (for the overall mean m).
+        live_weight: W, the (decayed) total feedback weight: how much of Ψ came from feedback.
+        n_observations: feedback observations applied (raw count, never decayed).
+        live_updated_at: time (seconds, any epoch) of the newest observation, for time-based forgetting.
+        prior_quality: q₀, the prior overall quality given at ``add_model(prior=...)`` (``None`` = none).
+        prior_weight: w₀, its weight in pseudo-observations.
+        probe_scale: ρ, how much of the probe evidence is still counted (1 unless probes are forgotten too).
     """
 
     name: str
@@ -42,6 +66,26 @@ class ModelProfile:
     n_probes: int
     probe_scores: np.ndarray = field(repr=False)
     shrinkage: float
+    live_sums: np.ndarray | None = field(default=None, repr=False)
+    live_counts: np.ndarray | None = field(default=None, repr=False)
+    live_score_sum: float = 0.0
+    live_weight: float = 0.0
+    n_observations: int = 0
+    live_updated_at: float | None = None
+    prior_quality: float | None = None
+    prior_weight: float = 0.0
+    probe_scale: float = 1.0
+
+    @property
+    def probe_weight(self) -> float:
+        """How much probe evidence Ψ counts: ρ · (answered probes). Compare with :attr:`live_weight`."""
+        return self.probe_scale * self.n_probes
+
+    @property
+    def evidence(self) -> np.ndarray:
+        """``(K,)`` the evidence behind each cluster's Ψ: ρ·C_k + W_k (probe + live weight, before shrinkage)."""
+        ev = self.probe_scale * np.asarray(self.cluster_counts, dtype=float)
+        return ev if self.live_counts is None else ev + self.live_counts
 
     @property
     def n_clusters(self) -> int:
@@ -58,6 +102,10 @@ class ModelProfile:
             "cluster_quality": [float(v) for v in self.cluster_quality],
             "cluster_counts": [float(v) for v in self.cluster_counts],
             "shrinkage": self.shrinkage,
+            "probe_weight": self.probe_weight,
+            "live_weight": self.live_weight,
+            "n_observations": self.n_observations,
+            "prior": None if self.prior_quality is None else [self.prior_quality, self.prior_weight],
         }
 
 
@@ -72,8 +120,29 @@ def validate_cost(name: str, cost: float) -> float:
     return c
 
 
-def validate_scores(name: str, scores: object, n_probes: int) -> np.ndarray:
-    """Probe scores as a float array of length ``n_probes`` in [0, 1] (NaN allowed, not all NaN)."""
+def validate_prior(name: str, prior: object) -> tuple[float, float]:
+    """``prior=(quality, weight)``: a quality in [0, 1] and a finite weight >= 0 (pseudo-observations)."""
+    try:
+        pair = list(prior)  # type: ignore[call-overload]
+        if len(pair) != 2:
+            raise ValueError
+        q, w = float(pair[0]), float(pair[1])
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"model {name!r}: prior must be a pair (quality in [0, 1], weight >= 0), got {prior!r}"
+        ) from None
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"model {name!r}: prior quality must lie in [0, 1], got {q}")
+    if not np.isfinite(w) or w < 0:
+        raise ValueError(f"model {name!r}: prior weight must be a finite number >= 0, got {w}")
+    return q, w
+
+
+def validate_scores(name: str, scores: object, n_probes: int, *, allow_all_nan: bool = False) -> np.ndarray:
+    """Probe scores as a float array of length ``n_probes`` in [0, 1] (NaN allowed, not all NaN).
+
+    ``allow_all_nan`` accepts a member with no answered probe (it must then join with a prior).
+    """
     try:
         s = np.asarray(scores, dtype=float)
     except (TypeError, ValueError):
@@ -83,7 +152,7 @@ def validate_scores(name: str, scores: object, n_probes: int) -> np.ndarray:
     if len(s) != n_probes:
         raise ValueError(f"model {name!r}: got {len(s)} scores but the router has {n_probes} probe prompts")
     known = ~np.isnan(s)
-    if not known.any():
+    if not known.any() and not allow_all_nan:
         raise ValueError(f"model {name!r}: every score is NaN; at least one answered probe is needed to profile it")
     bad = known & ((s < 0) | (s > 1) | ~np.isfinite(s))
     if bad.any():
@@ -92,28 +161,73 @@ def validate_scores(name: str, scores: object, n_probes: int) -> np.ndarray:
     return s
 
 
+def shrunk_quality(
+    probe_sums: np.ndarray,
+    probe_counts: np.ndarray,
+    overall: float,
+    shrinkage: float,
+    *,
+    probe_scale: float = 1.0,
+    live_sums: np.ndarray | None = None,
+    live_counts: np.ndarray | None = None,
+) -> np.ndarray:
+    """Ψ ``(K,)`` = (ρ·P + L + α·m) / (ρ·C + W + α), clipped to [0, 1]; m where the denominator is 0."""
+    num = probe_scale * np.asarray(probe_sums, dtype=float)
+    den = probe_scale * np.asarray(probe_counts, dtype=float)
+    if live_sums is not None and live_counts is not None:
+        num = num + live_sums
+        den = den + live_counts
+    num = num + shrinkage * overall
+    den = den + shrinkage
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(den > 0, num / np.where(den > 0, den, 1.0), overall)
+    return np.asarray(np.clip(q, 0.0, 1.0))
+
+
+def overall_mean(
+    probe_total: float, n_probes: float, live_score_sum: float, live_weight: float,
+    prior: tuple[float, float] | None, probe_scale: float = 1.0,
+) -> float:
+    """m = (ρ·Σs + L + w₀·q₀) / (ρ·n + W + w₀); the prior quality (or NaN) when all weights are 0."""
+    q0, w0 = prior if prior is not None else (float("nan"), 0.0)
+    num = probe_scale * probe_total + live_score_sum + w0 * (q0 if w0 > 0 else 0.0)
+    den = probe_scale * n_probes + live_weight + w0
+    return float(num / den) if den > 0 else float(q0)
+
+
 def build_profile(
-    name: str, cost: float, scores: np.ndarray, assignments: np.ndarray, shrinkage: float
+    name: str,
+    cost: float,
+    scores: np.ndarray,
+    assignments: np.ndarray,
+    shrinkage: float,
+    *,
+    prior: tuple[float, float] | None = None,
 ) -> ModelProfile:
-    """Compute Ψ for one model from validated probe ``scores`` ``(P,)`` and probe ``assignments`` Φ ``(P, K)``."""
+    """Compute Ψ for one model from validated probe ``scores`` ``(P,)`` and probe ``assignments`` Φ ``(P, K)``.
+
+    ``prior=(quality, weight)`` adds pseudo-observations to the overall mean m; a member with no answered probe
+    needs one (its Ψ is then the prior quality in every cluster until feedback arrives).
+    """
     if shrinkage < 0 or not np.isfinite(shrinkage):
         raise ValueError(f"shrinkage must be a finite number >= 0, got {shrinkage}")
     known = ~np.isnan(scores)
+    if not known.any() and prior is None:
+        raise ValueError(f"model {name!r}: no answered probe and no prior; give scores or prior=(quality, weight)")
     a = assignments[known]
     s = scores[known]
-    overall = float(s.mean())
+    overall = overall_mean(float(s.sum()), float(known.sum()), 0.0, 0.0, prior)
     counts = a.sum(axis=0)
     sums = a.T @ s
-    denom = counts + shrinkage
-    with np.errstate(divide="ignore", invalid="ignore"):
-        q = np.where(denom > 0, (sums + shrinkage * overall) / np.where(denom > 0, denom, 1.0), overall)
     return ModelProfile(
         name=name,
         cost=float(cost),
-        cluster_quality=np.clip(q, 0.0, 1.0),
+        cluster_quality=shrunk_quality(sums, counts, overall, shrinkage),
         cluster_counts=counts,
         overall_quality=overall,
         n_probes=int(known.sum()),
         probe_scores=np.asarray(scores, dtype=float).copy(),
         shrinkage=float(shrinkage),
+        prior_quality=None if prior is None else prior[0],
+        prior_weight=0.0 if prior is None else prior[1],
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,21 @@ import numpy as np
 
 from .cluster_map import CLUSTER_MAPS, ClusterMap, KMeansClusterMap
 from .embedding import Embedder, resolve_embedder, validate_texts
+from .feedback import Exploration, Forgetting, apply_observations, reset_live, validate_feedback_score
 from .policy import RoutingPolicy
 from .probes import ProbeSet
-from .profile import ModelProfile, build_profile, validate_cost, validate_scores
+from .profile import ModelProfile, build_profile, validate_cost, validate_prior, validate_scores
 from .rule import Calibration
 from .state import NotFittedError, RouteDecision, RouterState, UnreachableBudgetWarning
 
-__all__ = ["UniRouter", "RouteDecision", "RouterState", "NotFittedError", "UnreachableBudgetWarning", "RoutingPolicy"]
+__all__ = [
+    "UniRouter", "RouteDecision", "RouterState", "NotFittedError", "UnreachableBudgetWarning", "RoutingPolicy",
+    "FeedbackWarning",
+]
+
+
+class FeedbackWarning(UserWarning):
+    """Feedback was ignored (its member is no longer in the pool) or live evidence was dropped (a refit)."""
 
 
 _UNSET: Any = object()
@@ -54,6 +62,10 @@ class UniRouter:
             cannot change a snapshot routed on before — the scikit-learn rule that parameters are never mutated.
         method: deprecated alias of ``cluster_map`` for a kind name (warns; kept for one release).
         show_progress: tqdm bars when embedding more than a few hundred prompts.
+        forgetting: exponential decay of feedback evidence (:class:`~uniroute_core.feedback.Forgetting`);
+            ``None`` (default) keeps all of it — see :mod:`uniroute_core.feedback` for why.
+        exploration: Thompson-sampling exploration on a share of calls
+            (:class:`~uniroute_core.feedback.Exploration`); ``None`` (default) routes by the point estimates only.
 
     The fitted map is :attr:`cluster_map` (a property of the current state); the constructor's value is in
     :meth:`get_params`.
@@ -69,6 +81,8 @@ class UniRouter:
         show_progress: bool = True,
         *,
         method: str | None = None,
+        forgetting: Forgetting | None = None,
+        exploration: Exploration | None = None,
     ) -> None:
         if shrinkage < 0 or not np.isfinite(shrinkage):
             raise ValueError(f"shrinkage must be a finite number >= 0, got {shrinkage}")
@@ -99,7 +113,13 @@ class UniRouter:
         self.shrinkage = float(shrinkage)
         self._cluster_map_param: str | ClusterMap = cluster_map
         self.show_progress = show_progress
-        self._state = RouterState()
+        if forgetting is not None and not isinstance(forgetting, Forgetting):
+            raise TypeError(f"forgetting must be a Forgetting or None, got {type(forgetting).__name__}")
+        if exploration is not None and not isinstance(exploration, Exploration):
+            raise TypeError(f"exploration must be an Exploration or None, got {type(exploration).__name__}")
+        self.forgetting = forgetting
+        self.exploration = exploration
+        self._state = RouterState(exploration=exploration)
         self._write_lock = threading.RLock()
 
     @classmethod
@@ -113,10 +133,13 @@ class UniRouter:
         """
         if not isinstance(state, RouterState):
             raise TypeError(f"state must be a RouterState, got {type(state).__name__}")
+        params.setdefault("exploration", state.exploration)
         router = cls(embedder=embedder, **params)
         if isinstance(embedder, Embedder):
             router._embedder = embedder
-        router._state = state
+        router._state = state if state.exploration is router.exploration else dataclasses.replace(
+            state, exploration=router.exploration
+        )
         return router
 
     def update_state(self, update: Callable[[RouterState], RouterState]) -> RouterState:
@@ -144,6 +167,8 @@ class UniRouter:
             "shrinkage": self.shrinkage,
             "cluster_map": self._cluster_map_param,
             "show_progress": self.show_progress,
+            "forgetting": self.forgetting,
+            "exploration": self.exploration,
         }
 
     @property
@@ -273,18 +298,41 @@ class UniRouter:
         if probes is not None:
             assign = cluster_map.assign(self.embed(list(probes.prompts)))
         profiles = [
-            build_profile(p.name, p.cost, p.probe_scores, assign, self.shrinkage) for p in state.profiles
+            build_profile(p.name, p.cost, p.probe_scores, assign, self.shrinkage, prior=_prior_of(p))
+            for p in state.profiles
         ] if assign is not None else []
-        self._state = RouterState(cluster_map=cluster_map, probes=probes, probe_assign=assign).with_profiles(profiles)
+        fed = [p.name for p in state.profiles if p.n_observations]
+        if fed and assign is not None:
+            warnings.warn(
+                f"the new cluster map drops the feedback evidence of {fed}: live sums are per cluster of the old "
+                "map (re-apply your logs with update_from_logs to keep them)",
+                FeedbackWarning,
+                stacklevel=3,
+            )
+        self._state = RouterState(
+            cluster_map=cluster_map, probes=probes, probe_assign=assign, exploration=self.exploration
+        ).with_profiles(profiles)
 
     # ------------------------------------------------------------------ the pool
     def add_model(
-        self, name: str, cost: float, scores: Sequence[float] | np.ndarray, *, replace: bool = False
+        self,
+        name: str,
+        cost: float,
+        scores: Sequence[float] | np.ndarray | None = None,
+        *,
+        prior: tuple[float, float] | None = None,
+        replace: bool = False,
     ) -> ModelProfile:
         """Add a member profiled by its ``scores`` on the probe prompts (NaN = not answered). Returns its profile.
 
         This is the whole of "adding an LLM": Ψ is computed from the scores, nothing is retrained. A name already
-        in the pool is an error unless ``replace=True`` (the member then keeps its position).
+        in the pool is an error unless ``replace=True`` (the member then keeps its position; its feedback evidence
+        is dropped, as it describes the member being replaced).
+
+        Cold start: ``prior=(quality, weight)`` is an overall prior quality in [0, 1] counted as ``weight``
+        pseudo-observations in the member's overall mean. With a prior, ``scores`` may be omitted (or all NaN): Ψ is
+        then the prior quality in every cluster until feedback (:meth:`observe`) arrives; an
+        :class:`~uniroute_core.feedback.Exploration` gives such a member traffic to learn from.
         """
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"model name must be a non-empty string, got {name!r}")
@@ -293,8 +341,14 @@ class UniRouter:
         with self._write_lock:
             state = self._state
             assert state.probes is not None and state.probe_assign is not None  # checked by _require_probes
-            s = validate_scores(name, scores, len(state.probes))
-            profile = build_profile(name, cost, s, state.probe_assign, self.shrinkage)
+            p0 = None if prior is None else validate_prior(name, prior)
+            if scores is None:
+                if p0 is None:
+                    raise ValueError(f"model {name!r}: give its probe scores, or prior=(quality, weight) to cold-start")
+                s = np.full(len(state.probes), np.nan)
+            else:
+                s = validate_scores(name, scores, len(state.probes), allow_all_nan=p0 is not None)
+            profile = build_profile(name, cost, s, state.probe_assign, self.shrinkage, prior=p0)
             pool = list(state.profiles)
             names = [p.name for p in pool]
             if name in names:
@@ -316,6 +370,167 @@ class UniRouter:
             removed = state.profiles[names.index(name)]
             self._state = state.with_profiles([p for p in state.profiles if p.name != name])
         return removed
+
+    # ------------------------------------------------------------------ feedback
+    def set_exploration(self, exploration: Exploration | None) -> UniRouter:
+        """Turn Thompson-sampling exploration on (an :class:`Exploration`) or off (``None``). Returns self."""
+        if exploration is not None and not isinstance(exploration, Exploration):
+            raise TypeError(f"exploration must be an Exploration or None, got {type(exploration).__name__}")
+        with self._write_lock:
+            self.exploration = exploration
+            self._state = dataclasses.replace(self._state, exploration=exploration)
+        return self
+
+    def _observation_inputs(
+        self, items: Sequence[str] | np.ndarray, n: int
+    ) -> tuple[np.ndarray | None, Sequence[str] | None]:
+        if isinstance(items, np.ndarray) and items.dtype.kind == "f":
+            x = items.reshape(1, -1) if items.ndim == 1 else items
+            if x.ndim != 2 or len(x) != n:
+                raise ValueError(f"embeddings have shape {items.shape}; expected ({n}, dim)")
+            return x, None
+        texts = validate_texts(list(items), "feedback prompt")
+        if len(texts) != n:
+            raise ValueError(f"{len(texts)} prompts for {n} feedback scores")
+        return None, texts
+
+    def observe(
+        self,
+        prompt_or_embedding: str | np.ndarray,
+        model: str,
+        score: float,
+        *,
+        weight: float = 1.0,
+        time: float | None = None,
+    ) -> ModelProfile | None:
+        """Feedback on one served call: ``model`` answered this prompt and the answer scored ``score`` in [0, 1].
+
+        The member's live sums gain Φ(x)·weight·score and Φ(x)·weight, and its Ψ is recomputed with the profile's
+        shrinkage estimator (see :mod:`uniroute_core.feedback`); a new state is swapped in like :meth:`add_model`,
+        routing takes no lock. ``prompt_or_embedding`` is the routing text or its embedding (1-D). ``time``
+        (seconds, any epoch) is needed for forgetting in seconds (default: now). Returns the member's new profile,
+        or ``None`` when the member is no longer in the pool (the feedback is ignored with a
+        :class:`FeedbackWarning`). A score outside [0, 1] is a ``ValueError``.
+        """
+        items: Any = prompt_or_embedding if isinstance(prompt_or_embedding, np.ndarray) else [prompt_or_embedding]
+        done = self.observe_many(
+            items, [model], [score], weights=[weight], times=None if time is None else [time]
+        )
+        return done.get(model)
+
+    def observe_many(
+        self,
+        prompts_or_embeddings: Sequence[str] | np.ndarray,
+        models: Sequence[str],
+        scores: Sequence[float] | np.ndarray,
+        *,
+        weights: Sequence[float] | np.ndarray | None = None,
+        times: Sequence[float] | np.ndarray | None = None,
+    ) -> dict[str, ModelProfile]:
+        """A batch of feedback observations (see :meth:`observe`), applied in order in one state swap.
+
+        ``prompts_or_embeddings`` is a list of routing texts or an ``(n, dim)`` array of their embeddings.
+        Observations of members no longer in the pool are ignored with one :class:`FeedbackWarning` naming them.
+        Every score is checked before anything is applied. Returns the updated members' new profiles.
+        """
+        models = [str(m) for m in models]
+        n = len(models)
+        score_list = list(scores)
+        if len(score_list) != n:
+            raise ValueError(f"{len(score_list)} scores for {n} members")
+        vals = np.array([validate_feedback_score(m, v) for m, v in zip(models, score_list)], dtype=float)
+        w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+        if w.shape != (n,) or not np.all(np.isfinite(w)) or (w < 0).any():
+            raise ValueError(f"weights must be {n} finite numbers >= 0, got {weights!r}")
+        t = None if times is None else np.asarray(times, dtype=float)
+        if t is not None and (t.shape != (n,) or not np.all(np.isfinite(t))):
+            raise ValueError(f"times must be {n} finite numbers (seconds), got {times!r}")
+        if t is None and self.forgetting is not None and self.forgetting.unit == "seconds":
+            import time as _time
+
+            t = np.full(n, _time.time())
+        x, texts = self._observation_inputs(prompts_or_embeddings, n)
+        self._require_probes("observe")
+        if n == 0:
+            return {}
+        if x is None:
+            assert texts is not None
+            x = self.embed(texts)
+        with self._write_lock:
+            state = self._state
+            state.require_pool("observe")
+            assert state.cluster_map is not None and state.probe_assign is not None
+            phi = state.cluster_map.assign(x)
+            names = state.names
+            gone = sorted({m for m in models if m not in names})
+            if gone:
+                warnings.warn(
+                    f"feedback for {gone} ignored: not in the pool (removed since the call?); members: {names}",
+                    FeedbackWarning,
+                    stacklevel=3,
+                )
+            pool = list(state.profiles)
+            updated: dict[str, ModelProfile] = {}
+            idx = np.array(models, dtype=object)
+            for j, name in enumerate(names):
+                rows = np.nonzero(idx == name)[0]
+                if not len(rows):
+                    continue
+                pool[j] = apply_observations(
+                    pool[j], phi[rows], vals[rows], w[rows], state.probe_assign,
+                    forgetting=self.forgetting, times=None if t is None else t[rows],
+                )
+                updated[name] = pool[j]
+            if updated:
+                self._state = state.with_profiles(pool)
+        return updated
+
+    def update_from_logs(
+        self, logs: str | Path | Iterable[tuple[str, str, float]], *, embeddings: np.ndarray | None = None
+    ) -> dict[str, ModelProfile]:
+        """Apply logged feedback: a sparse routing-data folder, or an iterable of ``(prompt, member, score)``.
+
+        In a folder, every known score of a pool member is one observation of that member on that prompt
+        (missing rows and empty scores are "not observed" and skipped); members not in the pool are ignored with a
+        :class:`FeedbackWarning`. ``embeddings`` may give the folder's prompts' embeddings (rows in
+        :func:`~uniroute_core.data.load_routing_data` order) to skip embedding. Returns the updated profiles.
+        """
+        if isinstance(logs, (str, Path)):
+            from .data import load_routing_data
+
+            data = load_routing_data(logs)
+            if embeddings is not None and len(embeddings) != data.n_prompts:
+                raise ValueError(f"embeddings has {len(embeddings)} rows for {data.n_prompts} prompts in {logs}")
+            ii, jj = np.nonzero(~np.isnan(data.scores))
+            models = [data.models[j] for j in jj]
+            scores = data.scores[ii, jj]
+            if embeddings is not None:
+                return self.observe_many(np.asarray(embeddings, dtype=float)[ii], models, scores)
+            return self.observe_many([data.prompts[i] for i in ii], models, scores)
+        rows = list(logs)
+        for r, row in enumerate(rows):
+            if not isinstance(row, (tuple, list)) or len(row) != 3:
+                raise ValueError(f"log row {r} must be (prompt, member, score), got {row!r}")
+        if embeddings is not None:
+            if len(embeddings) != len(rows):
+                raise ValueError(f"embeddings has {len(embeddings)} rows for {len(rows)} log rows")
+            return self.observe_many(
+                np.asarray(embeddings, dtype=float), [r[1] for r in rows], [r[2] for r in rows]
+            )
+        return self.observe_many([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+
+    def reset_feedback(self, model: str | None = None) -> None:
+        """Drop the live (feedback) evidence of one member, or of every member: Ψ returns to the probe estimate."""
+        with self._write_lock:
+            state = self._state
+            if state.probe_assign is None:
+                return
+            if model is not None and model not in state.names:
+                raise KeyError(f"model {model!r} is not in the pool; members: {state.names}")
+            pool = [
+                reset_live(p, state.probe_assign) if model is None or p.name == model else p for p in state.profiles
+            ]
+            self._state = state.with_profiles(pool)
 
     # ------------------------------------------------------------------ routing
     def _require_fitted(self, action: str) -> None:
@@ -421,6 +636,7 @@ class UniRouter:
         params = self.get_params()
         params.pop("embedder")
         params.pop("show_progress")
+        params.pop("exploration")  # saved with the state
         return save_state(directory, self._state, settings=params, embedder=self.embedder)
 
     @classmethod
@@ -462,3 +678,7 @@ class UniRouter:
             f"UniRouter(cluster_map={self.cluster_map_kind!r}, n_clusters={k}, probes={n_probes}, "
             f"models={state.names})"
         )
+
+
+def _prior_of(profile: ModelProfile) -> tuple[float, float] | None:
+    return None if profile.prior_quality is None else (profile.prior_quality, profile.prior_weight)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .cluster_map import ClusterMap
+from .feedback import Exploration
 from .policy import RoutingPolicy
 from .probes import ProbeSet
 from .profile import ModelProfile
@@ -52,12 +53,16 @@ class RouteDecision:
         mode: ``"lam"``, ``"budget"`` or ``"min_quality"``.
         expected_quality: predicted quality (1 − expected loss) of every candidate member on this prompt.
         ranking: candidate members best-first by the same rule — the fallback order when a member fails.
+        exploratory: the member was chosen by a posterior sample (:class:`~uniroute_core.feedback.Exploration`)
+            rather than by the point estimates; ``expected_quality`` and ``ranking`` stay the point estimates'.
 
     ``expected_quality`` and ``ranking`` are built on first access from the row the router computed, so routing a
     large batch over a large pool costs O(M) array work per prompt, not O(M) Python objects.
     """
 
-    __slots__ = ("model", "cost", "lam", "mode", "_pool", "_quality", "_keys", "_costs", "_eq", "_ranking")
+    __slots__ = (
+        "model", "cost", "lam", "mode", "exploratory", "_pool", "_quality", "_keys", "_costs", "_eq", "_ranking"
+    )
 
     def __init__(
         self,
@@ -70,8 +75,10 @@ class RouteDecision:
         quality_row: np.ndarray,
         key_row: np.ndarray,
         costs: np.ndarray,
+        exploratory: bool = False,
     ) -> None:
         self.model = model
+        self.exploratory = exploratory
         self.cost = cost
         self.lam = lam
         self.mode = mode
@@ -100,8 +107,10 @@ class RouteDecision:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RouteDecision):
             return NotImplemented
-        return (self.model, self.cost, self.lam, self.mode, self.expected_quality, self.ranking) == (
-            other.model, other.cost, other.lam, other.mode, other.expected_quality, other.ranking
+        return (
+            self.model, self.cost, self.lam, self.mode, self.exploratory, self.expected_quality, self.ranking
+        ) == (
+            other.model, other.cost, other.lam, other.mode, other.exploratory, other.expected_quality, other.ranking
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable-looking value object: equality without hashing
@@ -128,6 +137,8 @@ class RouterState:
         pool: member names in insertion order (the entries of ``costs`` and rows of ``cluster_quality``).
         cost_order: members cheapest first (stable): the rule's tie-break order, computed once per pool.
         calibrations: budget → λ results on the probe prompts for this exact state (a new state starts empty).
+        evidence: ``(M, K)`` the probe + live weight behind each Ψ entry (for exploration's posteriors).
+        exploration: Thompson-sampling exploration on a share of calls, or ``None`` (off).
     """
 
     cluster_map: ClusterMap | None = None
@@ -139,6 +150,8 @@ class RouterState:
     pool: tuple[str, ...] = ()
     cost_order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
     calibrations: dict[tuple[Any, ...], Calibration] = field(default_factory=dict, repr=False, compare=False)
+    evidence: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)
+    exploration: Exploration | None = field(default=None, compare=False)
 
     # ------------------------------------------------------------------ building new states
     @property
@@ -155,12 +168,14 @@ class RouterState:
         """A new state with this pool (costs and the Ψ matrix restacked, calibrations reset)."""
         k = self.cluster_map.n_clusters_ if self.cluster_map is not None else 0
         quality = np.stack([p.cluster_quality for p in profiles]) if profiles else np.zeros((0, k))
+        evidence = np.stack([p.evidence for p in profiles]) if profiles else np.zeros((0, k))
         costs = np.array([p.cost for p in profiles], dtype=float)
         return dataclasses.replace(
             self,
             profiles=tuple(profiles),
             costs=costs,
             cluster_quality=quality,
+            evidence=evidence,
             pool=tuple(p.name for p in profiles),
             cost_order=np.argsort(costs, kind="stable"),
             calibrations={},
@@ -275,10 +290,34 @@ class RouterState:
         choice = pick(keys, self.costs, self.cost_order)
         names = self.pool
         mode = policy.mode
+        rows = rows.reshape(-1)
+        chosen = choice[rows]
+        explored = self.exploration.draw(len(rows)) if self.exploration is not None else np.zeros(len(rows), bool)
+        if explored.any():
+            chosen = chosen.copy()
+            chosen[explored] = self._explore(x[explored], chosen[explored], policy, lam_used, allowed)
         return [
             RouteDecision(
-                names[choice[r]], float(self.costs[choice[r]]), lam_used, mode, pool=names, quality_row=q[r],
-                key_row=keys[r], costs=self.costs,
+                names[c], float(self.costs[c]), lam_used, mode, pool=names, quality_row=q[r],
+                key_row=keys[r], costs=self.costs, exploratory=bool(e),
             )
-            for r in rows.reshape(-1)
+            for r, c, e in zip(rows, chosen, explored)
         ]
+
+    def _explore(
+        self, x: np.ndarray, exploit: np.ndarray, policy: RoutingPolicy, lam: float | None, allowed: np.ndarray | None
+    ) -> np.ndarray:
+        """Thompson-sampled choices for the rows of ``x``, each among members costing at most its exploit choice."""
+        assert self.exploration is not None
+        phi = self._fitted_map().assign(x)
+        shrink = np.array([p.shrinkage for p in self.profiles])[:, None]
+        draws = self.exploration.sample_quality(self.cluster_quality, self.evidence + shrink, 0.0, len(x))
+        q = np.einsum("nk,nmk->nm", phi, draws)
+        within = self.costs[None, :] <= self.costs[exploit][:, None]
+        if allowed is not None:
+            within &= allowed[None, :]
+        if policy.min_quality is not None:
+            keys = adequacy_keys(q, self.costs, policy.min_quality)
+        else:
+            keys = lambda_keys(q, self.costs, 0.0 if lam is None else lam)
+        return pick(np.where(within, keys, np.inf), self.costs, self.cost_order)

@@ -198,7 +198,7 @@ def random_router_curve(
         to_best = rng.random(n) < t
         pick = np.where(to_best, best, cheap)
         pts_c.append(costs[pick].mean())
-        pts_q.append(true_quality[np.arange(n), pick].mean())
+        pts_q.append(float(np.nanmean(true_quality[np.arange(n), pick])))  # NaN = unknown
     return deferral_curve(np.array(pts_c), np.array(pts_q), costs.min(), costs.max())
 
 

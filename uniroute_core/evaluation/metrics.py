@@ -90,6 +90,7 @@ def router_curve(
     """Trace the rule over every distinct λ on a labelled set: predicted vs observed quality, per (prompt, member).
 
     ``costs`` are the pool's per-call costs; the Area range is that pool's cheapest to most expensive member.
+    A NaN true quality (a sparse folder) is unknown: that prompt is left out of that point's quality mean.
     """
     predicted_quality = np.asarray(predicted_quality, dtype=float)
     true_quality = np.asarray(true_quality, dtype=float)
@@ -104,7 +105,7 @@ def router_curve(
     for t, lam in enumerate(lams):
         pick = choose_by_lambda(predicted_quality, costs, float(lam))
         pts_c[t] = costs[pick].mean()
-        pts_q[t] = true_quality[rows, pick].mean()
+        pts_q[t] = np.nanmean(true_quality[rows, pick])  # an unobserved cell (NaN) is unknown, not wrong
     return deferral_curve(pts_c, pts_q, costs.min(), costs.max(), lams=lams)
 
 

@@ -47,10 +47,12 @@ class PolicyOutcome:
     Attributes:
         name: the policy's label, e.g. ``"UniRoute (λ=0.12)"`` or ``"always gemini-1.5-pro-002"``.
         n_calls: number of calls.
-        mean_quality: mean score (accuracy for 0/1 scores) of the answers.
+        mean_quality: mean score (accuracy for 0/1 scores) of the answers whose score is known.
         mean_cost: mean per-call cost, in the members' cost unit.
         share: member → fraction of calls it served (members with no call are omitted), dearest first.
-        member_quality: member → mean score on the calls it served.
+        member_quality: member → mean score on the calls it served (known scores; NaN if none is known).
+        n_unscored: calls whose answer has no logged score (a sparse folder): they count in the costs and shares,
+            and are left out of the quality means — unknown, never wrong.
     """
 
     name: str
@@ -59,6 +61,7 @@ class PolicyOutcome:
     mean_cost: float
     share: dict[str, float]
     member_quality: dict[str, float]
+    n_unscored: int = 0
 
     @property
     def total_cost(self) -> float:
@@ -71,7 +74,9 @@ def summarise_calls(
 ) -> PolicyOutcome:
     """Summarise calls where call ``i`` went to ``members[i]`` and scored ``qualities[i]``; ``costs`` is per member.
 
-    Raises ``ValueError`` when the lengths differ, there is no call, or a member has no cost.
+    A NaN quality is an unscored call (not observed in the logs): excluded from the quality means, counted in
+    :attr:`PolicyOutcome.n_unscored`. Raises ``ValueError`` when the lengths differ, there is no call, or a member
+    has no cost.
     """
     q = np.asarray(qualities, dtype=float)
     if len(members) != len(q):
@@ -86,11 +91,18 @@ def summarise_calls(
     return PolicyOutcome(
         name=name,
         n_calls=len(q),
-        mean_quality=float(q.mean()),
+        mean_quality=_known_mean(q),
         mean_cost=float(np.mean([costs[x] for x in members])),
         share={x: float((m == x).mean()) for x in used},
-        member_quality={x: float(q[m == x].mean()) for x in used},
+        member_quality={x: _known_mean(q[m == x]) for x in used},
+        n_unscored=int(np.isnan(q).sum()),
     )
+
+
+def _known_mean(q: np.ndarray) -> float:
+    """Mean of the known (non-NaN) values; NaN when none is known."""
+    known = q[~np.isnan(q)]
+    return float(known.mean()) if known.size else float("nan")
 
 
 def single_model_outcome(label: str, member: str, qualities: np.ndarray, cost: float) -> PolicyOutcome:
@@ -121,6 +133,12 @@ def format_comparison(
     mw = max(len(x) for x in first.share) + 2
     for member, share in first.share.items():
         lines.append(f"  {member:<{mw}}{100.0 * share:6.1f}%   quality on its calls {first.member_quality[member]:.4f}")
+    unscored = [p for p in policies if p.n_unscored]
+    if unscored:
+        lines.append(
+            "calls with no logged score (left out of the quality means, not counted as wrong): "
+            + ", ".join(f"{p.name} {p.n_unscored}" for p in unscored)
+        )
     return "\n".join(lines)
 
 
@@ -246,7 +264,9 @@ def preview_router(
     label = f"UniRoute (λ={lam_used:.4g})" if lam_used is not None else "UniRoute"
     routed = summarise_calls(label, chosen, quality, costs)
 
-    mean_scores = logged.scores.mean(axis=0)
+    with np.errstate(invalid="ignore"):
+        mean_scores = np.array([_known_mean(logged.scores[:, j]) for j in range(len(members))])
+    mean_scores = np.nan_to_num(mean_scores, nan=-1.0)  # a member with no known score is never "most accurate"
     cost_arr = np.array([costs[m] for m in members])
     best = min(range(len(members)), key=lambda j: (-mean_scores[j], cost_arr[j]))
     cheap = min(range(len(members)), key=lambda j: (cost_arr[j], -mean_scores[j]))
