@@ -230,7 +230,8 @@ def load_routing_data(path: str | os.PathLike[str]) -> RoutingData:
     a blank or repeated prompt id, a blank prompt, a blank or repeated model, a score outside [0, 1] or not a number,
     a duplicate (prompt, model) pair, a model in the scores that ``models.csv`` does not list, or a negative /
     non-finite cost. A missing pair or an empty score (also the text ``nan``) is "not observed": NaN in
-    :attr:`RoutingData.scores` (a sparse folder, e.g. production logs). Prompts of any length are read (a 1 MB prompt round-trips through
+    :attr:`RoutingData.scores` (a sparse folder, e.g. production logs). Prompts of any length are read (a 1 MB
+    prompt round-trips through
     :func:`write_routing_data`); the embedder later reads as many tokens of each as it takes.
     """
     from .datasets import resolve_routing_data

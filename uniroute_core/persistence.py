@@ -60,7 +60,6 @@ from typing import Any, cast
 import numpy as np
 
 from .cluster_map import CLUSTER_MAPS, ClusterMap
-from .feedback import Exploration, Forgetting
 from .embedding import (
     DEFAULT_EMBEDDER_NAME,
     CallableEmbedder,
@@ -69,6 +68,7 @@ from .embedding import (
     resolve_embedder,
     resolve_saved_embedder,
 )
+from .feedback import Exploration, Forgetting
 from .probes import ProbeSet
 from .profile import ModelProfile
 from .state import RouterState
@@ -603,7 +603,9 @@ def _saved_settings(meta: dict[str, Any], cmap: ClusterMap, file: Path) -> dict[
         try:
             forgetting = Forgetting.from_dict(meta["forgetting"])
         except (TypeError, ValueError) as exc:
-            raise _bad(file, "forgetting", meta["forgetting"], f"{{half_life > 0, unit, decay_probes}} ({exc})") from None
+            raise _bad(
+                file, "forgetting", meta["forgetting"], f"{{half_life > 0, unit, decay_probes}} ({exc})"
+            ) from None
     return {
         "n_clusters": _int(meta.get("n_clusters", cmap.n_clusters_), file, "n_clusters", minimum=1),
         "seed": _int(meta.get("seed", 0), file, "seed"),
