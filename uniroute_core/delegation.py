@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 import warnings
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping, Sequence
@@ -31,6 +32,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .embedding import validate_texts
+from .feedback import FeedbackLog
 from .policy import RoutingPolicy
 from .probes import ProbeSet
 from .profile import ModelProfile
@@ -234,6 +236,10 @@ class RoutingChoice:
     selector: MemberSelector | None = field(default=None, repr=False, compare=False)
     """The selector that made the choice: :meth:`metadata` records the call's cost with it."""
     _recorded: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The routing text's embedding this choice was made on (what feedback on the call updates Ψ with)."""
+    call_id: str = field(default_factory=lambda: uuid.uuid4().hex, compare=False)
+    """This call's id (in the response's ``uniroute`` metadata): what ``record_feedback`` takes."""
 
     @property
     def member(self) -> str:
@@ -259,11 +265,20 @@ class RoutingChoice:
             "mode": "forced" if self.forced else (d.mode if d is not None else None),
             "fallbacks": [dict(f) for f in fallbacks],
         }
+        entry["call_id"] = self.call_id
+        entry["exploratory"] = bool(d is not None and d.exploratory and used == d.model and not self.forced)
         if self.selector is not None:
             if not self._recorded:  # one call, one record, however often its metadata is built
                 self._recorded.update(self.selector.record(used, self.costs[used], usage))
+                if self.embedding is not None:
+                    self.selector.feedback.remember([self.call_id], self.embedding, used)
             entry.update(self._recorded)
         return entry
+
+    def remember_alias(self, alias: str, used: str) -> None:
+        """Let feedback name this call by ``alias`` too (LangChain's run id); ``used`` is the member that answered."""
+        if self.selector is not None and self.embedding is not None:
+            self.selector.feedback.remember([alias], self.embedding, used)
 
 
 @dataclass(frozen=True)
@@ -313,6 +328,7 @@ class MemberSelector:
         *,
         config: ServingConfig | None = None,
         prices: Mapping[str, TokenPrices] | None = None,
+        feedback: FeedbackLog | None = None,
     ) -> None:
         policy = RoutingPolicy() if policy is None else policy
         if not isinstance(policy, RoutingPolicy):
@@ -325,6 +341,7 @@ class MemberSelector:
         self.fallback = fallback
         self.config = config
         self.prices: Mapping[str, TokenPrices] = {} if prices is None else prices
+        self.feedback = FeedbackLog() if feedback is None else feedback
         self.meter = SpendMeter()
         self.budget: BudgetController | None = None
         if policy.budget is not None:
@@ -492,12 +509,14 @@ class MemberSelector:
         decision = state.route(x, self.policy if lam is None else RoutingPolicy(lam=lam), candidates=candidates)[0]
         if lam is not None:
             decision.mode = "budget"  # λ came from the live budget
-        order = list(decision.ranking)
+        order = [decision.model] + [m for m in decision.ranking if m != decision.model]  # exploration may pick
         if force is not None:
             order = [force] + [m for m in order if m != force]
         if not self.fallback:
             order = order[:1]
-        return RoutingChoice(decision, tuple(order), costs, forced=force is not None, selector=self)
+        return RoutingChoice(
+            decision, tuple(order), costs, forced=force is not None, selector=self, embedding=x.reshape(-1)
+        )
 
     def __repr__(self) -> str:
         return f"MemberSelector(policy={self.policy}, fallback={self.fallback}, config={self.config})"
@@ -530,6 +549,8 @@ class SelectorSlot:
         self._lock = threading.Lock()
         self._selector: MemberSelector | None = None
         self.prices: dict[str, TokenPrices] = {}
+        self.feedback = FeedbackLog()
+        """Served calls that feedback may name; it belongs to the slot, so it survives a selector rebuild."""
 
     def get(
         self, router: UniRouter, policy: RoutingPolicy, fallback: bool, config: ServingConfig | None = None
@@ -543,7 +564,9 @@ class SelectorSlot:
         with self._lock:
             s = self._selector
             if s is None or _settings(s) != wanted:
-                s = self._selector = MemberSelector(router, policy, fallback, config=config, prices=self.prices)
+                s = self._selector = MemberSelector(
+                    router, policy, fallback, config=config, prices=self.prices, feedback=self.feedback
+                )
             return s
 
     def member_cost(self, name: str, cost: float | Mapping[str, float]) -> float:

@@ -34,14 +34,26 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from .profile import ModelProfile, overall_mean, shrunk_quality
 
-__all__ = ["Forgetting", "Exploration", "apply_observations", "reset_live", "validate_feedback_score"]
+if TYPE_CHECKING:
+    from .router import UniRouter
+
+__all__ = [
+    "Forgetting",
+    "Exploration",
+    "FeedbackLog",
+    "UnknownCallError",
+    "apply_observations",
+    "reset_live",
+    "validate_feedback_score",
+]
 
 ForgettingUnit = Literal["observations", "seconds"]
 
@@ -234,3 +246,65 @@ def _recomputed(
 def reset_live(profile: ModelProfile, probe_assign: np.ndarray) -> ModelProfile:
     """The profile with all live evidence dropped (and probe evidence whole again): its probe-only Ψ."""
     return _recomputed(profile, probe_assign, None, None, 0.0, 0.0, 1.0, n_obs=0, updated_at=None)
+
+
+class UnknownCallError(KeyError):
+    """Feedback names a call this adapter does not remember (never served here, or forgotten: the log is bounded)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else "unknown call"
+
+
+class FeedbackLog:
+    """What feedback on a served call needs: call id → (routing embedding, member that answered), bounded LRU.
+
+    Adapters remember each served call under its call id (in the response's ``uniroute`` metadata) and any alias
+    such as LangChain's run id; :meth:`record` turns ``(call id, score)`` into :meth:`UniRouter.observe
+    <uniroute_core.router.UniRouter.observe>` on the very embedding the call was routed on (no re-embedding). Only
+    the ``max_calls`` most recent calls are kept (≈ 1.5 kB each for a 384-d embedding), so memory stays bounded in a
+    long-running service; feedback on an older call is an :class:`UnknownCallError`. Thread-safe.
+    """
+
+    def __init__(self, max_calls: int = 10_000) -> None:
+        if isinstance(max_calls, bool) or not isinstance(max_calls, int) or max_calls < 1:
+            raise ValueError(f"max_calls must be an integer >= 1, got {max_calls!r}")
+        self.max_calls = max_calls
+        self._calls: OrderedDict[str, tuple[np.ndarray, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def remember(self, keys: list[str], embedding: np.ndarray, member: str) -> None:
+        """Note that the call known under ``keys`` (call id, run id, ...) was routed on ``embedding`` and answered
+        by ``member``."""
+        entry = (np.asarray(embedding, dtype=float).reshape(-1), member)
+        with self._lock:
+            for key in keys:
+                self._calls.pop(key, None)
+                self._calls[key] = entry
+            while len(self._calls) > self.max_calls:
+                self._calls.popitem(last=False)
+
+    def lookup(self, key: str) -> tuple[np.ndarray, str]:
+        """``(embedding, member)`` of a remembered call; :class:`UnknownCallError` naming the id otherwise."""
+        with self._lock:
+            entry = self._calls.get(key)
+        if entry is None:
+            raise UnknownCallError(
+                f"no served call with id {key!r} is known here: feedback needs the response itself, its "
+                f"uniroute call_id or its run id, from a call this model served (the {self.max_calls} most recent "
+                "calls are remembered)"
+            )
+        return entry
+
+    def record(self, router: UniRouter, key: str, score: object, *, weight: float = 1.0) -> ModelProfile | None:
+        """Feedback ``score`` in [0, 1] on the remembered call ``key``: :meth:`UniRouter.observe` of its member.
+
+        The score is checked first (a ``ValueError`` / ``TypeError`` naming the member). Returns the member's new
+        profile, or ``None`` when the member has left the pool since (ignored with a
+        :class:`~uniroute_core.router.FeedbackWarning`).
+        """
+        embedding, member = self.lookup(key)
+        value = validate_feedback_score(member, score)
+        return router.observe(embedding, member, value, weight=weight)

@@ -96,6 +96,27 @@ def _run_metadata(
     return merged
 
 
+def _feedback_key(target: Any) -> str:
+    """The call id feedback names: from a response message (or generation), a run id, or the id itself."""
+    if isinstance(target, ChatGeneration):
+        target = target.message
+    if isinstance(target, BaseMessage):
+        record = target.response_metadata.get("uniroute")
+        if not isinstance(record, Mapping) or not record.get("call_id"):
+            raise ValueError(
+                "this message carries no uniroute routing record (response_metadata['uniroute']['call_id']): "
+                "pass a response ChatUniRoute returned, or the call's run id"
+            )
+        return str(record["call_id"])
+    if isinstance(target, uuid.UUID):
+        return str(target)
+    if isinstance(target, str) and target.strip():
+        return target.strip()
+    raise TypeError(
+        f"record_feedback takes a response message, a run id (UUID or str) or a call id, got {type(target).__name__}"
+    )
+
+
 def _token_usage(result: ChatResult) -> tuple[int, int] | None:
     """(input tokens, output tokens) the member reported for a call (``usage_metadata``), if it did."""
     for generation in result.generations:
@@ -736,6 +757,27 @@ class ChatUniRoute(BaseChatModel):
         """
         return self._pool_changes.removing_from(self, name, self.router)
 
+    # ------------------------------------------------------------------ feedback
+
+    def record_feedback(
+        self, response_or_run_id: BaseMessage | ChatGeneration | uuid.UUID | str, score: float, *, weight: float = 1.0
+    ) -> ModelProfile | None:
+        """Feedback on a call this model served: its answer scored ``score`` in [0, 1] (thumbs up = 1, a passing
+        unit test, an LLM judge, a human label).
+
+        ``response_or_run_id`` is the response message (its ``response_metadata["uniroute"]["call_id"]``), or the
+        call's run id (what callbacks and LangSmith carry), or the call id itself. The member that answered has its
+        Ψ updated in the call's cluster(s) on the embedding the call was routed on (:meth:`UniRouter.observe
+        <uniroute_core.router.UniRouter.observe>`); routing never waits for it. Returns the member's new profile,
+        or ``None`` when the member has left the pool since (ignored with a ``FeedbackWarning``).
+
+        Raises:
+            UnknownCallError: no call with that id was served here (or it is older than the last 10,000 calls).
+            ValueError / TypeError: ``score`` is not a number in [0, 1], or the message carries no routing record.
+        """
+        key = _feedback_key(response_or_run_id)
+        return self._selector_slot.feedback.record(self.router, key, score, weight=weight)
+
     # ------------------------------------------------------------------ routing one call
 
     def _routing_text(self, messages: Sequence[BaseMessage]) -> str:
@@ -829,9 +871,19 @@ class ChatUniRoute(BaseChatModel):
         if self.sticky:
             self._floors.record(plan.conversation_id, plan.choice.costs[used])
 
-    def _annotate(self, result: ChatResult, plan: _CallPlan, used: str, fallbacks: list[dict[str, str]]) -> ChatResult:
+    @staticmethod
+    def _remember_run(plan: _CallPlan, used: str, run_manager: Any) -> None:
+        """Let ``record_feedback`` take this call's run id (what callbacks and LangSmith carry)."""
+        run_id = getattr(run_manager, "run_id", None)
+        if run_id is not None:
+            plan.choice.remember_alias(str(run_id), used)
+
+    def _annotate(
+        self, result: ChatResult, plan: _CallPlan, used: str, fallbacks: list[dict[str, str]], run_manager: Any = None
+    ) -> ChatResult:
         self._finish(plan, used)
         entry = plan.choice.metadata(used, fallbacks, usage=_token_usage(result))
+        self._remember_run(plan, used, run_manager)
         for generation in result.generations:
             metadata = dict(generation.message.response_metadata)
             metadata.setdefault("model_name", used)
@@ -857,7 +909,7 @@ class ChatUniRoute(BaseChatModel):
             return model._generate(messages, stop=stop, run_manager=run_manager, **member_kwargs)
 
         result, used, fallbacks = call_with_fallback(plan.choice.order, attempt, **self._resilience())
-        return self._annotate(result, plan, used, fallbacks)
+        return self._annotate(result, plan, used, fallbacks, run_manager)
 
     async def _agenerate(
         self,
@@ -875,7 +927,7 @@ class ChatUniRoute(BaseChatModel):
             return await model._agenerate(messages, stop=stop, run_manager=run_manager, **member_kwargs)
 
         result, used, fallbacks = await acall_with_fallback(plan.choice.order, attempt, **self._resilience())
-        return self._annotate(result, plan, used, fallbacks)
+        return self._annotate(result, plan, used, fallbacks, run_manager)
 
     def _stream(
         self,
@@ -900,6 +952,7 @@ class ChatUniRoute(BaseChatModel):
         (chunks, first), used, fallbacks = call_with_fallback(plan.choice.order, start, **self._resilience())
         self._finish(plan, used)
         state = _StreamState(plan.choice.metadata(used, fallbacks), used)
+        self._remember_run(plan, used, run_manager)
         yield state.annotate(first)
         for chunk in chunks:  # after the first token, a failure is the caller's (output was already sent)
             yield state.annotate(chunk)
@@ -929,6 +982,7 @@ class ChatUniRoute(BaseChatModel):
         )
         self._finish(plan, used)
         state = _StreamState(plan.choice.metadata(used, fallbacks), used)
+        self._remember_run(plan, used, run_manager)
         yield state.annotate(first)
         async for chunk in chunks:
             yield state.annotate(chunk)

@@ -87,6 +87,28 @@ class ToolRequest:
 
 _EMPTY = object()
 
+
+def _feedback_key(response: Any) -> str:
+    """The call id a response's routing record names (or the id given as a string)."""
+    if isinstance(response, str):
+        if not response.strip():
+            raise ValueError("record_feedback: the call id is empty")
+        return response.strip()
+    kwargs = getattr(response, "additional_kwargs", None)
+    if kwargs is None and hasattr(response, "message"):
+        kwargs = getattr(response.message, "additional_kwargs", None)
+    if not isinstance(kwargs, Mapping):
+        raise TypeError(
+            f"record_feedback takes a response UniRouteLLM returned or its call id, got {type(response).__name__}"
+        )
+    record = kwargs.get(UNIROUTE_KEY)
+    if not isinstance(record, Mapping) or not record.get("call_id"):
+        raise ValueError(
+            f"this response carries no routing record (additional_kwargs[{UNIROUTE_KEY!r}]['call_id']): pass a "
+            "response UniRouteLLM returned"
+        )
+    return str(record["call_id"])
+
 _QUERY: ContextVar[str | None] = ContextVar("uniroute_llamaindex_query", default=None)
 """The query string of the prompt template being predicted (set by ``predict`` & co. for the call they make)."""
 
@@ -730,6 +752,22 @@ class UniRouteLLM(FunctionCallingLLM):
 
         with self._pool_changes.adding_to(self, name, llm):
             return await aadd_profiled_model(self.router, name, answer, cost, replace=replace, **profiling_kwargs)
+
+    def record_feedback(self, response: Any, score: float, *, weight: float = 1.0) -> ModelProfile | None:
+        """Feedback on a call this LLM served: its answer scored ``score`` in [0, 1] (thumbs up = 1, a passing
+        unit test, an LLM judge, a human label).
+
+        ``response`` is the ``ChatResponse`` / ``CompletionResponse`` (or a streamed chunk) it returned — its
+        ``additional_kwargs["uniroute"]["call_id"]`` names the call — or that call id itself. The member that
+        answered has its Ψ updated in the call's cluster(s) on the embedding the call was routed on
+        (:meth:`UniRouter.observe <uniroute_core.router.UniRouter.observe>`). Returns the member's new profile, or
+        ``None`` when the member has left the pool since (ignored with a ``FeedbackWarning``).
+
+        Raises:
+            UnknownCallError: no call with that id was served here (or it is older than the last 10,000 calls).
+            ValueError / TypeError: ``score`` is not a number in [0, 1], or the response carries no routing record.
+        """
+        return self._selector_slot.feedback.record(self.router, _feedback_key(response), score, weight=weight)
 
     def remove_model(self, name: str) -> ModelProfile:
         """Remove a member and its profile from the pool (profile first); returns the removed profile.

@@ -1,0 +1,316 @@
+"""Learning from served traffic on the real MMLU-Pro data, replayed (issue 14).
+
+A pool of real models serves a stream of held-out MMLU-Pro questions; each call is answered as that model really
+answered (its recorded score), so accuracy and traffic shares are what the pool would have delivered. Routing uses
+the core router on the precomputed MiniLM vectors (``/work/cache/mmlu_pro_minilm_f32.npy`` or ``--embeddings``;
+rows in ``load_routing_data`` order), one call at a time, with feedback applied as it arrives.
+
+Scenario 1 — **drift**. After call N one strong member regresses: its answers in three categories (the three where it
+serves most traffic) become wrong. Three runs on the same stream:
+  * no feedback;
+  * feedback (the call's true score) on a random 10 % of calls;
+  * the same feedback with forgetting (``Forgetting(half_life, decay_probes=True)``).
+Reported: the share of those categories' calls sent to the regressed member before the drift and in the window
+(N + 300, N + 500] — the goal is a fall of at least 80 % within 500 calls — and accuracy over the calls before the
+drift vs over (N + 500, end] — the goal is to come back within 1 point.
+
+Scenario 2 — **cold start**. One member joins with ``prior=`` only (no probe answers) and learns from feedback on
+10 % of calls, with Thompson-sampling exploration on a small share of calls; its traffic share over the last calls
+is compared with the share it gets when fully profiled on the probes (same stream, same policy). Goal: within 2
+points.
+
+Everything is averaged over ``--repeats`` stream orders. Prints tables and writes ``feedback_drift.png``.
+
+    nice -n 5 python benchmarks/feedback_drift.py            # ≈ a few minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from uniroute_core import Exploration, Forgetting, UniRouter, load_routing_data
+from uniroute_core.data import RoutingData
+from uniroute_core.embedding import CallableEmbedder
+
+DEFAULT_VECTORS = Path("/work/cache/mmlu_pro_minilm_f32.npy")
+POOL = [
+    "Phi-3-mini-4k-instruct",
+    "Meta-Llama-3_1-8B-Instruct",
+    "gemini-1.5-flash-002",
+    "DeepSeek-Coder-V2",
+    "Meta-Llama-3_1-70B-Instruct",
+    "gemini-1.5-pro-002",
+]
+
+
+def _no_text(texts: list[str]) -> np.ndarray:
+    raise RuntimeError("this benchmark routes on precomputed vectors only")
+
+
+@dataclass
+class World:
+    data: RoutingData
+    x: np.ndarray
+    train: np.ndarray
+    probes: np.ndarray
+    held_out: np.ndarray
+
+
+def load_world(args: argparse.Namespace) -> World:
+    data = load_routing_data(args.data)
+    x = np.load(args.embeddings, allow_pickle=False).astype(np.float64)
+    if len(x) != data.n_prompts:
+        sys.exit(f"{args.embeddings} has {len(x)} rows for {data.n_prompts} prompts of {args.data}")
+    rng = np.random.default_rng(args.seed)
+    perm = rng.permutation(data.n_prompts)
+    return World(data, x, perm[: args.n_train], perm[args.n_train : args.n_train + args.n_probes],
+                 perm[args.n_train + args.n_probes :])
+
+
+def base_router(world: World, args: argparse.Namespace, **kw: object) -> UniRouter:
+    router = UniRouter(embedder=CallableEmbedder(_no_text, name="precomputed-minilm"), n_clusters=args.k,
+                       seed=args.seed, show_progress=False, **kw)  # type: ignore[arg-type]
+    router.fit_embeddings(world.x[world.train])
+    router.set_probes([world.data.prompts[i] for i in world.probes], embeddings=world.x[world.probes])
+    return router
+
+
+def add_pool(router: UniRouter, world: World, members: list[str]) -> None:
+    for m in members:
+        j = world.data.model_index(m)
+        router.add_model(m, float(world.data.costs[j]), world.data.scores[world.probes, j])
+
+
+@dataclass
+class Trace:
+    member: list[str]
+    score: np.ndarray
+    exploratory: np.ndarray
+
+
+def serve(
+    router: UniRouter,
+    world: World,
+    stream: np.ndarray,
+    truth: np.ndarray,
+    *,
+    lam: float,
+    feedback: float,
+    rng: np.random.Generator,
+) -> Trace:
+    """Route ``stream`` one call at a time; feedback (the true score) on a random ``feedback`` share of calls.
+
+    ``truth[t, j]`` is member j's score on call t (drift already applied).
+    """
+    col = {m: world.data.model_index(m) for m in router.models}
+    names: list[str] = []
+    scores = np.empty(len(stream))
+    explored = np.zeros(len(stream), dtype=bool)
+    give = rng.random(len(stream)) < feedback
+    for t, i in enumerate(stream):
+        d = router.state.route(world.x[i][None, :], _policy(lam))[0]
+        s = truth[t, col[d.model]]
+        names.append(d.model)
+        scores[t] = s
+        explored[t] = d.exploratory
+        if give[t]:
+            router.observe(world.x[i], d.model, float(s))
+    return Trace(names, scores, explored)
+
+
+_POLICIES: dict[float, object] = {}
+
+
+def _policy(lam: float):  # type: ignore[no-untyped-def]
+    from uniroute_core import RoutingPolicy
+
+    if lam not in _POLICIES:
+        _POLICIES[lam] = RoutingPolicy(lam=lam)
+    return _POLICIES[lam]
+
+
+def drift_scenario(world: World, args: argparse.Namespace) -> dict[str, object]:
+    cats = np.array(world.data.categories)
+    n_before, n_after = args.drift_at, args.after
+    runs = {"no feedback": (0.0, None), "feedback 10%": (args.feedback, None),
+            "feedback 10% + forgetting": (args.feedback, Forgetting(half_life=args.half_life, decay_probes=True))}
+    out: dict[str, list] = {name: [] for name in runs}
+    chosen: dict[str, object] = {}
+    for rep in range(args.repeats):
+        rng = np.random.default_rng(1000 + rep)
+        stream = rng.choice(world.held_out, size=n_before + n_after, replace=n_before + n_after > len(world.held_out))
+        # which member regresses, and where: the member with most traffic before drift, in its 3 busiest categories
+        probe = base_router(world, args)
+        add_pool(probe, world, POOL)
+        pre = [d.model for d in probe.state.route(world.x[stream[:n_before]], _policy(args.lam))]
+        if rep == 0:
+            victim = max(POOL, key=pre.count)
+            busy = {c: sum(1 for m, i in zip(pre, stream[:n_before]) if m == victim and cats[i] == c)
+                    for c in set(cats[stream])}
+            drift_cats = sorted(busy, key=busy.get, reverse=True)[:3]  # type: ignore[arg-type]
+            chosen = {"member": victim, "categories": drift_cats}
+        victim, drift_cats = chosen["member"], chosen["categories"]  # type: ignore[assignment]
+        vj = world.data.model_index(victim)  # type: ignore[arg-type]
+        truth = world.data.scores[stream].copy()
+        hit = np.isin(cats[stream], drift_cats)
+        truth[n_before:, vj] = np.where(hit[n_before:], 0.0, truth[n_before:, vj])
+        for name, (fb, forgetting) in runs.items():
+            router = base_router(world, args, forgetting=forgetting)
+            add_pool(router, world, POOL)
+            trace = serve(router, world, stream, truth, lam=args.lam, feedback=fb, rng=np.random.default_rng(rep))
+            out[name].append((trace, hit))
+    return {"runs": out, "chosen": chosen}
+
+
+def share_in(trace: Trace, hit: np.ndarray, member: str, lo: int, hi: int) -> float:
+    m = np.array(trace.member[lo:hi])
+    h = hit[lo:hi]
+    return float((m[h] == member).mean()) if h.any() else float("nan")
+
+
+def cold_start_scenario(world: World, args: argparse.Namespace) -> dict[str, object]:
+    newcomer = args.newcomer
+    others = [m for m in POOL if m != newcomer]
+    j = world.data.model_index(newcomer)
+    cost = float(world.data.costs[j])
+    n = args.cold_calls
+    results: dict[str, list] = {"profiled on probes": [], "prior only + feedback": []}
+    for rep in range(args.repeats):
+        rng = np.random.default_rng(2000 + rep)
+        stream = rng.choice(world.held_out, size=n, replace=n > len(world.held_out))
+        truth = world.data.scores[stream]
+        full = base_router(world, args)
+        add_pool(full, world, others + [newcomer])
+        results["profiled on probes"].append(
+            serve(full, world, stream, truth, lam=args.lam, feedback=0.0, rng=np.random.default_rng(rep))
+        )
+        cold = base_router(world, args, exploration=Exploration(args.explore, seed=rep))
+        add_pool(cold, world, others)
+        pool_mean = float(np.nanmean(world.data.scores[world.probes][:, [world.data.model_index(m) for m in others]]))
+        cold.add_model(newcomer, cost, prior=(pool_mean, args.prior_weight))
+        results["prior only + feedback"].append(
+            serve(cold, world, stream, truth, lam=args.lam, feedback=args.feedback, rng=np.random.default_rng(rep))
+        )
+    return {"runs": results, "newcomer": newcomer, "prior": args.prior_weight}
+
+
+def rolling(values: np.ndarray, width: int) -> np.ndarray:
+    c = np.cumsum(np.insert(np.asarray(values, dtype=float), 0, 0.0))
+    out = (c[width:] - c[:-width]) / width
+    return np.concatenate([np.full(width - 1, np.nan), out])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default="mmlu_pro", help="routing data folder (or bundled name)")
+    p.add_argument("--embeddings", type=Path, default=DEFAULT_VECTORS, help="precomputed vectors, data row order")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=int, default=6000)
+    p.add_argument("--n-probes", type=int, default=500)
+    p.add_argument("--k", type=int, default=20)
+    p.add_argument("--lam", type=float, default=0.3)
+    p.add_argument("--feedback", type=float, default=0.10, help="share of calls that get feedback")
+    p.add_argument("--half-life", type=float, default=100.0, help="forgetting half-life (observations per member)")
+    p.add_argument("--drift-at", type=int, default=1000)
+    p.add_argument("--after", type=int, default=2000)
+    p.add_argument("--newcomer", default="gemini-1.5-flash-002")
+    p.add_argument("--prior-weight", type=float, default=2.0)
+    p.add_argument("--explore", type=float, default=0.05)
+    p.add_argument("--cold-calls", type=int, default=3000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "feedback_drift.png")
+    args = p.parse_args()
+    t0 = time.perf_counter()
+    world = load_world(args)
+    print(f"MMLU-Pro replay: {world.data.n_prompts} prompts, train {len(world.train)}, probes {len(world.probes)}, "
+          f"held-out {len(world.held_out)}; K={args.k}, λ={args.lam}, pool {POOL}; {args.repeats} stream orders")
+
+    drift = drift_scenario(world, args)
+    chosen = drift["chosen"]
+    victim = chosen["member"]  # type: ignore[index]
+    n0, lo, hi = args.drift_at, args.drift_at + 300, args.drift_at + 500
+    print(f"\n== drift: after call {n0}, {victim} answers every question in {chosen['categories']} wrong "  # type: ignore[index]
+          f"(feedback on {100 * args.feedback:.0f}% of calls; forgetting half-life {args.half_life:g} obs) ==")
+    print(f"{'run':<28}{'share before':>13}{'share N+300..500':>18}{'fall':>8}{'acc before':>12}"
+          f"{'acc N+500..end':>16}{'gap (pts)':>11}")
+    summary = {}
+    for name, runs in drift["runs"].items():  # type: ignore[union-attr]
+        before = np.nanmean([share_in(t, h, victim, 0, n0) for t, h in runs])
+        after = np.nanmean([share_in(t, h, victim, lo, hi) for t, h in runs])
+        acc0 = np.mean([t.score[:n0].mean() for t, _ in runs])
+        acc1 = np.mean([t.score[n0 + 500 :].mean() for t, _ in runs])
+        fall = 1 - after / before if before > 0 else float("nan")
+        summary[name] = (before, after, fall, acc0, acc1)
+        print(f"{name:<28}{100 * before:>12.1f}%{100 * after:>17.1f}%{100 * fall:>7.0f}%{100 * acc0:>11.2f}%"
+              f"{100 * acc1:>15.2f}%{100 * (acc1 - acc0):>+11.2f}")
+
+    cold = drift_cold = cold_start_scenario(world, args)
+    newcomer = cold["newcomer"]
+    last = args.cold_calls // 3
+    print(f"\n== cold start: {newcomer} joins with prior=(pool mean, {args.prior_weight:g}) only; feedback on "
+          f"{100 * args.feedback:.0f}% of calls, exploration {100 * args.explore:.0f}% ==")
+    print(f"{'run':<26}{'share, last ' + str(last) + ' calls':>24}{'of which exploratory':>22}{'accuracy':>10}")
+    shares = {}
+    for name, traces in cold["runs"].items():  # type: ignore[union-attr]
+        sh = np.mean([np.mean(np.array(t.member[-last:]) == newcomer) for t in traces])
+        ex = np.mean([np.mean((np.array(t.member[-last:]) == newcomer) & t.exploratory[-last:]) for t in traces])
+        acc = np.mean([t.score[-last:].mean() for t in traces])
+        shares[name] = sh
+        print(f"{name:<26}{100 * sh:>23.1f}%{100 * ex:>21.1f}%{100 * acc:>9.2f}%")
+    gap = 100 * (shares["prior only + feedback"] - shares["profiled on probes"])
+    print(f"share gap: {gap:+.1f} points (goal: within 2)")
+
+    _plot(args, drift, drift_cold, victim, newcomer)
+    print(f"\nwrote {args.out} ({time.perf_counter() - t0:.0f} s)")
+
+
+def _plot(args, drift, cold, victim, newcomer) -> None:  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    w = 200
+    fig, axes = plt.subplots(3, 1, figsize=(9, 10), sharex=False)
+    for name, runs in drift["runs"].items():
+        acc = np.nanmean([rolling(t.score, w) for t, _ in runs], axis=0)
+        share = np.nanmean([rolling_share(t, h, victim, w) for t, h in runs], axis=0)
+        axes[0].plot(acc, label=name)
+        axes[1].plot(share, label=name)
+    for ax in axes[:2]:
+        ax.axvline(args.drift_at, color="k", ls="--", lw=0.8)
+        ax.axvline(args.drift_at + 500, color="grey", ls=":", lw=0.8)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel(f"accuracy (rolling {w})")
+    axes[0].set_title("drift: accuracy of the pool over the stream")
+    axes[1].set_ylabel(f"share to {victim}\nin drifted categories")
+    axes[1].set_xlabel("call")
+    for name, traces in cold["runs"].items():
+        share = np.mean([rolling((np.array(t.member) == newcomer).astype(float), w) for t in traces], axis=0)
+        axes[2].plot(share, label=name)
+    axes[2].set_ylabel(f"share to {newcomer}\n(rolling {w})")
+    axes[2].set_xlabel("call")
+    axes[2].set_title("cold start: traffic share of the new member")
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=110)
+
+
+def rolling_share(trace: Trace, hit: np.ndarray, member: str, width: int) -> np.ndarray:
+    """Share of the drifted categories' calls sent to ``member`` over a rolling window of calls."""
+    to = (np.array(trace.member) == member) & hit
+    c_to = np.convolve(to.astype(float), np.ones(width), "valid")
+    c_hit = np.convolve(hit.astype(float), np.ones(width), "valid")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = c_to / c_hit
+    return np.concatenate([np.full(width - 1, np.nan), out])
+
+
+if __name__ == "__main__":
+    main()
