@@ -103,8 +103,13 @@ def serve(
     lam: float,
     feedback: float,
     rng: np.random.Generator,
+    judge_exploratory: bool = False,
+    block: int = 20,
+    weight: float = 1.0,
 ) -> Trace:
-    """Route ``stream`` one call at a time; feedback (the true score) on a random ``feedback`` share of calls.
+    """Serve ``stream`` in blocks of ``block`` calls routed on one snapshot; the block's feedback (the true score
+    of the member that answered) on a random ``feedback`` share of its calls — and on every exploratory call when
+    ``judge_exploratory`` — is applied after the block (feedback arrives a few calls late, as in a live service).
 
     ``truth[t, j]`` is member j's score on call t (drift already applied).
     """
@@ -113,14 +118,23 @@ def serve(
     scores = np.empty(len(stream))
     explored = np.zeros(len(stream), dtype=bool)
     give = rng.random(len(stream)) < feedback
-    for t, i in enumerate(stream):
-        d = router.state.route(world.x[i][None, :], _policy(lam))[0]
-        s = truth[t, col[d.model]]
-        names.append(d.model)
-        scores[t] = s
-        explored[t] = d.exploratory
-        if give[t]:
-            router.observe(world.x[i], d.model, float(s))
+    policy = _policy(lam)
+    for t0 in range(0, len(stream), block):
+        idx = stream[t0 : t0 + block]
+        decisions = router.state.route(world.x[idx], policy)
+        fb_x, fb_m, fb_s = [], [], []
+        for k, (i, d) in enumerate(zip(idx, decisions)):
+            t = t0 + k
+            s = truth[t, col[d.model]]
+            names.append(d.model)
+            scores[t] = s
+            explored[t] = d.exploratory
+            if give[t] or (judge_exploratory and d.exploratory):
+                fb_x.append(world.x[i])
+                fb_m.append(d.model)
+                fb_s.append(float(s))
+        if fb_m:
+            router.observe_many(np.stack(fb_x), fb_m, fb_s, weights=np.full(len(fb_m), weight))
     return Trace(names, scores, explored)
 
 
@@ -139,8 +153,10 @@ def drift_scenario(world: World, args: argparse.Namespace) -> dict[str, object]:
     cats = np.array(world.data.categories)
     n_before, n_after = args.drift_at, args.after
     runs = {"no feedback": (0.0, None), "feedback 10%": (args.feedback, None),
-            "feedback 10% + forgetting": (args.feedback, Forgetting(half_life=args.half_life, decay_probes=True))}
-    out: dict[str, list] = {name: [] for name in runs}
+            "feedback 10% + forgetting": (
+                args.feedback, Forgetting(half_life=args.half_life, decay_probes=not args.keep_probes)
+            )}
+    out: dict[str, list] = {name: [] for name in [*runs, "re-profiled at N (reference)"]}
     chosen: dict[str, object] = {}
     for rep in range(args.repeats):
         rng = np.random.default_rng(1000 + rep)
@@ -163,8 +179,23 @@ def drift_scenario(world: World, args: argparse.Namespace) -> dict[str, object]:
         for name, (fb, forgetting) in runs.items():
             router = base_router(world, args, forgetting=forgetting)
             add_pool(router, world, POOL)
-            trace = serve(router, world, stream, truth, lam=args.lam, feedback=fb, rng=np.random.default_rng(rep))
+            trace = serve(router, world, stream, truth, lam=args.lam, feedback=fb, rng=np.random.default_rng(rep),
+                          weight=args.feedback_weight)
             out[name].append((trace, hit))
+        # reference: what the estimator reaches when the drift is known at once (victim re-profiled on probes)
+        router = base_router(world, args)
+        add_pool(router, world, POOL)
+        a = serve(router, world, stream[:n_before], truth[:n_before], lam=args.lam, feedback=0.0,
+                  rng=np.random.default_rng(rep))
+        drifted = world.data.scores[world.probes, vj].copy()
+        drifted[np.isin(cats[world.probes], drift_cats)] = 0.0
+        router.add_model(victim, float(world.data.costs[vj]), drifted, replace=True)  # type: ignore[arg-type]
+        b = serve(router, world, stream[n_before:], truth[n_before:], lam=args.lam, feedback=0.0,
+                  rng=np.random.default_rng(rep))
+        out["re-profiled at N (reference)"].append(
+            (Trace(a.member + b.member, np.concatenate([a.score, b.score]),
+                   np.concatenate([a.exploratory, b.exploratory])), hit)
+        )
     return {"runs": out, "chosen": chosen}
 
 
@@ -195,7 +226,8 @@ def cold_start_scenario(world: World, args: argparse.Namespace) -> dict[str, obj
         pool_mean = float(np.nanmean(world.data.scores[world.probes][:, [world.data.model_index(m) for m in others]]))
         cold.add_model(newcomer, cost, prior=(pool_mean, args.prior_weight))
         results["prior only + feedback"].append(
-            serve(cold, world, stream, truth, lam=args.lam, feedback=args.feedback, rng=np.random.default_rng(rep))
+            serve(cold, world, stream, truth, lam=args.lam, feedback=args.feedback, rng=np.random.default_rng(rep),
+                  judge_exploratory=True, weight=args.feedback_weight)
         )
     return {"runs": results, "newcomer": newcomer, "prior": args.prior_weight}
 
@@ -217,12 +249,15 @@ def main() -> None:
     p.add_argument("--lam", type=float, default=0.3)
     p.add_argument("--feedback", type=float, default=0.10, help="share of calls that get feedback")
     p.add_argument("--half-life", type=float, default=100.0, help="forgetting half-life (observations per member)")
+    p.add_argument("--feedback-weight", type=float, default=1.0, help="weight of one judged call (in probe answers)")
+    p.add_argument("--keep-probes", action="store_true", help="forgetting leaves probe evidence whole")
     p.add_argument("--drift-at", type=int, default=1000)
     p.add_argument("--after", type=int, default=2000)
     p.add_argument("--newcomer", default="gemini-1.5-flash-002")
     p.add_argument("--prior-weight", type=float, default=2.0)
-    p.add_argument("--explore", type=float, default=0.05)
+    p.add_argument("--explore", type=float, default=0.10)
     p.add_argument("--cold-calls", type=int, default=3000)
+    p.add_argument("--skip-cold", action="store_true")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "feedback_drift.png")
     args = p.parse_args()
@@ -237,7 +272,7 @@ def main() -> None:
     n0, lo, hi = args.drift_at, args.drift_at + 300, args.drift_at + 500
     print(f"\n== drift: after call {n0}, {victim} answers every question in {chosen['categories']} wrong "  # type: ignore[index]
           f"(feedback on {100 * args.feedback:.0f}% of calls; forgetting half-life {args.half_life:g} obs) ==")
-    print(f"{'run':<28}{'share before':>13}{'share N+300..500':>18}{'fall':>8}{'acc before':>12}"
+    print(f"{'run':<30}{'share before':>13}{'share N+300..500':>18}{'fall':>8}{'acc before':>12}"
           f"{'acc N+500..end':>16}{'gap (pts)':>11}")
     summary = {}
     for name, runs in drift["runs"].items():  # type: ignore[union-attr]
@@ -247,9 +282,11 @@ def main() -> None:
         acc1 = np.mean([t.score[n0 + 500 :].mean() for t, _ in runs])
         fall = 1 - after / before if before > 0 else float("nan")
         summary[name] = (before, after, fall, acc0, acc1)
-        print(f"{name:<28}{100 * before:>12.1f}%{100 * after:>17.1f}%{100 * fall:>7.0f}%{100 * acc0:>11.2f}%"
+        print(f"{name:<30}{100 * before:>12.1f}%{100 * after:>17.1f}%{100 * fall:>7.0f}%{100 * acc0:>11.2f}%"
               f"{100 * acc1:>15.2f}%{100 * (acc1 - acc0):>+11.2f}")
 
+    if args.skip_cold:
+        return
     cold = drift_cold = cold_start_scenario(world, args)
     newcomer = cold["newcomer"]
     last = args.cold_calls // 3

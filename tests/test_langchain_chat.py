@@ -206,7 +206,8 @@ async def test_the_run_is_traced_under_the_routed_member_after_routing_once(rout
         assert "_uniroute_plan" not in recorder.starts[0]["invocation_params"]
         entry = message.response_metadata["uniroute"]
         assert set(entry) == {
-            "member", "expected_quality", "cost", "lam", "mode", "fallbacks", "calls_served", "realised_mean_cost"
+            "member", "expected_quality", "cost", "lam", "mode", "fallbacks", "calls_served", "realised_mean_cost",
+            "call_id", "exploratory",
         }
         assert (entry["member"], entry["cost"], entry["lam"], entry["fallbacks"]) == (member, cost, 0.3, [])
         assert entry["expected_quality"]["strong"] == pytest.approx(1.0)
