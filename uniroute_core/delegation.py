@@ -37,7 +37,7 @@ from .policy import RoutingPolicy
 from .probes import ProbeSet
 from .profile import ModelProfile
 from .profiling import ProfilingResult, aprofile_answers, profile_answers
-from .resilience import CircuitBreaker, MemberTimeoutError, await_bounded, run_bounded
+from .resilience import CircuitBreaker, MemberTimeoutError, await_bounded, check_timeout, run_bounded
 from .router import UniRouter
 from .routing_text import encoder_window, window_text
 from .serving import BudgetController, MicroBatcher, ServingConfig, SpendMeter, TokenPrices, parse_cost
@@ -646,13 +646,19 @@ def estimate_tokens(text: str) -> int:
     return -(-len(text) // CHARS_PER_TOKEN)
 
 
-def members_fitting(n_tokens: int, context_windows: Mapping[str, int | None]) -> list[str]:
-    """The members whose context window holds ``n_tokens`` (``None`` = unknown window, assumed to fit).
+def members_fitting(n_tokens: int | Mapping[str, int], context_windows: Mapping[str, int | None]) -> list[str]:
+    """The members whose context window holds the prompt (``None`` = unknown window, assumed to fit).
 
-    When no member fits, the members with the largest window are returned rather than none: the count is usually
-    an estimate, so the call is tried where it is most likely to fit and the member itself reports a real overflow.
+    ``n_tokens`` is the prompt's token count, or a count per member (members with their own tokenizer count
+    their own way). When no member fits, the members with the largest window are returned rather than none: the
+    count is usually an estimate, so the call is tried where it is most likely to fit and the member itself reports
+    a real overflow. Both adapters filter members with it.
     """
-    fit = [m for m, w in context_windows.items() if w is None or w >= n_tokens]
+
+    def count(m: str) -> int:
+        return n_tokens[m] if isinstance(n_tokens, Mapping) else n_tokens
+
+    fit = [m for m, w in context_windows.items() if w is None or w >= count(m)]
     if fit or not context_windows:
         return fit
     largest = max(w for w in context_windows.values() if w is not None)
@@ -792,6 +798,8 @@ def add_profiled_model(
     cost: float,
     *,
     replace: bool = False,
+    probe_timeout: float | None = None,
+    deadline: float | None = None,
     **profiling_kwargs: Any,
 ) -> ModelProfile:
     """Run ``answer`` on the router's probes, grade, and add the model: the one call that adds a member.
@@ -799,10 +807,23 @@ def add_profiled_model(
     ``profiling_kwargs`` go to :func:`~uniroute_core.profiling.profile_answers` (``max_concurrency``, ``retries``,
     ``max_failure_rate``, ``show_progress``...). Failed probes count as unknown, not wrong. Routing continues
     on the old pool while profiling runs; the new pool is swapped in at the end.
+
+    ``probe_timeout`` (seconds) bounds each probe answer: a probe that takes longer is a failed probe (abandoned in
+    its worker thread, see :func:`~uniroute_core.resilience.run_bounded`). ``deadline`` (seconds) bounds the whole
+    profiling: past it, :class:`~uniroute_core.resilience.MemberTimeoutError` is raised and nothing is added (the
+    profiling still running is abandoned; its result is never added).
     """
+    probe_timeout = check_timeout(probe_timeout, "probe_timeout")
+    deadline = check_timeout(deadline, "deadline")
     if name in router.models and not replace:
         raise ValueError(f"model {name!r} is already in the pool; pass replace=True to re-profile it")
-    result: ProfilingResult = profile_answers(answer, _probe_set(router, None), model_name=name, **profiling_kwargs)
+    probes = _probe_set(router, None)
+    bounded = answer if probe_timeout is None else (
+        lambda prompt: run_bounded(lambda: answer(prompt), probe_timeout, member=name)
+    )
+    result: ProfilingResult = run_bounded(
+        lambda: profile_answers(bounded, probes, model_name=name, **profiling_kwargs), deadline, member=name
+    )
     return router.add_model(name, cost, result.scores, replace=replace)
 
 
@@ -813,12 +834,24 @@ async def aadd_profiled_model(
     cost: float,
     *,
     replace: bool = False,
+    probe_timeout: float | None = None,
+    deadline: float | None = None,
     **profiling_kwargs: Any,
 ) -> ModelProfile:
-    """Async :func:`add_profiled_model`."""
+    """Async :func:`add_profiled_model` (a probe past ``probe_timeout`` and profiling past ``deadline`` are
+    cancelled)."""
+    probe_timeout = check_timeout(probe_timeout, "probe_timeout")
+    deadline = check_timeout(deadline, "deadline")
     if name in router.models and not replace:
         raise ValueError(f"model {name!r} is already in the pool; pass replace=True to re-profile it")
-    result = await aprofile_answers(answer, _probe_set(router, None), model_name=name, **profiling_kwargs)
+    probes = _probe_set(router, None)
+
+    async def bounded(prompt: str) -> str:
+        return await await_bounded(answer(prompt), probe_timeout, member=name)
+
+    result = await await_bounded(
+        aprofile_answers(bounded, probes, model_name=name, **profiling_kwargs), deadline, member=name
+    )
     return router.add_model(name, cost, result.scores, replace=replace)
 
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, BaseCallbackManager, CallbackManagerForLLMRun
 from langchain_core.callbacks.base import Callbacks
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.language_models.base import LangSmithParams
+from langchain_core.language_models.base import BaseLanguageModel, LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
@@ -32,6 +32,8 @@ from uniroute_core.delegation import (
     aprofile_pool,
     call_with_fallback,
     check_members,
+    estimate_tokens,
+    members_fitting,
     profile_pool,
     router_for_pool,
     split_pool_spec,
@@ -188,6 +190,34 @@ async def _amember_chunks(
         result = await model._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
         for generation in result.generations:
             yield _as_chunk(generation)
+
+
+def _context_window(member: BaseChatModel) -> int | None:
+    """The member's input window in tokens from its model profile (``profile["max_input_tokens"]``), if known."""
+    profile = getattr(member, "profile", None)
+    window = profile.get("max_input_tokens") if isinstance(profile, Mapping) else None
+    return window if isinstance(window, int) and not isinstance(window, bool) and window > 0 else None
+
+
+def _prompt_tokens(member: BaseChatModel, messages: list[BaseMessage]) -> int:
+    """The prompt's tokens as ``member`` counts them when it has its own tokenizer (it overrides
+    ``get_num_tokens_from_messages``); else ``ceil(chars / 4)`` (:func:`uniroute_core.delegation.estimate_tokens`),
+    never LangChain's GPT-2 fallback (which needs ``transformers`` and warns)."""
+    if type(member).get_num_tokens_from_messages is not BaseLanguageModel.get_num_tokens_from_messages:
+        try:
+            return int(member.get_num_tokens_from_messages(messages))
+        except Exception:  # noqa: BLE001 - a member that cannot count falls back to the estimate
+            pass
+    return estimate_tokens(conversation_text(messages, include_system=True))
+
+
+def _fitting(allowed: list[str], members: Mapping[str, BaseChatModel], messages: list[BaseMessage]) -> list[str]:
+    """``allowed`` restricted to the members whose context window holds the prompt (the core's rule)."""
+    windows = {n: _context_window(members[n]) for n in allowed}
+    if all(w is None for w in windows.values()):
+        return allowed
+    tokens = {n: _prompt_tokens(members[n], messages) for n, w in windows.items() if w is not None}
+    return members_fitting({**dict.fromkeys(windows, 0), **tokens}, windows)
 
 
 def _acquire(member: BaseChatModel) -> None:
@@ -728,6 +758,7 @@ class ChatUniRoute(BaseChatModel):
         """
         self._check_new_member(name, chat_model)
         cost = self._selector_slot.member_cost(name, cost)
+        profiling_kwargs.setdefault("probe_timeout", self.timeout)  # a probe is bounded like a call
         with self._pool_changes.adding_to(self, name, chat_model):
             return add_profiled_model(
                 self.router, name, answer_function(chat_model), cost, replace=replace, **profiling_kwargs
@@ -745,6 +776,7 @@ class ChatUniRoute(BaseChatModel):
         """Async :meth:`add_model` (probes run concurrently on the event loop)."""
         self._check_new_member(name, chat_model)
         cost = self._selector_slot.member_cost(name, cost)
+        profiling_kwargs.setdefault("probe_timeout", self.timeout)  # a probe is bounded like a call
         with self._pool_changes.adding_to(self, name, chat_model):
             return await aadd_profiled_model(
                 self.router, name, async_answer_function(chat_model), cost, replace=replace, **profiling_kwargs
@@ -836,6 +868,7 @@ class ChatUniRoute(BaseChatModel):
                 raise ValueError(
                     f"model={force!r} was forced but it does not support tool calling; tool-capable members: {allowed}"
                 )
+        allowed = _fitting(allowed, members, messages)
         min_cost = self._floors.floor(conversation_id) if self.sticky else None
         for name, value in (("temperature", self.temperature), ("max_tokens", self.max_tokens)):
             if value is not None:

@@ -419,19 +419,19 @@ class LangChainHarness(AdapterHarness):
             chat_models[m.name] = model
         return ChatUniRoute(router=router, members=chat_models, **settings)
 
-    def call(self, model: Any, text: str, mode: str = "sync", **call_kwargs: Any) -> Reply:
+    def call(self, routed: Any, text: str, mode: str = "sync", /, **call_kwargs: Any) -> Reply:
         if mode == "sync":
-            r = model.invoke(text, **call_kwargs)
+            r = routed.invoke(text, **call_kwargs)
             return Reply(str(r.content), r.response_metadata["uniroute"])
         if mode == "async":
-            r = asyncio.run(model.ainvoke(text, **call_kwargs))
+            r = asyncio.run(routed.ainvoke(text, **call_kwargs))
             return Reply(str(r.content), r.response_metadata["uniroute"])
         if mode == "stream":
-            chunks = list(model.stream(text, **call_kwargs))
+            chunks = list(routed.stream(text, **call_kwargs))
         elif mode == "astream":
 
             async def collect() -> list[Any]:
-                return [c async for c in model.astream(text, **call_kwargs)]
+                return [c async for c in routed.astream(text, **call_kwargs)]
 
             chunks = asyncio.run(collect())
         else:
@@ -440,6 +440,10 @@ class LangChainHarness(AdapterHarness):
         metas = [c.response_metadata["uniroute"] for c in chunks if "uniroute" in c.response_metadata]
         assert len(metas) == 1, "the routing record rides on the first chunk"
         return Reply("".join(str(c.content) for c in chunks), metas[0])
+
+    def add_model(self, routed: Any, member: MemberScript, **profiling_kwargs: Any) -> Any:
+        profiling_kwargs.setdefault("show_progress", False)
+        return routed.add_model(member.name, ScriptedChatModel(script=member), member.cost, **profiling_kwargs)
 
     def remove_model(self, model: Any, name: str) -> Any:
         return model.remove_model(name)

@@ -29,6 +29,7 @@ from llama_index.core.prompts import BasePromptTemplate, PromptTemplate
 from llama_index.core.types import TokenAsyncGen, TokenGen
 
 from uniroute_core.delegation import (
+    ConversationFloors,
     MemberMismatchError,
     MemberSelector,
     PoolChanges,
@@ -133,6 +134,30 @@ def _routing_on(query: str | None) -> Iterator[None]:
         yield
     finally:
         _QUERY.reset(token)
+
+
+_CONVERSATION_KEYS = ("conversation_id", "thread_id", "session_id")
+"""Call keywords naming the conversation a call belongs to (for ``sticky``), as ``ChatUniRoute`` reads them."""
+
+
+@dataclass(frozen=True)
+class _CallOptions:
+    """Per-call router keywords, taken out of the call's kwargs so they never reach a member."""
+
+    force: str | None = None
+    conversation_id: str | None = None
+
+    @classmethod
+    def pop_from(cls, kwargs: dict[str, Any]) -> _CallOptions:
+        force = kwargs.pop("model", None)
+        conversation = None
+        for key in _CONVERSATION_KEYS:
+            value = kwargs.pop(key, None)
+            if value is not None and conversation is None:
+                conversation = str(value)
+        if force is not None and not isinstance(force, str):
+            raise TypeError(f"model= must name a member (str), got {type(force).__name__}")
+        return cls(force, conversation)
 
 
 def _token_usage(response: Any) -> tuple[int, int] | None:
@@ -257,6 +282,14 @@ class UniRouteLLM(FunctionCallingLLM):
         exclude=True,
         description="Counts a prompt's tokens for the context-window check; None estimates ceil(chars / 4).",
     )
+    sticky: bool = Field(
+        default=False,
+        description="Within one conversation (named by conversation_id= / thread_id= / session_id= in the call), "
+        "never route a later turn to a cheaper member than an earlier turn used.",
+    )
+    max_conversations: int = Field(
+        default=10_000, ge=1, description="How many conversations stickiness remembers (least recently used first)."
+    )
     timeout: float | None = Field(
         default=None, gt=0, allow_inf_nan=False,
         description="Seconds each member attempt may take (a stream: until its first chunk); a member that takes "
@@ -281,6 +314,7 @@ class UniRouteLLM(FunctionCallingLLM):
     model_config = ConfigDict(extra="forbid")
 
     _breakers: BreakerSlot = PrivateAttr(default_factory=BreakerSlot)
+    _floors: ConversationFloors = PrivateAttr(default_factory=ConversationFloors)
     _pool_changes: PoolChanges = PrivateAttr(default_factory=PoolChanges)
     _selector_slot: SelectorSlot = PrivateAttr(default_factory=SelectorSlot)
     _pool_report: PoolReport | None = PrivateAttr(default=None)
@@ -290,6 +324,7 @@ class UniRouteLLM(FunctionCallingLLM):
     def _build_policy(self) -> UniRouteLLM:
         """Build the routing policy once, at construction (the fields' bounds were checked by pydantic already)."""
         self._policy = RoutingPolicy(lam=self.lam, budget=self.budget, min_quality=self.min_quality)
+        self._floors = ConversationFloors(self.max_conversations)
         return self
 
     def __init__(self, **data: Any) -> None:
@@ -363,15 +398,41 @@ class UniRouteLLM(FunctionCallingLLM):
         windows = {n: members[n].metadata.context_window for n in allowed}
         return members_fitting(self._count_tokens(full_prompt), windows)
 
-    def _choose(self, routing_text: str, full_prompt: str, *, tools: bool) -> RoutingChoice:
+    def _choose(
+        self, routing_text: str, full_prompt: str, *, tools: bool, options: _CallOptions | None = None
+    ) -> RoutingChoice:
         """Route ``routing_text`` (or the query of the template being predicted) among the allowed members."""
         allowed = self._allowed(full_prompt, tools)
-        return self._selector().select(_QUERY.get() or routing_text, allowed=allowed)
+        o = options or _CallOptions()
+        return self._selector().select(
+            _QUERY.get() or routing_text, allowed=allowed, force=o.force, min_cost=self._floor(o.conversation_id)
+        )
 
-    async def _achoose(self, routing_text: str, full_prompt: str, *, tools: bool) -> RoutingChoice:
+    async def _achoose(
+        self, routing_text: str, full_prompt: str, *, tools: bool, options: _CallOptions | None = None
+    ) -> RoutingChoice:
         """Async :meth:`_choose`: the text is embedded in the core's worker thread, never on the event loop."""
         allowed = self._allowed(full_prompt, tools)
-        return await self._selector().aselect(_QUERY.get() or routing_text, allowed=allowed)
+        o = options or _CallOptions()
+        return await self._selector().aselect(
+            _QUERY.get() or routing_text, allowed=allowed, force=o.force, min_cost=self._floor(o.conversation_id)
+        )
+
+    def _floor(self, conversation_id: str | None) -> float | None:
+        return self._floors.floor(conversation_id) if self.sticky else None
+
+    def _served(
+        self,
+        choice: RoutingChoice,
+        options: _CallOptions,
+        used: str,
+        fallbacks: list[dict[str, str]],
+        usage: tuple[int, int] | None = None,
+    ) -> dict[str, Any]:
+        """The call's routing record; with ``sticky``, its conversation's cost floor rises to the member used."""
+        if self.sticky:
+            self._floors.record(options.conversation_id, choice.costs[used])
+        return choice.metadata(used, fallbacks, usage=usage)
 
     def _routing_text(self, messages: Sequence[ChatMessage]) -> str:
         spoken = [m for m in messages if m.role != MessageRole.SYSTEM]
@@ -381,13 +442,17 @@ class UniRouteLLM(FunctionCallingLLM):
                 return users[-1].content or ""
         return "\n".join(m.content or "" for m in spoken)
 
-    def _choose_for_chat(self, messages: Sequence[ChatMessage], request: ToolRequest | None) -> RoutingChoice:
+    def _choose_for_chat(
+        self, messages: Sequence[ChatMessage], request: ToolRequest | None, options: _CallOptions
+    ) -> RoutingChoice:
         full = "\n".join(m.content or "" for m in messages)
-        return self._choose(self._routing_text(messages), full, tools=request is not None)
+        return self._choose(self._routing_text(messages), full, tools=request is not None, options=options)
 
-    async def _achoose_for_chat(self, messages: Sequence[ChatMessage], request: ToolRequest | None) -> RoutingChoice:
+    async def _achoose_for_chat(
+        self, messages: Sequence[ChatMessage], request: ToolRequest | None, options: _CallOptions
+    ) -> RoutingChoice:
         full = "\n".join(m.content or "" for m in messages)
-        return await self._achoose(self._routing_text(messages), full, tools=request is not None)
+        return await self._achoose(self._routing_text(messages), full, tools=request is not None, options=options)
 
     # ------------------------------------------------------------------ prompt templates: route on the query
     def predict(self, prompt: BasePromptTemplate, **prompt_args: Any) -> str:
@@ -477,7 +542,8 @@ class UniRouteLLM(FunctionCallingLLM):
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         request: ToolRequest | None = kwargs.pop(_TOOL_REQUEST_KWARG, None)
-        choice = self._choose_for_chat(messages, request)
+        options = _CallOptions.pop_from(kwargs)
+        choice = self._choose_for_chat(messages, request, options)
 
         def call(name: str) -> ChatResponse:
             member = self.members[name]
@@ -485,12 +551,13 @@ class UniRouteLLM(FunctionCallingLLM):
             return self._validated(member, response, request)
 
         response, used, fallbacks = call_with_fallback(choice.order, call, **self._resilience())
-        return _tag(response, choice.metadata(used, fallbacks, usage=_token_usage(response)))
+        return _tag(response, self._served(choice, options, used, fallbacks, _token_usage(response)))
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         request: ToolRequest | None = kwargs.pop(_TOOL_REQUEST_KWARG, None)
-        choice = await self._achoose_for_chat(messages, request)
+        options = _CallOptions.pop_from(kwargs)
+        choice = await self._achoose_for_chat(messages, request, options)
 
         async def call(name: str) -> ChatResponse:
             member = self.members[name]
@@ -498,24 +565,26 @@ class UniRouteLLM(FunctionCallingLLM):
             return self._validated(member, response, request)
 
         response, used, fallbacks = await acall_with_fallback(choice.order, call, **self._resilience())
-        return _tag(response, choice.metadata(used, fallbacks, usage=_token_usage(response)))
+        return _tag(response, self._served(choice, options, used, fallbacks, _token_usage(response)))
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         request: ToolRequest | None = kwargs.pop(_TOOL_REQUEST_KWARG, None)
-        choice = self._choose_for_chat(messages, request)
+        options = _CallOptions.pop_from(kwargs)
+        choice = self._choose_for_chat(messages, request, options)
 
         def call(name: str) -> tuple[Any, Any]:
             member = self.members[name]
             return _first_chunk(self._call(name, "stream_chat", **self._chat_args(member, messages, request, kwargs)))
 
         (first, rest), used, fallbacks = call_with_fallback(choice.order, call, **self._resilience())
-        return self._tagged_stream(first, rest, choice.metadata(used, fallbacks))
+        return self._tagged_stream(first, rest, self._served(choice, options, used, fallbacks))
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         request: ToolRequest | None = kwargs.pop(_TOOL_REQUEST_KWARG, None)
-        choice = await self._achoose_for_chat(messages, request)
+        options = _CallOptions.pop_from(kwargs)
+        choice = await self._achoose_for_chat(messages, request, options)
 
         async def call(name: str) -> tuple[Any, Any]:
             member = self.members[name]
@@ -523,49 +592,53 @@ class UniRouteLLM(FunctionCallingLLM):
             return await _afirst_chunk(stream)
 
         (first, rest), used, fallbacks = await acall_with_fallback(choice.order, call, **self._resilience())
-        return self._atagged_stream(first, rest, choice.metadata(used, fallbacks))
+        return self._atagged_stream(first, rest, self._served(choice, options, used, fallbacks))
 
     # ------------------------------------------------------------------ completion
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        choice = self._choose(prompt, prompt, tools=False)
+        options = _CallOptions.pop_from(kwargs)
+        choice = self._choose(prompt, prompt, tools=False, options=options)
         response, used, fallbacks = call_with_fallback(
             choice.order, lambda name: self._call(name, "complete", prompt, formatted=formatted, **kwargs),
             **self._resilience(),
         )
-        return _tag(response, choice.metadata(used, fallbacks, usage=_token_usage(response)))
+        return _tag(response, self._served(choice, options, used, fallbacks, _token_usage(response)))
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        choice = await self._achoose(prompt, prompt, tools=False)
+        options = _CallOptions.pop_from(kwargs)
+        choice = await self._achoose(prompt, prompt, tools=False, options=options)
         response, used, fallbacks = await acall_with_fallback(
             choice.order, lambda name: self._acall(name, "acomplete", prompt, formatted=formatted, **kwargs),
             **self._resilience(),
         )
-        return _tag(response, choice.metadata(used, fallbacks, usage=_token_usage(response)))
+        return _tag(response, self._served(choice, options, used, fallbacks, _token_usage(response)))
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        choice = self._choose(prompt, prompt, tools=False)
+        options = _CallOptions.pop_from(kwargs)
+        choice = self._choose(prompt, prompt, tools=False, options=options)
         (first, rest), used, fallbacks = call_with_fallback(
             choice.order,
             lambda name: _first_chunk(self._call(name, "stream_complete", prompt, formatted=formatted, **kwargs)),
             **self._resilience(),
         )
-        return self._tagged_stream(first, rest, choice.metadata(used, fallbacks))
+        return self._tagged_stream(first, rest, self._served(choice, options, used, fallbacks))
 
     @llm_completion_callback()
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        choice = await self._achoose(prompt, prompt, tools=False)
+        options = _CallOptions.pop_from(kwargs)
+        choice = await self._achoose(prompt, prompt, tools=False, options=options)
 
         async def call(name: str) -> tuple[Any, Any]:
             stream = await self._acall(name, "astream_complete", prompt, formatted=formatted, **kwargs)
             return await _afirst_chunk(stream)
 
         (first, rest), used, fallbacks = await acall_with_fallback(choice.order, call, **self._resilience())
-        return self._atagged_stream(first, rest, choice.metadata(used, fallbacks))
+        return self._atagged_stream(first, rest, self._served(choice, options, used, fallbacks))
 
     @staticmethod
     def _tagged_stream(first: Any, rest: Any, record: dict[str, Any]) -> Generator[Any, None, None]:
@@ -733,6 +806,7 @@ class UniRouteLLM(FunctionCallingLLM):
         """
         self._check_new_member(name, llm, replace)
         cost = self._selector_slot.member_cost(name, cost)
+        profiling_kwargs.setdefault("probe_timeout", self.timeout)  # a probe is bounded like a call
 
         def answer(prompt: str) -> str:
             return llm.complete(prompt).text
@@ -746,6 +820,7 @@ class UniRouteLLM(FunctionCallingLLM):
         """Async :meth:`add_model` (answers via ``llm.acomplete``)."""
         self._check_new_member(name, llm, replace)
         cost = self._selector_slot.member_cost(name, cost)
+        profiling_kwargs.setdefault("probe_timeout", self.timeout)  # a probe is bounded like a call
 
         async def answer(prompt: str) -> str:
             return (await llm.acomplete(prompt)).text

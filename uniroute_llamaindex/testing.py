@@ -241,22 +241,22 @@ class LlamaIndexHarness(AdapterHarness):
                 llm.context_window = m.context_window
         return UniRouteLLM(router=router, members=llms, **settings)
 
-    def call(self, model: Any, text: str, mode: str = "sync", **call_kwargs: Any) -> Reply:
+    def call(self, routed: Any, text: str, mode: str = "sync", /, **call_kwargs: Any) -> Reply:
         from .base import UNIROUTE_KEY
 
         messages = [ChatMessage(role=MessageRole.USER, content=text)]
         if mode == "sync":
-            r = model.chat(messages, **call_kwargs)
+            r = routed.chat(messages, **call_kwargs)
             return Reply(r.message.content or "", r.additional_kwargs[UNIROUTE_KEY])
         if mode == "async":
-            r = asyncio.run(model.achat(messages, **call_kwargs))
+            r = asyncio.run(routed.achat(messages, **call_kwargs))
             return Reply(r.message.content or "", r.additional_kwargs[UNIROUTE_KEY])
         if mode == "stream":
-            chunks = list(model.stream_chat(messages, **call_kwargs))
+            chunks = list(routed.stream_chat(messages, **call_kwargs))
         elif mode == "astream":
 
             async def collect() -> list[Any]:
-                return [c async for c in await model.astream_chat(messages, **call_kwargs)]
+                return [c async for c in await routed.astream_chat(messages, **call_kwargs)]
 
             chunks = asyncio.run(collect())
         else:
@@ -265,6 +265,10 @@ class LlamaIndexHarness(AdapterHarness):
         metas = [c.additional_kwargs[UNIROUTE_KEY] for c in chunks]
         assert all(m == metas[0] for m in metas), "every chunk carries the same routing record"
         return Reply("".join(c.delta or "" for c in chunks), metas[0])
+
+    def add_model(self, routed: Any, member: MemberScript, **profiling_kwargs: Any) -> Any:
+        profiling_kwargs.setdefault("show_progress", False)
+        return routed.add_model(member.name, ScriptMemberLLM(script=member), member.cost, **profiling_kwargs)
 
     def remove_model(self, model: Any, name: str) -> Any:
         return model.remove_model(name)

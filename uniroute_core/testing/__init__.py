@@ -31,7 +31,7 @@ import numpy as np
 
 from ..delegation import AllMembersFailedError, MemberMismatchError
 from ..probes import ProbeSet
-from ..resilience import BreakerConfig
+from ..resilience import BreakerConfig, MemberTimeoutError
 from ..router import UniRouter
 
 __all__ = [
@@ -151,13 +151,17 @@ class AdapterHarness(ABC):
         """The adapter's routed model over framework members made from ``members`` (``settings``: its fields)."""
 
     @abstractmethod
-    def call(self, model: Any, text: str, mode: str = "sync", **call_kwargs: Any) -> Reply:
-        """Call ``model`` with one user message ``text`` in ``mode`` (one of :data:`MODES`; async modes may use
+    def call(self, routed: Any, text: str, mode: str = "sync", /, **call_kwargs: Any) -> Reply:
+        """Call ``routed`` with one user message ``text`` in ``mode`` (one of :data:`MODES`; async modes may use
         ``asyncio.run``); ``call_kwargs`` are call keywords (e.g. :meth:`conversation`, :meth:`force`)."""
 
     @abstractmethod
     def remove_model(self, model: Any, name: str) -> Any:
         """Remove member ``name`` through the adapter."""
+
+    @abstractmethod
+    def add_model(self, routed: Any, member: MemberScript, **profiling_kwargs: Any) -> Any:
+        """Profile and add ``member`` through the adapter's ``add_model`` (no progress bar)."""
 
     def conversation(self, conversation_id: str) -> dict[str, Any]:
         """Call keywords that name the conversation a call belongs to."""
@@ -332,7 +336,85 @@ def removing_members(h: AdapterHarness) -> None:
         raise AssertionError("a call on an empty pool must raise")
 
 
+def forced_member(h: AdapterHarness) -> None:
+    """``model="<member>"`` in the call forces that member (mode "forced"), in every mode; it never reaches the
+    member as a keyword; an unknown name is a ``KeyError`` naming the members."""
+    model = _built(h, list(_pair()), lam=0.3)
+    for mode in MODES:
+        reply = h.call(model, MATH, mode, **h.force("strong"))
+        assert reply.member == "strong" and reply.text.startswith("strong:"), mode
+        assert reply.metadata["mode"] == "forced", (mode, reply.metadata["mode"])
+    try:
+        h.call(model, MATH, **h.force("nobody"))
+    except KeyError as exc:
+        assert "nobody" in str(exc)
+    else:
+        raise AssertionError("forcing an unknown member must raise KeyError")
+
+
+def sticky_conversations(h: AdapterHarness) -> None:
+    """With ``sticky=True`` a conversation that used the strong member never drops to the cheap one; another
+    conversation (or a model without ``sticky``) routes on its own."""
+    cheap, strong = _pair()
+    router = scenario_router([cheap, strong])
+    model = h.build(router, [cheap, strong], lam=0.3, sticky=True)
+    for mode in MODES:
+        cid = f"conversation-{mode}"
+        assert h.call(model, MATH, mode, **h.conversation(cid)).member == "cheap", mode
+        assert h.call(model, HISTORY, mode, **h.conversation(cid)).member == "strong", mode
+        assert h.call(model, MATH, mode, **h.conversation(cid)).member == "strong", mode  # never downgraded
+        assert h.call(model, MATH, mode, **h.conversation(f"other-{mode}")).member == "cheap", mode
+    loose = h.build(router, [cheap, strong], lam=0.3)
+    h.call(loose, HISTORY, **h.conversation("c"))
+    assert h.call(loose, MATH, **h.conversation("c")).member == "cheap"
+
+
+def context_filter(h: AdapterHarness) -> None:
+    """A prompt longer than a member's context window does not go to it (tokens estimated as chars / 4 unless the
+    member counts them itself); a short one still does."""
+    cheap, strong = _pair(cheap={"context_window": 64})
+    model = _built(h, [cheap, strong], lam=0.3)
+    long_math = MATH + " solve" * 100  # ~630 characters: ~160 tokens by the chars/4 estimate
+    for mode in MODES:
+        assert h.call(model, MATH, mode).member == "cheap", mode
+        assert h.call(model, long_math, mode).member == "strong", mode
+
+
+def add_model_deadline(h: AdapterHarness) -> None:
+    """Profiling a hung candidate stops at the ``deadline`` with ``MemberTimeoutError`` and leaves no trace (not a
+    member, no profile); a candidate whose probes each hang fails them at ``probe_timeout`` and is refused."""
+    cheap, strong = _pair()
+    model = _built(h, [cheap, strong], lam=0.3)
+    hang = threading.Event()
+    with _released(hang):
+        hung = MemberScript("hung", 2.0, [], hang=hang)
+        try:
+            h.add_model(model, hung, deadline=0.5, max_concurrency=2)
+        except MemberTimeoutError as exc:
+            assert "hung" in str(exc)
+        else:
+            raise AssertionError("profiling a hung candidate past its deadline must raise")
+        assert h.call(model, MATH).member == "cheap"
+        try:
+            h.remove_model(model, "hung")
+        except KeyError:
+            pass
+        else:
+            raise AssertionError("the hung candidate was left half-added")
+        slow = MemberScript("slow", 2.0, [], hang=hang)
+        try:
+            h.add_model(model, slow, probe_timeout=0.2, retries=0, max_concurrency=20)
+        except Exception as exc:  # noqa: BLE001 - refused: every probe failed (timed out)
+            assert "slow" in str(exc) or "timed out" in str(exc), str(exc)
+        else:
+            raise AssertionError("a candidate whose every probe times out must be refused")
+
+
 SCENARIOS: list[Callable[[AdapterHarness], None]] = [
+    add_model_deadline,
+    forced_member,
+    sticky_conversations,
+    context_filter,
     routes_by_topic,
     lam_moves_traffic,
     metadata_shape,
