@@ -201,3 +201,35 @@ def test_a_blocking_customllm_member_does_not_block_the_event_loop(method):
         assert only.calls == 1
     finally:
         gate.set()
+
+
+def test_langchain_members_rate_limiters_are_acquired_sync_and_async():
+    """Each attempt on a member first acquires the member's own rate limiter (counted, not timed)."""
+    from langchain_core.rate_limiters import BaseRateLimiter
+
+    from uniroute_langchain.testing import LangChainHarness
+
+    class Counting(BaseRateLimiter):
+        def __init__(self) -> None:
+            self.sync = 0
+            self.async_ = 0
+
+        def acquire(self, *, blocking: bool = True) -> bool:
+            self.sync += 1
+            return True
+
+        async def aacquire(self, *, blocking: bool = True) -> bool:
+            self.async_ += 1
+            return True
+
+    cheap = MemberScript("cheap", 1.0, [1.0] * 10 + [0.0] * 10)
+    strong = MemberScript("strong", 10.0, [1.0] * 20)
+    h = LangChainHarness()
+    chat = h.build(scenario_router([cheap, strong]), [cheap, strong], lam=0.3)
+    limiter = Counting()
+    chat.members["cheap"].rate_limiter = limiter
+    for mode in ("sync", "stream"):
+        assert h.call(chat, MATH, mode).member == "cheap"
+    for mode in ("async", "astream"):
+        assert h.call(chat, MATH, mode).member == "cheap"
+    assert (limiter.sync, limiter.async_) == (2, 2)
