@@ -56,7 +56,10 @@ _TRAIN_MATH = [f"math algebra equation problem {i}" for i in range(10)]
 _TRAIN_HISTORY = [f"history empire war century {i}" for i in range(10)]
 
 METADATA_KEYS = frozenset(
-    {"member", "expected_quality", "cost", "lam", "mode", "fallbacks", "calls_served", "realised_mean_cost"}
+    {
+        "member", "expected_quality", "cost", "lam", "mode", "fallbacks", "calls_served", "realised_mean_cost",
+        "call_id", "exploratory",
+    }
 )
 """The keys of every reply's ``uniroute`` metadata (no budget, no token prices)."""
 
