@@ -1,0 +1,470 @@
+"""Choose the routing representation Φ and its hyper-parameters by validation Area on the *training* LLMs.
+
+This is what ``UniRouter.fit(train_prompts, train_scores=..., train_costs=...)`` runs, and what the evaluation
+method ``uniroute`` calls (the README's headline row is this exact path). Given training prompts (embedded) and a
+training matrix — the scores of some *training* LLMs on those prompts, NaN allowed — it reproduces the unseen-LLM
+protocol inside the training data:
+
+1. the training prompts are split at random (``seed``) into a *validation* slice (``validation_fraction``), a
+   *pseudo-probe* slice of the size of the real probe set (``n_probes``; it plays the probe set's role) and the rest;
+2. every candidate representation is fitted on the non-validation prompts (the unsupervised maps never see a score;
+   the learned map trains on the training LLMs' scores outside the validation slice);
+3. the training LLMs are profiled on the pseudo-probes exactly as a new LLM is profiled on the probes (Ψ from their
+   scores, with shrinkage α), the validation prompts are routed among them with the one rule over every λ, and the
+   Area of that deferral curve is the candidate's validation Area;
+4. the candidate with the best validation Area wins (ties: the simpler candidate, listed first). Its fitted map and
+   α are what the router uses; every candidate's Area is kept in :class:`Selection` (``router.selection_``).
+
+Only the training LLMs' scores are read: the members that will be routed are added later from their probe scores, so
+nothing about them can enter the choice. The choice is deterministic for a seed.
+
+Candidates (see :class:`SearchSpace`): ZeroRouter (K = 1, the safe fall-back on data where the prompt says little),
+K-Means with K on the method note's grid 3 … n_probes/50 with hard and soft assignments, multi-resolution soft K-Means
+(:class:`~uniroute_core.multires.MultiResolutionClusterMap`), each with the shrinkage α on a grid.
+
+Without a training matrix nothing can be validated; :func:`default_n_clusters` gives the safe K for a probe count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .cluster_map import ClusterMap, KMeansClusterMap
+from .metrics import area, deferral_curve
+from .rule import lambda_grid, normalised_costs
+from .multires import MultiResolutionClusterMap
+
+__all__ = [
+    "SearchSpace",
+    "CandidateScore",
+    "Selection",
+    "SelectionResult",
+    "default_n_clusters",
+    "cluster_grid",
+    "select_representation",
+    "validate_training_matrix",
+]
+
+MAX_DEFAULT_CLUSTERS = 20
+PROBES_PER_CLUSTER = 50
+
+
+def default_n_clusters(n_probes: int) -> int:
+    """The K used without a training matrix: about one cluster per 50 probes, between 1 and 20.
+
+    With 50 probes per cluster on average each Ψ_k rests on enough answers that, with the default shrinkage, a small
+    probe set cannot make the router worse than ZeroRouter by much; 300 probes give K = 6, 1,000 probes K = 20.
+    """
+    if not isinstance(n_probes, (int, np.integer)) or n_probes < 0:
+        raise ValueError(f"n_probes must be a non-negative integer, got {n_probes!r}")
+    return int(min(MAX_DEFAULT_CLUSTERS, max(1, n_probes // PROBES_PER_CLUSTER)))
+
+
+def cluster_grid(n_probes: int, n_fit: int, n_values: int = 5) -> list[int]:
+    """The method note's K grid: about ``n_values`` geometric steps from 3 to n_probes/50 (K ≤ the fitting prompts)."""
+    top = max(3, n_probes // PROBES_PER_CLUSTER)
+    grid = sorted({int(round(v)) for v in np.geomspace(3, top, n_values)}) if top > 3 else [3]
+    return [k for k in grid if k <= n_fit]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The candidates tried by :func:`select_representation`.
+
+    Attributes:
+        families: which representations to try, in tie-break order: ``"zero"`` (K = 1), ``"kmeans"`` (hard and
+            soft K-Means), ``"multires"`` (multi-resolution soft K-Means over the K grid's levels).
+        n_clusters: ``"auto"`` for the K grid of :func:`cluster_grid`, or a tuple of K values to try.
+        grid_size: number of K values of the auto grid.
+        temperature_multiples: soft-assignment τ as multiples of the median squared distance from a fitting prompt
+            to its nearest centroid; ``None`` = hard.
+        shrinkage: α values tried with each map.
+        multires_levels: level sets for ``"multires"``; ``"auto"`` = the whole K grid, and the grid's coarse half
+            together with its finest K.
+    """
+
+    families: tuple[str, ...] = ("zero", "kmeans", "multires")
+    n_clusters: str | tuple[int, ...] = "auto"
+    grid_size: int = 5
+    temperature_multiples: tuple[float | None, ...] = (None, 0.03, 0.1, 0.3)
+    shrinkage: tuple[float, ...] = (0.0, 2.0, 10.0)
+    multires_levels: str | tuple[tuple[int, ...], ...] = "auto"
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.families if f not in FAMILIES]
+        if unknown or not self.families:
+            raise ValueError(f"families must name some of {list(FAMILIES)}, got {list(self.families)}")
+        if self.n_clusters != "auto":
+            ks = self.n_clusters
+            if not isinstance(ks, tuple) or not ks or any(not isinstance(k, int) or k < 1 for k in ks):
+                raise ValueError(f"n_clusters must be 'auto' or a non-empty tuple of positive integers, got {ks!r}")
+        bad = [a for a in self.shrinkage if not (isinstance(a, (int, float)) and math.isfinite(a) and a >= 0)]
+        if bad or not self.shrinkage:
+            raise ValueError(f"shrinkage must hold finite numbers >= 0, got {list(self.shrinkage)}")
+        bad_t = [t for t in self.temperature_multiples if t is not None and not (math.isfinite(t) and t > 0)]
+        if bad_t or not self.temperature_multiples:
+            raise ValueError(f"temperature_multiples must hold None or finite numbers > 0, got {list(self.temperature_multiples)}")
+
+    def k_grid(self, n_probes: int, n_fit: int) -> list[int]:
+        if self.n_clusters == "auto":
+            return cluster_grid(n_probes, n_fit, self.grid_size)
+        return [k for k in self.n_clusters if k <= n_fit]  # type: ignore[union-attr]
+
+    def level_sets(self, grid: list[int]) -> list[tuple[int, ...]]:
+        if self.multires_levels != "auto":
+            return [tuple(lv) for lv in self.multires_levels]  # type: ignore[union-attr]
+        ks = [k for k in grid if k > 1]
+        if len(ks) < 2:
+            return []
+        coarse = ks[: (len(ks) + 1) // 2]
+        sets = [tuple(ks)]
+        if tuple(coarse + [ks[-1]]) != tuple(ks):
+            sets.append(tuple(coarse + [ks[-1]]))
+        return sets
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "families": list(self.families),
+            "n_clusters": self.n_clusters if self.n_clusters == "auto" else list(self.n_clusters),
+            "grid_size": self.grid_size,
+            "temperature_multiples": list(self.temperature_multiples),
+            "shrinkage": list(self.shrinkage),
+            "multires_levels": self.multires_levels if self.multires_levels == "auto" else [list(v) for v in self.multires_levels],
+        }
+
+
+@dataclass(frozen=True)
+class CandidateScore:
+    """One candidate: its representation, hyper-parameters and validation Area (higher is better)."""
+
+    representation: str
+    params: dict[str, Any]
+    validation_area: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"representation": self.representation, "params": dict(self.params), "validation_area": self.validation_area}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CandidateScore:
+        return cls(str(d["representation"]), dict(d["params"]), float(d["validation_area"]))
+
+    def describe(self) -> str:
+        p = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.representation}({p})"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What :func:`select_representation` chose and why (readable as ``router.selection_``; saved with the router).
+
+    Attributes:
+        chosen: the winning candidate.
+        candidates: every candidate tried, in tie-break order, with its validation Area.
+        n_fit / n_pseudo_probes / n_validation: sizes of the three slices of the training prompts.
+        n_models: training LLMs (columns of the training matrix).
+        seed: the seed of the split and of the maps.
+        search_space: the :class:`SearchSpace` as a dict.
+    """
+
+    chosen: CandidateScore
+    candidates: tuple[CandidateScore, ...]
+    n_fit: int
+    n_pseudo_probes: int
+    n_validation: int
+    n_models: int
+    seed: int
+    search_space: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def zero_validation_area(self) -> float | None:
+        """ZeroRouter's validation Area (when it was a candidate): what the choice is measured against."""
+        for c in self.candidates:
+            if c.representation == "zero":
+                return c.validation_area
+        return None
+
+    def best_by_representation(self) -> dict[str, CandidateScore]:
+        """The best candidate of each representation (first wins ties)."""
+        out: dict[str, CandidateScore] = {}
+        for c in self.candidates:
+            if c.representation not in out or c.validation_area > out[c.representation].validation_area + 1e-12:
+                out[c.representation] = c
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chosen": self.chosen.to_dict(),
+            "candidates": [c.to_dict() for c in self.candidates],
+            "n_fit": self.n_fit,
+            "n_pseudo_probes": self.n_pseudo_probes,
+            "n_validation": self.n_validation,
+            "n_models": self.n_models,
+            "seed": self.seed,
+            "search_space": dict(self.search_space),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Selection:
+        """Rebuild from :meth:`to_dict` (a saved router's ``selection`` entry); a clear error names a missing key."""
+        try:
+            return cls(
+                chosen=CandidateScore.from_dict(d["chosen"]),
+                candidates=tuple(CandidateScore.from_dict(c) for c in d["candidates"]),
+                n_fit=int(d["n_fit"]),
+                n_pseudo_probes=int(d["n_pseudo_probes"]),
+                n_validation=int(d["n_validation"]),
+                n_models=int(d["n_models"]),
+                seed=int(d["seed"]),
+                search_space=dict(d.get("search_space", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"the saved selection record is malformed: {exc!r}") from None
+
+    def __str__(self) -> str:
+        lines = [
+            f"chosen {self.chosen.describe()}: validation Area {self.chosen.validation_area:.4f} "
+            f"({self.n_models} training LLMs, {self.n_fit} fitting / {self.n_pseudo_probes} pseudo-probe / "
+            f"{self.n_validation} validation prompts, seed {self.seed})"
+        ]
+        for rep, c in self.best_by_representation().items():
+            lines.append(f"  best {rep:<9} {c.validation_area:.4f}  {c.describe()}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SelectionResult:
+    """The fitted map and shrinkage to route with, and the :class:`Selection` record."""
+
+    cluster_map: ClusterMap
+    shrinkage: float
+    selection: Selection
+
+
+def validate_training_matrix(
+    scores: Any, costs: Any, n_prompts: int, models: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check a training matrix ``(n_prompts, m)`` of scores in [0, 1] (NaN = unknown) and its ``(m,)`` costs.
+
+    At least two training LLMs (a pool of one has nothing to route between), each with at least one known score,
+    and finite non-negative costs. Errors name the column (and the model, when ``models`` is given).
+    """
+    try:
+        s = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError("train_scores must be a numeric (n_prompts, n_models) array of scores in [0, 1]") from None
+    if s.ndim != 2:
+        raise ValueError(f"train_scores must be 2-D (n_prompts, n_models), got shape {s.shape}")
+    if s.shape[0] != n_prompts:
+        raise ValueError(f"train_scores has {s.shape[0]} rows but there are {n_prompts} training prompts")
+    if s.shape[1] < 2:
+        raise ValueError(f"train_scores has {s.shape[1]} model column(s); choosing a representation needs at least 2 training LLMs")
+    names = list(models) if models is not None else [f"column {j}" for j in range(s.shape[1])]
+    if len(names) != s.shape[1]:
+        raise ValueError(f"train_models names {len(names)} models but train_scores has {s.shape[1]} columns")
+    known = ~np.isnan(s)
+    empty = [names[j] for j in np.nonzero(~known.any(axis=0))[0]]
+    if empty:
+        raise ValueError(f"train_scores: {empty} have no known score (every entry is NaN)")
+    bad = known & ((s < 0) | (s > 1) | ~np.isfinite(s))
+    if bad.any():
+        i, j = (int(v[0]) for v in np.nonzero(bad))
+        raise ValueError(f"train_scores: {names[j]} has score {s[i, j]} at prompt {i}, outside [0, 1]")
+    if costs is None:
+        raise ValueError(
+            "train_costs is missing: the validation Area compares routing quality at each cost, so the training LLMs' "
+            "per-call costs are needed (one per column of train_scores, in the unit of your members' costs)"
+        )
+    try:
+        c = np.asarray(costs, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise TypeError("train_costs must be numbers, one per training LLM") from None
+    if c.shape[0] != s.shape[1]:
+        raise ValueError(f"train_costs has {c.shape[0]} values but train_scores has {s.shape[1]} model columns")
+    if not np.isfinite(c).all() or (c < 0).any():
+        j = int(np.nonzero(~np.isfinite(c) | (c < 0))[0][0])
+        raise ValueError(f"train_costs: {names[j]} has cost {c[j]}; costs must be finite and >= 0")
+    return s, c
+
+
+def _psi(assign: np.ndarray, scores: np.ndarray, alpha: float) -> np.ndarray:
+    """Ψ ``(m, K)`` of every column of ``scores`` at once: the formula of
+    :func:`~uniroute_core.profile.build_profile` (the one ``add_model`` uses), vectorised over the models."""
+    known = ~np.isnan(scores)
+    s0 = np.where(known, scores, 0.0)
+    overall = s0.sum(axis=0) / known.sum(axis=0)  # (m,) every column has a known score (validated)
+    counts = known.T.astype(float) @ assign  # (m, K)
+    sums = s0.T @ assign
+    denom = counts + alpha
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(denom > 0, (sums + alpha * overall[:, None]) / np.where(denom > 0, denom, 1.0), overall[:, None])
+    return np.clip(q, 0.0, 1.0)
+
+
+def validation_area(predicted: np.ndarray, true: np.ndarray, costs: np.ndarray, max_points: int = 200) -> float:
+    """Area of :func:`~uniroute_core.metrics.router_curve` (same λ grid, same rule, same tie-break toward the cheaper
+    member), computed for all λ at once: the selection evaluates hundreds of curves, so this is its inner loop.
+    A NaN in ``true`` (a training LLM without a score on that prompt) is left out of that point's mean quality."""
+    lams = lambda_grid(predicted, costs, max_points=max_points)
+    c_norm = normalised_costs(costs)
+    order = np.argsort(costs, kind="stable")  # ties go to the cheaper member, as in rule.pick
+    loss, c_ord = (1.0 - predicted)[:, order], c_norm[order]
+    rows = np.arange(len(true))
+    true_ord = true[:, order]
+    pts_c, pts_q = np.empty(len(lams)), np.empty(len(lams))
+    step = max(1, 4_000_000 // max(1, loss.size))
+    for start in range(0, len(lams), step):
+        lam = lams[start : start + step]
+        pick = np.argmin(loss[None, :, :] + lam[:, None, None] * c_ord[None, None, :], axis=2)  # (L, n)
+        pts_c[start : start + len(lam)] = costs[order][pick].mean(axis=1)
+        got = true_ord[rows[None, :], pick]
+        known = ~np.isnan(got)
+        pts_q[start : start + len(lam)] = np.where(known, got, 0.0).sum(axis=1) / np.maximum(known.sum(axis=1), 1)
+    return area(deferral_curve(pts_c, pts_q, costs.min(), costs.max()))
+
+
+def _soft_variants(
+    cmap: KMeansClusterMap, x: np.ndarray, multiples: Sequence[float | None]
+) -> Iterator[tuple[ClusterMap, float | None]]:
+    """The hard map and its soft copies, τ = multiple × median squared nearest-centroid distance of ``x``."""
+    scale = float(np.median(np.maximum(cmap.squared_distances(x).min(axis=1), 0.0)))
+    for m in multiples:
+        if m is None:
+            yield cmap, None
+        elif scale > 0 and cmap.n_clusters_ > 1:
+            yield cmap.with_temperature(float(m) * scale), float(m)
+
+
+MapCandidates = Iterator[tuple[dict[str, Any], ClusterMap]]
+
+
+def _zero(x: np.ndarray, space: SearchSpace, grid: list[int], seed: int) -> MapCandidates:
+    yield {"n_clusters": 1}, KMeansClusterMap(n_clusters=1, seed=seed).fit(x)
+
+
+def _kmeans(x: np.ndarray, space: SearchSpace, grid: list[int], seed: int) -> MapCandidates:
+    for k in grid:
+        if k <= 1:
+            continue
+        fitted = KMeansClusterMap(n_clusters=k, seed=seed, n_init=1).fit(x)
+        for cmap, mult in _soft_variants(fitted, x, space.temperature_multiples):
+            yield {"n_clusters": k, "temperature_multiple": mult}, cmap
+
+
+def _multires(x: np.ndarray, space: SearchSpace, grid: list[int], seed: int) -> MapCandidates:
+    cache: dict[int, KMeansClusterMap] = {}
+    for levels in space.level_sets(grid):
+        for k in levels:
+            if k not in cache:
+                cache[k] = KMeansClusterMap(n_clusters=k, seed=seed, n_init=1).fit(x)
+        for mult in space.temperature_multiples:
+            maps = []
+            for k in levels:
+                soft = dict((m, c) for c, m in _soft_variants(cache[k], x, [mult]))
+                maps.append(soft.get(mult, cache[k]))
+            cmap = MultiResolutionClusterMap.from_levels(maps, seed=seed, n_init=1, temperature_multiple=mult)
+            yield {"levels": list(levels), "temperature_multiple": mult}, cmap
+
+
+FAMILIES: dict[str, Callable[[np.ndarray, SearchSpace, list[int], int], MapCandidates]] = {
+    "zero": _zero,
+    "kmeans": _kmeans,
+    "multires": _multires,
+}
+"""Representation families by name, in the default tie-break order (simplest first)."""
+
+
+def select_representation(
+    embeddings: np.ndarray,
+    train_scores: Any,
+    train_costs: Any,
+    *,
+    n_probes: int | None = None,
+    seed: int = 0,
+    space: SearchSpace | None = None,
+    validation_fraction: float = 1 / 6,
+    n_repeats: int = 3,
+    curve_points: int = 200,
+    train_models: Sequence[str] | None = None,
+) -> SelectionResult:
+    """Choose Φ and α by validation Area on the training LLMs (see the module docstring).
+
+    Args:
+        embeddings: ``(n, d)`` training-prompt embeddings.
+        train_scores: ``(n, m)`` the training LLMs' scores on those prompts (NaN = unknown).
+        train_costs: ``(m,)`` their per-call costs.
+        n_probes: size of the probe set the routed members will be profiled on (the pseudo-probe slices have this
+            size, so that K is chosen for the probe count that will really be used). ``None``: a seventh of ``n``.
+        seed: seeds the splits and the maps (same inputs + seed → same choice).
+        space: the candidates (default :class:`SearchSpace`).
+        validation_fraction: share of the training prompts held out for each validation Area.
+        n_repeats: independent (pseudo-probe, validation) draws; a candidate's score is its mean validation Area
+            over them (one draw of a few hundred pseudo-probes is noisy enough to crown a lucky candidate).
+        curve_points: λ values per validation curve.
+        train_models: names of the training LLMs, for error messages.
+
+    The unsupervised maps are fitted once on all the training prompts (they never read a score, so the validation
+    prompts' *scores* stay unseen); each draw then profiles the training LLMs on its pseudo-probes and routes its
+    validation prompts. The winning map, fitted on every training prompt, is the one returned.
+    """
+    space = space or SearchSpace()
+    x = np.asarray(embeddings, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be 2-D (n, d), got shape {x.shape}")
+    s, c = validate_training_matrix(train_scores, train_costs, len(x), train_models)
+    n = len(x)
+    if not (0 < validation_fraction < 1):
+        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    if n_probes is not None and (not isinstance(n_probes, (int, np.integer)) or isinstance(n_probes, bool) or n_probes < 1):
+        raise ValueError(f"n_probes must be a positive integer, got {n_probes!r}")
+    if not isinstance(n_repeats, int) or n_repeats < 1:
+        raise ValueError(f"n_repeats must be a positive integer, got {n_repeats!r}")
+    n_val = int(round(validation_fraction * n))
+    p = int(round(n / 7)) if n_probes is None else int(n_probes)
+    p = min(p, n - n_val)
+    if n_val < 10 or p < 10:
+        raise ValueError(
+            f"{n} training prompts are too few to choose a representation by validation (need >= 10 validation and "
+            f">= 10 pseudo-probe prompts); pass more training prompts, or fit without train_scores"
+        )
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_repeats):
+        perm = rng.permutation(n)
+        draws.append((perm[n_val : n_val + p], perm[:n_val]))
+    map_seed = int(rng.integers(2**31 - 1))
+    grid = space.k_grid(p, n)
+
+    scored: list[CandidateScore] = []
+    best: tuple[float, ClusterMap, float, CandidateScore] | None = None
+    for family in space.families:
+        for params, cmap in FAMILIES[family](x, space, grid, map_seed):
+            phi = cmap.assign(x)
+            alphas = space.shrinkage if family != "zero" else space.shrinkage[:1]
+            for alpha in alphas:
+                areas = []
+                for probe_idx, val_idx in draws:
+                    pred = phi[val_idx] @ _psi(phi[probe_idx], s[probe_idx], float(alpha)).T
+                    areas.append(validation_area(pred, s[val_idx], c, curve_points))
+                a = float(np.mean(areas))
+                cand = CandidateScore(family, {**params, "shrinkage": float(alpha)}, a)
+                scored.append(cand)
+                if best is None or a > best[0] + 1e-12:
+                    best = (a, cmap, float(alpha), cand)
+    if best is None:
+        raise ValueError(f"no candidate could be fitted (K grid {grid} on {n} prompts)")
+    selection = Selection(
+        chosen=best[3],
+        candidates=tuple(scored),
+        n_fit=n,
+        n_pseudo_probes=p,
+        n_validation=n_val,
+        n_models=s.shape[1],
+        seed=int(seed),
+        search_space={**space.to_dict(), "n_repeats": n_repeats, "validation_fraction": validation_fraction},
+    )
+    return SelectionResult(cluster_map=best[1], shrinkage=best[2], selection=selection)

@@ -1,0 +1,146 @@
+"""Multi-resolution soft K-Means: several K-Means maps of different K, combined into one Φ.
+
+    Φ(x) = [ Φ_1(x) / L, Φ_2(x) / L, …, Φ_L(x) / L ]          (L levels, K = K_1 + … + K_L cells)
+
+Each level is a :class:`~uniroute_core.cluster_map.KMeansClusterMap` (hard, or soft with its own τ). The rows still
+sum to 1 and are non-negative, so Φ is a valid UniRoute map: Ψ(h) is computed from probe scores exactly as for any
+map (:func:`~uniroute_core.profile.build_profile`), a new LLM is added from its probe scores alone, and the predicted
+quality is the mean of the levels' predictions,
+
+    q(x, h) = Φ(x)ᵀΨ(h) = (1/L) Σ_l Φ_l(x)ᵀ Ψ_l(h),
+
+a coarse level contributing a stable estimate and a fine level a specific one. Routing costs O((Σ K_l)·d + Σ K_l·M)
+per prompt. Because each cell's probe weight is 1/L of its level's, the shrinkage α is in units of 1/L probe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .cluster_map import ClusterMap, KMeansClusterMap, register_cluster_map
+
+__all__ = ["MultiResolutionClusterMap"]
+
+
+@register_cluster_map
+class MultiResolutionClusterMap(ClusterMap):
+    """Several K-Means resolutions combined with equal weights (see the module docstring).
+
+    Args:
+        levels: the K of each level (each ≥ 1, at least one level).
+        seed: K-Means random state (level l uses ``seed + l``).
+        n_init: K-Means restarts per level.
+        temperature_multiple: ``None`` for hard levels, or a number > 0: level l's τ is this multiple of the median
+            squared distance from a fitting prompt to its nearest level-l centroid (the scale-free τ of the
+            evaluation's soft K-Means search).
+
+    Learned attributes: ``levels_`` (fitted :class:`KMeansClusterMap` per level, τ set), ``n_clusters_`` (Σ K_l),
+    ``dim_``.
+    """
+
+    kind = "multires"
+
+    def __init__(
+        self,
+        levels: Sequence[int] = (3, 8, 20),
+        seed: int = 0,
+        n_init: int = 1,
+        temperature_multiple: float | None = None,
+    ) -> None:
+        self.levels = tuple(levels)
+        self.seed = seed
+        self.n_init = n_init
+        self.temperature_multiple = temperature_multiple
+
+    def _check_params(self) -> None:
+        if not self.levels or any(not isinstance(k, (int, np.integer)) or k < 1 for k in self.levels):
+            raise ValueError(f"levels must be a non-empty sequence of positive integers, got {self.levels!r}")
+        t = self.temperature_multiple
+        if t is not None and (not isinstance(t, (int, float)) or not np.isfinite(t) or t <= 0):
+            raise ValueError(f"temperature_multiple must be None (hard levels) or a finite number > 0, got {t!r}")
+
+    def fit(self, embeddings: np.ndarray, **kwargs: Any) -> MultiResolutionClusterMap:
+        """Fit one K-Means per level on the (unlabelled) training-prompt embeddings."""
+        self._check_params()
+        x = self._check_input(embeddings)
+        fitted = [
+            KMeansClusterMap(n_clusters=int(k), seed=int(self.seed) + i, n_init=int(self.n_init)).fit(x)
+            for i, k in enumerate(self.levels)
+        ]
+        return self._install([self._with_tau(m, x) for m in fitted], int(x.shape[1]))
+
+    @classmethod
+    def from_levels(
+        cls, levels: Sequence[KMeansClusterMap], *, seed: int = 0, n_init: int = 1, temperature_multiple: float | None = None
+    ) -> MultiResolutionClusterMap:
+        """Combine already-fitted K-Means maps (with their τ as they are) into one multi-resolution map."""
+        maps = list(levels)
+        if not maps or not all(isinstance(m, KMeansClusterMap) and m.is_fitted for m in maps):
+            raise ValueError("from_levels needs at least one fitted KMeansClusterMap")
+        dims = {m.dim_ for m in maps}
+        if len(dims) != 1:
+            raise ValueError(f"the levels were fitted on different embedding dimensions {sorted(dims)}")
+        obj = cls(levels=[m.n_clusters_ for m in maps], seed=seed, n_init=n_init, temperature_multiple=temperature_multiple)
+        obj._check_params()
+        return obj._install(maps, dims.pop())
+
+    def _with_tau(self, cmap: KMeansClusterMap, x: np.ndarray) -> KMeansClusterMap:
+        if self.temperature_multiple is None or cmap.n_clusters_ == 1:
+            return cmap
+        scale = float(np.median(np.maximum(cmap.squared_distances(x).min(axis=1), 0.0)))
+        return cmap.with_temperature(float(self.temperature_multiple) * scale) if scale > 0 else cmap
+
+    def _install(self, maps: list[KMeansClusterMap], dim: int) -> MultiResolutionClusterMap:
+        self.levels_ = tuple(maps)
+        self.n_clusters_ = int(sum(m.n_clusters_ for m in maps))
+        self.dim_ = dim
+        return self
+
+    def assign(self, embeddings: np.ndarray) -> np.ndarray:
+        """``(n, Σ K_l)``: each level's assignment divided by the number of levels, side by side."""
+        if not self.is_fitted:
+            raise RuntimeError("MultiResolutionClusterMap.assign called before fit")
+        x = self._check_input(embeddings)
+        n_levels = len(self.levels_)
+        return np.concatenate([m.assign(x) / n_levels for m in self.levels_], axis=1)
+
+    # ------------------------------------------------------------------ persistence
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "levels": [m.n_clusters_ for m in self.levels_],
+            "seed": self.seed,
+            "n_init": self.n_init,
+            "temperature_multiple": self.temperature_multiple,
+            "temperatures": [m.temperature for m in self.levels_],
+            "dim": self.dim_,
+        }
+
+    def get_arrays(self) -> dict[str, np.ndarray]:
+        return {f"level{i}.cluster_centers": m.cluster_centers_ for i, m in enumerate(self.levels_)}
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> MultiResolutionClusterMap:
+        levels = [int(k) for k in config["levels"]]
+        temps = list(config.get("temperatures") or [None] * len(levels))
+        if len(temps) != len(levels):
+            raise ValueError(f"multires config has {len(levels)} levels but {len(temps)} temperatures")
+        maps = []
+        for i, (k, tau) in enumerate(zip(levels, temps)):
+            key = f"level{i}.cluster_centers"
+            if key not in arrays:
+                raise ValueError(f"multires map is missing array {key!r}")
+            maps.append(
+                KMeansClusterMap.from_state(
+                    {"n_clusters": k, "dim": int(config["dim"]), "seed": int(config.get("seed", 0)) + i, "temperature": tau},
+                    {"cluster_centers": arrays[key]},
+                )
+            )
+        return cls.from_levels(
+            maps,
+            seed=int(config.get("seed", 0)),
+            n_init=int(config.get("n_init", 1)),
+            temperature_multiple=config.get("temperature_multiple"),
+        )
