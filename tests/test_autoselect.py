@@ -58,14 +58,14 @@ def test_default_n_clusters_scales_with_the_probe_count():
 
 
 def test_validation_area_is_the_area_of_router_curve():
-    from uniroute_core.metrics import area, router_curve
+    from uniroute_core.evaluation.metrics import area, router_curve
 
     rng = np.random.default_rng(3)
     for _ in range(3):
         pred = np.round(rng.random((200, 6)), 2)
         true = (rng.random((200, 6)) < 0.5).astype(float)
         costs = rng.choice([1.0, 2.0, 2.0, 5.0], size=6)
-        assert validation_area(pred, true, costs, 200) == area(router_curve(pred, true, costs, max_points=200))
+        assert validation_area(pred, true, costs, 200) == pytest.approx(area(router_curve(pred, true, costs, max_points=200)), abs=1e-15)
 
 
 def test_topic_signal_is_found_and_the_record_lists_every_candidate():
@@ -145,3 +145,41 @@ def test_space_is_validated():
     sel = select_representation(x, s, c, n_probes=100, space=space).selection
     assert [cand.representation for cand in sel.candidates] == ["zero", "kmeans"]
     assert isinstance(KMeansClusterMap, type)
+
+
+# ---------------------------------------------------------------------------------------------- reproducibility
+_TRAIN_IN_SUBPROCESS = """
+import hashlib, sys
+import numpy as np
+import torch
+torch.set_num_threads(int(sys.argv[1]))          # what the calling program happens to use
+from uniroute_core.learned_map import LearnedMapClusterMap
+rng = np.random.default_rng(0)
+x = rng.normal(size=(400, 16)).astype(np.float32)
+s = (rng.random((400, 5)) < 0.6).astype(float)
+m = LearnedMapClusterMap(n_clusters=4, seed=3, epochs=3).fit(x, train_scores=s)
+h = hashlib.sha256()
+for k, v in sorted(m.get_arrays().items()):
+    h.update(k.encode()); h.update(np.ascontiguousarray(v).tobytes())
+print(h.hexdigest(), torch.get_num_threads())
+"""
+
+
+def test_learned_map_training_is_bitwise_identical_whatever_the_callers_thread_count():
+    """The map trains with its own fixed thread count and deterministic algorithms, so two processes that set
+    different torch thread counts (and OpenMP settings) get the very same weights."""
+    import os
+    import subprocess
+    import sys
+
+    out = []
+    for threads, omp in (("1", "1"), ("2", "2")):
+        env = {**os.environ, "OMP_NUM_THREADS": omp, "MKL_NUM_THREADS": omp}
+        res = subprocess.run(
+            [sys.executable, "-c", _TRAIN_IN_SUBPROCESS, threads], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert res.returncode == 0, res.stderr
+        digest, seen_threads = res.stdout.split()
+        assert seen_threads == threads  # the caller's setting is restored after fitting
+        out.append(digest)
+    assert out[0] == out[1]

@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 
 from .cluster_map import ClusterMap, KMeansClusterMap
-from .metrics import area, deferral_curve
 from .rule import lambda_grid, normalised_costs
 from .multires import MultiResolutionClusterMap
 
@@ -305,8 +304,31 @@ def _psi(assign: np.ndarray, scores: np.ndarray, alpha: float) -> np.ndarray:
     return np.clip(q, 0.0, 1.0)
 
 
+def _envelope_area(cost: np.ndarray, quality: np.ndarray, cost_min: float, cost_max: float) -> float:
+    """Area under the upper envelope of (cost, quality) points over cost normalised to [0, 1] — the Area of
+    :mod:`uniroute_core.evaluation.metrics`, restated here so that the serving core does not import the evaluation
+    side (``tests/test_autoselect.py`` checks the two agree exactly)."""
+    order = np.lexsort((-quality, cost))
+    env_c: list[float] = []
+    env_q: list[float] = []
+    for ci, qi in zip(cost[order], quality[order]):
+        if not env_q or qi > env_q[-1] + 1e-15:
+            if env_c and ci == env_c[-1]:
+                env_q[-1] = qi
+            else:
+                env_c.append(ci)
+                env_q.append(qi)
+    span = cost_max - cost_min
+    x = (np.asarray(env_c) - cost_min) / span if span > 0 else np.zeros(len(env_c))
+    y = np.asarray(env_q)
+    inner = (x > 0) & (x < 1.0)
+    xs = np.concatenate([[0.0], x[inner], [1.0]])
+    ys = np.interp(xs, x, y)
+    return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2.0))
+
+
 def validation_area(predicted: np.ndarray, true: np.ndarray, costs: np.ndarray, max_points: int = 200) -> float:
-    """Area of :func:`~uniroute_core.metrics.router_curve` (same λ grid, same rule, same tie-break toward the cheaper
+    """Area of :func:`~uniroute_core.evaluation.metrics.router_curve` (same λ grid, same rule, same tie-break toward the cheaper
     member), computed for all λ at once: the selection evaluates hundreds of curves, so this is its inner loop.
     A NaN in ``true`` (a training LLM without a score on that prompt) is left out of that point's mean quality."""
     lams = lambda_grid(predicted, costs, max_points=max_points)
@@ -324,7 +346,7 @@ def validation_area(predicted: np.ndarray, true: np.ndarray, costs: np.ndarray, 
         got = true_ord[rows[None, :], pick]
         known = ~np.isnan(got)
         pts_q[start : start + len(lam)] = np.where(known, got, 0.0).sum(axis=1) / np.maximum(known.sum(axis=1), 1)
-    return area(deferral_curve(pts_c, pts_q, costs.min(), costs.max()))
+    return _envelope_area(pts_c, pts_q, float(costs.min()), float(costs.max()))
 
 
 def _soft_variants(
@@ -340,37 +362,34 @@ def _soft_variants(
 
 
 MapCandidates = Iterator[tuple[dict[str, Any], ClusterMap]]
+KMeansFits = Callable[[int], KMeansClusterMap]
+"""``k -> fitted hard K-Means`` on the selection's prompts, cached: the families share their fits."""
 
 
-def _zero(x: np.ndarray, space: SearchSpace, grid: list[int], seed: int) -> MapCandidates:
-    yield {"n_clusters": 1}, KMeansClusterMap(n_clusters=1, seed=seed).fit(x)
+def _zero(x: np.ndarray, space: SearchSpace, grid: list[int], fits: KMeansFits) -> MapCandidates:
+    yield {"n_clusters": 1}, fits(1)
 
 
-def _kmeans(x: np.ndarray, space: SearchSpace, grid: list[int], seed: int) -> MapCandidates:
+def _kmeans(x: np.ndarray, space: SearchSpace, grid: list[int], fits: KMeansFits) -> MapCandidates:
     for k in grid:
-        if k <= 1:
-            continue
-        fitted = KMeansClusterMap(n_clusters=k, seed=seed, n_init=1).fit(x)
-        for cmap, mult in _soft_variants(fitted, x, space.temperature_multiples):
-            yield {"n_clusters": k, "temperature_multiple": mult}, cmap
+        if k > 1:
+            for cmap, mult in _soft_variants(fits(k), x, space.temperature_multiples):
+                yield {"n_clusters": k, "temperature_multiple": mult}, cmap
 
 
-def _multires(x: np.ndarray, space: SearchSpace, grid: list[int], seed: int) -> MapCandidates:
-    cache: dict[int, KMeansClusterMap] = {}
+def _multires(x: np.ndarray, space: SearchSpace, grid: list[int], fits: KMeansFits) -> MapCandidates:
     for levels in space.level_sets(grid):
-        for k in levels:
-            if k not in cache:
-                cache[k] = KMeansClusterMap(n_clusters=k, seed=seed, n_init=1).fit(x)
         for mult in space.temperature_multiples:
             maps = []
             for k in levels:
-                soft = dict((m, c) for c, m in _soft_variants(cache[k], x, [mult]))
-                maps.append(soft.get(mult, cache[k]))
+                variants = dict((m, cmap) for cmap, m in _soft_variants(fits(k), x, [mult]))
+                maps.append(variants.get(mult, fits(k)))
+            seed = maps[0].seed
             cmap = MultiResolutionClusterMap.from_levels(maps, seed=seed, n_init=1, temperature_multiple=mult)
             yield {"levels": list(levels), "temperature_multiple": mult}, cmap
 
 
-FAMILIES: dict[str, Callable[[np.ndarray, SearchSpace, list[int], int], MapCandidates]] = {
+FAMILIES: dict[str, Callable[[np.ndarray, SearchSpace, list[int], KMeansFits], MapCandidates]] = {
     "zero": _zero,
     "kmeans": _kmeans,
     "multires": _multires,
@@ -439,10 +458,17 @@ def select_representation(
     map_seed = int(rng.integers(2**31 - 1))
     grid = space.k_grid(p, n)
 
+    fitted: dict[int, KMeansClusterMap] = {}
+
+    def fits(k: int) -> KMeansClusterMap:
+        if k not in fitted:
+            fitted[k] = KMeansClusterMap(n_clusters=k, seed=map_seed, n_init=1).fit(x)
+        return fitted[k]
+
     scored: list[CandidateScore] = []
     best: tuple[float, ClusterMap, float, CandidateScore] | None = None
     for family in space.families:
-        for params, cmap in FAMILIES[family](x, space, grid, map_seed):
+        for params, cmap in FAMILIES[family](x, space, grid, fits):
             phi = cmap.assign(x)
             alphas = space.shrinkage if family != "zero" else space.shrinkage[:1]
             for alpha in alphas:
