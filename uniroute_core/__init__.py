@@ -12,12 +12,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .autoselect import SearchSpace, Selection, select_representation
 from .cluster_map import ClusterMap, KMeansClusterMap
 from .data import RoutingData, RoutingDataError, load_routing_data, write_routing_data
 from .embedding import CachedEmbedder, CallableEmbedder, Embedder, SentenceTransformerEmbedder, default_embedder
 from .feedback import Exploration, Forgetting
 from .grading import grade_exact, grade_multiple_choice, grade_numeric, make_llm_judge, resolve_grader
 from .learned_map import LearnedMapClusterMap
+from .multires import MultiResolutionClusterMap
 from .persistence import RouterFileError
 from .policy import RoutingPolicy
 from .probes import ProbeSet
@@ -71,6 +73,10 @@ __all__ = [
     "ClusterMap",
     "KMeansClusterMap",
     "LearnedMapClusterMap",
+    "MultiResolutionClusterMap",
+    "SearchSpace",
+    "Selection",
+    "select_representation",
     "Embedder",
     "SentenceTransformerEmbedder",
     "CallableEmbedder",

@@ -39,6 +39,7 @@ from .rule import lambda_grid, normalised_costs
 from .multires import MultiResolutionClusterMap
 
 __all__ = [
+    "AUTO",
     "SearchSpace",
     "CandidateScore",
     "Selection",
@@ -48,6 +49,9 @@ __all__ = [
     "select_representation",
     "validate_training_matrix",
 ]
+
+AUTO = "auto"
+"""The setting value that asks for the automatic choice (``UniRouter(cluster_map="auto", n_clusters="auto")``)."""
 
 MAX_DEFAULT_CLUSTERS = 20
 PROBES_PER_CLUSTER = 50

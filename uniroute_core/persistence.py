@@ -59,6 +59,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from .autoselect import AUTO, Selection
 from .cluster_map import CLUSTER_MAPS, ClusterMap
 from .embedding import (
     DEFAULT_EMBEDDER_NAME,
@@ -269,6 +270,8 @@ def save_state(
     dim = int(cmap.dim_)
     template = settings.get("cluster_map", cmap.kind)
     cmap_meta: dict[str, Any] = {"kind": cmap.kind, "config": cmap.get_config()}
+    if template == AUTO:
+        cmap_meta["setting"] = AUTO  # the router chooses its map again on the next fit
     params = _template_params(template)
     if params is not None:
         cmap_meta["template_params"] = params
@@ -276,7 +279,7 @@ def save_state(
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "method": cmap.kind,
-        "n_clusters": int(settings.get("n_clusters", cmap.n_clusters_)),
+        "n_clusters": AUTO if settings.get("n_clusters") == AUTO else int(settings.get("n_clusters", cmap.n_clusters_)),
         "seed": int(settings.get("seed", 0)),
         "shrinkage": float(settings.get("shrinkage", 0.0)),
         "embedder": {
@@ -289,6 +292,8 @@ def save_state(
         "models": [_model_meta(p) for p in state.profiles],
         "forgetting": None if settings.get("forgetting") is None else settings["forgetting"].to_dict(),
         "exploration": None if state.exploration is None else state.exploration.to_dict(),
+        "fitted_shrinkage": state.shrinkage,
+        "selection": state.selection.to_dict() if state.selection is not None else None,
     }
     arrays: dict[str, np.ndarray] = {f"map/{k}": np.asarray(v) for k, v in cmap.get_arrays().items()}
     n_probes = len(state.probes) if state.probes is not None else 0
@@ -590,7 +595,7 @@ def read_saved_embedder(directory: str | os.PathLike[str]) -> SavedEmbedder:
 def _saved_settings(meta: dict[str, Any], cmap: ClusterMap, file: Path) -> dict[str, Any]:
     """The router settings recorded in ``meta`` (files from before settings were saved fall back as they did)."""
     kind = cmap.kind
-    template: str | ClusterMap = kind
+    template: str | ClusterMap = AUTO if meta["cluster_map"].get("setting") == AUTO else kind
     params = meta["cluster_map"].get("template_params")
     if params is not None:
         params = _dict(params, file, "cluster_map.template_params")
@@ -607,7 +612,10 @@ def _saved_settings(meta: dict[str, Any], cmap: ClusterMap, file: Path) -> dict[
                 file, "forgetting", meta["forgetting"], f"{{half_life > 0, unit, decay_probes}} ({exc})"
             ) from None
     return {
-        "n_clusters": _int(meta.get("n_clusters", cmap.n_clusters_), file, "n_clusters", minimum=1),
+        "n_clusters": (
+            AUTO if meta.get("n_clusters") == AUTO
+            else _int(meta.get("n_clusters", cmap.n_clusters_), file, "n_clusters", minimum=1)
+        ),
         "seed": _int(meta.get("seed", 0), file, "seed"),
         "shrinkage": _number(meta.get("shrinkage", 0.0), file, "shrinkage"),
         "cluster_map": template,
@@ -653,6 +661,21 @@ def _saved_cluster_map(meta: dict[str, Any], arrays: dict[str, np.ndarray], file
         return CLUSTER_MAPS[kind].from_state(config, map_arrays)
     except (KeyError, ValueError, TypeError, AttributeError, OverflowError) as exc:
         raise RouterFileError(f"{file}: field 'cluster_map' does not match {path.name}: {exc}") from None
+
+
+def _fitted_choice(meta: dict[str, Any], file: Path) -> tuple[float | None, Selection | None]:
+    """The α and the selection record chosen by validation at fit (files saved before they existed have neither)."""
+    alpha = meta.get("fitted_shrinkage")
+    fitted = None if alpha is None else _number(alpha, file, "fitted_shrinkage")
+    record = meta.get("selection")
+    if record is None:
+        return fitted, None
+    try:
+        return fitted, Selection.from_dict(_dict(record, file, "selection"))
+    except ValueError as exc:
+        if isinstance(exc, RouterFileError):
+            raise
+        raise RouterFileError(f"{file}: {exc}") from None
 
 
 def load_state(
@@ -741,7 +764,8 @@ def load_state(
                 f"({type(exc).__name__}: {exc}); pass one yourself: UniRouter.load(directory, embedder=...)"
             ) from None
 
-    state = RouterState(cluster_map=cmap)
+    fitted_alpha, selection = _fitted_choice(meta, file)
+    state = RouterState(cluster_map=cmap, shrinkage=fitted_alpha, selection=selection)
     if probes is not None:
         if assign is not None:
             sample = embed([probes.prompts[0]], False)
@@ -770,7 +794,7 @@ def load_state(
                     overall_quality=float(np.nanmean(scores[j])) if overall is None else overall,
                     n_probes=int(known.sum()),
                     probe_scores=scores[j].copy(),
-                    shrinkage=settings["shrinkage"],
+                    shrinkage=fitted_alpha if fitted_alpha is not None else settings["shrinkage"],
                     live_sums=live_sums[j].copy() if has_live and live_sums is not None else None,
                     live_counts=live_counts[j].copy() if has_live and live_counts is not None else None,
                     **extra,
@@ -783,6 +807,7 @@ def load_state(
             except (TypeError, ValueError) as exc:
                 raise _bad(file, "exploration", meta["exploration"], f"{{share in [0, 1], seed}} ({exc})") from None
         state = RouterState(
-            cluster_map=cmap, probes=probes, probe_assign=assign, exploration=exploration
+            cluster_map=cmap, probes=probes, probe_assign=assign, exploration=exploration,
+            shrinkage=fitted_alpha, selection=selection,
         ).with_profiles(profiles)
     return SavedRouter(state=state, settings=settings, embedder=resolved)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .autoselect import AUTO, SearchSpace, Selection, default_n_clusters, select_representation
 from .cluster_map import CLUSTER_MAPS, ClusterMap, KMeansClusterMap
 from .embedding import Embedder, resolve_embedder, validate_texts
 from .feedback import Exploration, Forgetting, apply_observations, reset_live, validate_feedback_score
@@ -52,12 +53,19 @@ class UniRouter:
     Args:
         embedder: ``None`` for the packaged offline all-MiniLM-L6-v2; a sentence-transformers model name, path or
             instance; or any callable ``list[str] -> (n, d) array``.
-        n_clusters: K for a cluster map built from a kind name (1 = ZeroRouter).
-        seed: random seed for a cluster map built from a kind name.
+        n_clusters: K for a cluster map built from a kind name (1 = ZeroRouter), or ``"auto"`` (default): chosen
+            by validation when ``fit`` gets a training matrix, else about one cluster per 50 probe prompts
+            (:func:`~uniroute_core.autoselect.default_n_clusters`: 1 … 20), so a small probe set is not split into
+            clusters too small to trust.
+        seed: random seed for the cluster map and for the validation splits (same data + seed → same router).
         shrinkage: α, pseudo-probes pulling each cluster's quality toward the model's overall mean (see
-            :mod:`uniroute_core.profile`); 0 disables it.
-        cluster_map: the cluster map Φ: a registered kind name (``"kmeans"``, ``"learned_map"``, …), built with
-            ``n_clusters`` and ``seed``; or an unfitted :class:`ClusterMap` instance used as a template. The router
+            :mod:`uniroute_core.profile`); 0 disables it. When ``fit`` chooses the representation by validation it
+            also chooses α (:attr:`shrinkage_`); this setting is then the fallback for later fits without scores.
+        cluster_map: the cluster map Φ: ``"auto"`` (default) — with a training matrix, the representation (ZeroRouter,
+            hard or soft K-Means, multi-resolution soft K-Means) and its hyper-parameters are chosen by validation
+            Area on the training LLMs (:mod:`uniroute_core.autoselect`; the record is :attr:`selection_`); without
+            one, K-Means with ``n_clusters``. Or a registered kind name (``"kmeans"``, ``"learned_map"``, …), built
+            with ``n_clusters`` and ``seed``; or an unfitted :class:`ClusterMap` instance used as a template. The router
             fits a *clone* of an instance (:meth:`ClusterMap.clone`), never the object given, so a later ``fit``
             cannot change a snapshot routed on before — the scikit-learn rule that parameters are never mutated.
         method: deprecated alias of ``cluster_map`` for a kind name (warns; kept for one release).
@@ -74,10 +82,10 @@ class UniRouter:
     def __init__(
         self,
         embedder: Any = None,
-        n_clusters: int = 20,
+        n_clusters: int | str = AUTO,
         seed: int = 0,
         shrinkage: float = 2.0,
-        cluster_map: str | ClusterMap = "kmeans",
+        cluster_map: str | ClusterMap = AUTO,
         show_progress: bool = True,
         *,
         method: str | None = None,
@@ -98,9 +106,15 @@ class UniRouter:
                     "(method= is a deprecated alias of it)"
                 )
             cluster_map = method
+        if n_clusters != AUTO and (
+            not isinstance(n_clusters, (int, np.integer)) or isinstance(n_clusters, bool) or n_clusters < 1
+        ):
+            raise ValueError(f"n_clusters must be 'auto' or a positive integer, got {n_clusters!r}")
         if isinstance(cluster_map, str):
-            if cluster_map not in CLUSTER_MAPS:
-                raise ValueError(f"unknown cluster map kind {cluster_map!r}; known: {sorted(CLUSTER_MAPS)}")
+            if cluster_map != AUTO and cluster_map not in CLUSTER_MAPS:
+                raise ValueError(
+                    f"unknown cluster map kind {cluster_map!r}; known: {[AUTO, *sorted(CLUSTER_MAPS)]}"
+                )
         elif not isinstance(cluster_map, ClusterMap):
             raise TypeError(
                 f"cluster_map must be a kind name ({sorted(CLUSTER_MAPS)}) or a ClusterMap instance, "
@@ -121,6 +135,9 @@ class UniRouter:
         self.exploration = exploration
         self._state = RouterState(exploration=exploration)
         self._write_lock = threading.RLock()
+        self._refit_at_probes: np.ndarray | None = None
+        """Training embeddings kept after an ``n_clusters="auto"`` K-Means fit whose probe count was unknown, so
+        that :meth:`set_probes` can refit with K for the real probe count (then dropped; never saved)."""
 
     @classmethod
     def from_state(cls, state: RouterState, *, embedder: Any = None, **params: Any) -> UniRouter:
@@ -233,17 +250,75 @@ class UniRouter:
         return self.embedder.embed(validate_texts(prompts), show_progress=self.show_progress)
 
     # ------------------------------------------------------------------ learning
-    def _new_cluster_map(self) -> ClusterMap:
+    @property
+    def selection_(self) -> Selection | None:
+        """How the current map was chosen by validation (candidates and their validation Areas), or ``None`` when
+        it was not (fitted without a training matrix, or a fixed representation). Saved with the router."""
+        return self._state.selection
+
+    @property
+    def shrinkage_(self) -> float:
+        """The α the current profiles use: the one chosen by validation, else the ``shrinkage`` setting."""
+        return self._alpha(self._state)
+
+    def _alpha(self, state: RouterState) -> float:
+        return state.shrinkage if state.shrinkage is not None else self.shrinkage
+
+    def _selects(self, train_scores: Any) -> bool:
+        """Whether ``fit`` chooses the representation by validation: a training matrix and something left to choose
+        (``cluster_map="auto"``, or ``"kmeans"`` with ``n_clusters="auto"``)."""
+        if train_scores is None:
+            return False
+        p = self._cluster_map_param
+        return p == AUTO or (p == "kmeans" and self.n_clusters == AUTO)
+
+    def _search_space(self) -> SearchSpace:
+        families = ("zero", "kmeans", "multires") if self._cluster_map_param == AUTO else ("zero", "kmeans")
+        return SearchSpace(families=families)
+
+    def _resolved_k(self, n_probes: int | None, n_train: int) -> int:
+        """K for a fit without validation: the setting, or ``"auto"`` → one per 50 probes (20 while unknown)."""
+        if self.n_clusters != AUTO:
+            return int(self.n_clusters)
+        k = default_n_clusters(n_probes) if n_probes is not None else 20
+        return max(1, min(k, n_train))
+
+    def _new_cluster_map(self, n_clusters: int | None = None) -> ClusterMap:
         """A fresh, unfitted map for one ``fit``: built from the kind name, or a clone of the user's template."""
         p = self._cluster_map_param
         if isinstance(p, ClusterMap):
             return p.clone()
-        if p == "kmeans":
-            return KMeansClusterMap(n_clusters=self.n_clusters, seed=self.seed)
-        return CLUSTER_MAPS[p](n_clusters=self.n_clusters, seed=self.seed)  # type: ignore[call-arg]
+        k = n_clusters if n_clusters is not None else self._resolved_k(None, 10**9)
+        if p in (AUTO, "kmeans"):
+            return KMeansClusterMap(n_clusters=k, seed=self.seed)
+        return CLUSTER_MAPS[p](n_clusters=k, seed=self.seed)  # type: ignore[call-arg]
 
-    def fit(self, train_prompts: Sequence[str], **fit_params: Any) -> UniRouter:
-        """Learn the cluster map Φ from training prompts (unlabelled for K-Means). Returns self.
+    def fit(
+        self,
+        train_prompts: Sequence[str],
+        train_scores: Any = None,
+        *,
+        train_costs: Any = None,
+        train_models: Sequence[str] | None = None,
+        n_probes: int | None = None,
+        **fit_params: Any,
+    ) -> UniRouter:
+        """Learn the cluster map Φ from training prompts. Returns self.
+
+        Args:
+            train_prompts: prompts like your traffic (unlabelled is enough for K-Means).
+            train_scores: optional training matrix ``(len(train_prompts), m)``: the scores in [0, 1] of m
+                *training* LLMs on those prompts (NaN = unknown). With ``cluster_map="auto"`` the representation and
+                its hyper-parameters are then chosen by validation Area on these LLMs only — the members you route
+                later are never looked at — and the record is :attr:`selection_`. A supervised map
+                (``"learned_map"``) trains on it.
+            train_costs: the m training LLMs' per-call costs (needed with ``train_scores`` for the validation Area).
+            train_models: their names (error messages and the record).
+            n_probes: how many probe prompts members will be profiled on, when :meth:`set_probes` has not run yet
+                (K is chosen for that probe count). Default: the current probe set's size, else a guess
+                (a seventh of the training prompts for the validation; K is adjusted at ``set_probes``).
+            fit_params: passed to the cluster map's ``fit`` (e.g. ``probe_embeddings``/``probe_scores`` for the
+                learned map).
 
         If probes and models are already set, their assignments and profiles are rebuilt for the new map from the
         kept probe scores, so no data is lost. The previous state (and its map) is left untouched.
@@ -251,17 +326,49 @@ class UniRouter:
         texts = validate_texts(train_prompts, "training prompt")
         if not texts:
             raise ValueError("fit needs at least one training prompt")
-        emb = self.embed(texts)
-        cmap = self._new_cluster_map().fit(emb, **fit_params)
-        with self._write_lock:
-            self._swap(cluster_map=cmap, probes=self._state.probes)
-        return self
+        return self.fit_embeddings(
+            self.embed(texts), train_scores, train_costs=train_costs, train_models=train_models, n_probes=n_probes,
+            **fit_params,
+        )
 
-    def fit_embeddings(self, embeddings: np.ndarray, **fit_params: Any) -> UniRouter:
+    def fit_embeddings(
+        self,
+        embeddings: np.ndarray,
+        train_scores: Any = None,
+        *,
+        train_costs: Any = None,
+        train_models: Sequence[str] | None = None,
+        n_probes: int | None = None,
+        **fit_params: Any,
+    ) -> UniRouter:
         """Like :meth:`fit` for prompts already embedded with this router's embedder."""
-        cmap = self._new_cluster_map().fit(np.asarray(embeddings), **fit_params)
+        x = np.asarray(embeddings)
+        if x.ndim != 2 or len(x) == 0:
+            raise ValueError(f"embeddings must be a non-empty 2-D array (n, d), got shape {x.shape}")
+        probes = self._state.probes
+        known_p = n_probes if n_probes is not None else (len(probes) if probes is not None else None)
+        selection: Selection | None = None
+        alpha: float | None = None
+        refit: np.ndarray | None = None
+        if self._selects(train_scores):
+            if fit_params:
+                raise TypeError(f"fit got parameters {sorted(fit_params)} that the automatic selection does not take")
+            res = select_representation(
+                x, train_scores, train_costs, n_probes=known_p, seed=self.seed, space=self._search_space(),
+                train_models=train_models,
+            )
+            cmap, alpha, selection = res.cluster_map, res.shrinkage, res.selection
+        else:
+            if train_scores is not None:
+                fit_params = {"train_scores": train_scores, **fit_params}
+                if train_models is not None:
+                    fit_params["train_models"] = train_models
+            cmap = self._new_cluster_map(self._resolved_k(known_p, len(x))).fit(x, **fit_params)
+            if known_p is None and self.n_clusters == AUTO and self._cluster_map_param in (AUTO, "kmeans"):
+                refit = x
         with self._write_lock:
-            self._swap(cluster_map=cmap, probes=self._state.probes)
+            self._refit_at_probes = refit
+            self._swap(cluster_map=cmap, probes=self._state.probes, shrinkage=alpha, selection=selection)
         return self
 
     def set_probes(self, probes: Sequence[str] | ProbeSet, *, embeddings: np.ndarray | None = None) -> UniRouter:
@@ -278,7 +385,18 @@ class UniRouter:
         emb = self.embed(list(probe_set.prompts)) if embeddings is None else np.asarray(embeddings)
         if emb.shape[0] != len(probe_set):
             raise ValueError(f"embeddings has {emb.shape[0]} rows for {len(probe_set)} probe prompts")
+        refit_map = None
+        pending = self._refit_at_probes
+        if pending is not None and not self._state.profiles:
+            # n_clusters="auto" was fitted before the probe count was known: K for this probe set now
+            k = self._resolved_k(len(probe_set), len(pending))
+            current = self._state.cluster_map
+            if current is None or current.n_clusters_ != k:
+                refit_map = self._new_cluster_map(k).fit(pending)
         with self._write_lock:
+            if refit_map is not None and self._refit_at_probes is pending:
+                self._state = dataclasses.replace(self._state, cluster_map=refit_map)
+                self._refit_at_probes = None
             state = self._state
             if state.profiles:
                 raise ValueError(
@@ -291,14 +409,23 @@ class UniRouter:
             )
         return self
 
-    def _swap(self, *, cluster_map: ClusterMap, probes: ProbeSet | None) -> None:
-        """Install a new cluster map, re-assigning probes and re-profiling the pool from the kept probe scores."""
+    def _swap(
+        self,
+        *,
+        cluster_map: ClusterMap,
+        probes: ProbeSet | None,
+        shrinkage: float | None = None,
+        selection: Selection | None = None,
+    ) -> None:
+        """Install a new cluster map (with the α and selection record it was chosen with), re-assigning probes and
+        re-profiling the pool from the kept probe scores."""
         state = self._state
         assign = None
         if probes is not None:
             assign = cluster_map.assign(self.embed(list(probes.prompts)))
+        alpha = shrinkage if shrinkage is not None else self.shrinkage
         profiles = [
-            build_profile(p.name, p.cost, p.probe_scores, assign, self.shrinkage, prior=_prior_of(p))
+            build_profile(p.name, p.cost, p.probe_scores, assign, alpha, prior=_prior_of(p))
             for p in state.profiles
         ] if assign is not None else []
         fed = [p.name for p in state.profiles if p.n_observations]
@@ -310,7 +437,8 @@ class UniRouter:
                 stacklevel=3,
             )
         self._state = RouterState(
-            cluster_map=cluster_map, probes=probes, probe_assign=assign, exploration=self.exploration
+            cluster_map=cluster_map, probes=probes, probe_assign=assign, exploration=self.exploration,
+            shrinkage=shrinkage, selection=selection,
         ).with_profiles(profiles)
 
     # ------------------------------------------------------------------ the pool
@@ -348,7 +476,7 @@ class UniRouter:
                 s = np.full(len(state.probes), np.nan)
             else:
                 s = validate_scores(name, scores, len(state.probes), allow_all_nan=p0 is not None)
-            profile = build_profile(name, cost, s, state.probe_assign, self.shrinkage, prior=p0)
+            profile = build_profile(name, cost, s, state.probe_assign, self._alpha(state), prior=p0)
             pool = list(state.profiles)
             names = [p.name for p in pool]
             if name in names:

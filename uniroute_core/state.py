@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .autoselect import Selection
 from .cluster_map import ClusterMap
 from .feedback import Exploration
 from .policy import RoutingPolicy
@@ -139,6 +140,10 @@ class RouterState:
         calibrations: budget → λ results on the probe prompts for this exact state (a new state starts empty).
         evidence: ``(M, K)`` the probe + live weight behind each Ψ entry (for exploration's posteriors).
         exploration: Thompson-sampling exploration on a share of calls, or ``None`` (off).
+        shrinkage: the α this state's profiles are built with when ``fit`` chose it by validation (``None``: the
+            router's ``shrinkage`` setting).
+        selection: the record of that choice (:class:`~uniroute_core.autoselect.Selection`), or ``None`` when the
+            map was not chosen by validation (no training matrix, or a fixed representation).
     """
 
     cluster_map: ClusterMap | None = None
@@ -152,6 +157,8 @@ class RouterState:
     calibrations: dict[tuple[Any, ...], Calibration] = field(default_factory=dict, repr=False, compare=False)
     evidence: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)
     exploration: Exploration | None = field(default=None, compare=False)
+    shrinkage: float | None = None
+    selection: Selection | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ building new states
     @property

@@ -4,7 +4,8 @@ A method is one object that knows its name, its table/plot label and style, how 
 on validation (its grid), and how to produce a deferral curve for one trial. :func:`~.protocol.run_trial`,
 :func:`~.protocol.format_table` and :mod:`.plotting` only iterate this registry; none of them names a method.
 
-Registered here, in report order: ``kmeans`` and ``learned_map`` (UniRoute with that cluster map), ``knn``,
+Registered here, in report order: ``uniroute`` (the product: ``UniRouter.fit`` with a training matrix, see
+:mod:`.product`), ``kmeans`` and ``learned_map`` (UniRoute with that cluster map), ``knn``,
 ``zero`` (ZeroRouter), ``clairvoyant`` (upper bound) and ``random``. Any other kind registered in
 :data:`uniroute_core.cluster_map.CLUSTER_MAPS` is evaluable by name too: :func:`get_method` gives it a
 :class:`ClusterMapMethod` (validation over K and α, as for K-Means) without any change here.
@@ -52,6 +53,7 @@ __all__ = [
     "MethodOutcome",
     "TrialContext",
     "ClusterMapMethod",
+    "UniRouteProductMethod",
     "KNNMethod",
     "ZeroRouterMethod",
     "ClairvoyantMethod",
@@ -308,6 +310,40 @@ class LearnedMapMethod(ClusterMapMethod):
         )
 
 
+class UniRouteProductMethod(EvaluationMethod):
+    """``uniroute``: the product path — ``UniRouter.fit`` with the training LLMs' scores, exactly as a user calls it
+    (:mod:`.product`): the representation and α are chosen inside by validation on the training LLMs only, the test
+    LLMs are added from their probe scores, and the router's own ``expected_quality`` is traced over λ."""
+
+    name = "uniroute"
+    label = "UniRoute (product, auto)"
+    style = {"color": "#000000", "lw": 2.6, "ls": "-"}
+
+    def run(self, ctx: TrialContext) -> MethodOutcome:
+        from .product import uniroute_predictions
+
+        split = ctx.split
+        pred, params = uniroute_predictions(
+            ctx.x, ctx.data, split.train, split.probe, split.test, split.train_models, split.test_models, ctx.seed
+        )
+        return MethodOutcome(router_curve(pred, ctx.test_true, ctx.test_costs), params)
+
+    def describe_choice(self, params: Sequence[dict[str, Any]]) -> str:
+        """How often each representation was chosen, e.g. ``kmeans 12/20 (K median 8), multires 8/20``."""
+        if not params or "representation" not in params[0]:
+            return ""
+        out = []
+        for rep in sorted({p["representation"] for p in params}):
+            picked = [p for p in params if p["representation"] == rep]
+            part = f"{rep} {len(picked)}/{len(params)}"
+            if rep == "kmeans":
+                part += f" (K median {int(np.median([p['n_clusters'] for p in picked]))})"
+            out.append(part)
+        alphas = [p["shrinkage"] for p in params if "shrinkage" in p]
+        return ", ".join(out) + (f"; alpha median {np.median(alphas):g}" if alphas else "")
+
+
+EVALUATION_METHODS.register("uniroute", UniRouteProductMethod())
 EVALUATION_METHODS.register("kmeans", KMeansMethod())
 EVALUATION_METHODS.register("learned_map", LearnedMapMethod())
 

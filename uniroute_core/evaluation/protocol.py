@@ -365,7 +365,7 @@ class EvaluationResult:
             "seconds_mean": float(np.mean([t.seconds[method] for t in self.trials])),
             "mean_curve": {"norm_cost": CURVE_GRID.round(4).tolist(), "quality": self.mean_curve(method).tolist()},
         }
-        for key in ("n_clusters", "shrinkage", "temperature", "temperature_multiple", "k"):
+        for key in ("representation", "n_clusters", "levels", "shrinkage", "temperature", "temperature_multiple", "k"):
             if all(key in p for p in params):
                 out[key] = [p[key] for p in params]
         return out
