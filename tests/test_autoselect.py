@@ -65,7 +65,8 @@ def test_validation_area_is_the_area_of_router_curve():
         pred = np.round(rng.random((200, 6)), 2)
         true = (rng.random((200, 6)) < 0.5).astype(float)
         costs = rng.choice([1.0, 2.0, 2.0, 5.0], size=6)
-        assert validation_area(pred, true, costs, 200) == pytest.approx(area(router_curve(pred, true, costs, max_points=200)), abs=1e-15)
+        expected = area(router_curve(pred, true, costs, max_points=200))
+        assert validation_area(pred, true, costs, 200) == pytest.approx(expected, abs=1e-15)
 
 
 def test_topic_signal_is_found_and_the_record_lists_every_candidate():
@@ -75,6 +76,7 @@ def test_topic_signal_is_found_and_the_record_lists_every_candidate():
     assert sel.chosen.representation != "zero"
     assert sel.chosen.validation_area > sel.zero_validation_area + 0.02
     assert sel.chosen == max(sel.candidates, key=lambda cand: cand.validation_area)
+    assert sel.gain_over_zero > sel.gain_over_zero_se > 0
     assert {cand.representation for cand in sel.candidates} == {"zero", "kmeans", "multires"}
     assert res.shrinkage == sel.chosen.params["shrinkage"]
     assert res.cluster_map.is_fitted and "chosen" in str(sel)
@@ -83,9 +85,9 @@ def test_topic_signal_is_found_and_the_record_lists_every_candidate():
 
 def test_selection_is_deterministic_with_a_seed_and_reads_only_the_given_columns():
     x, s, c = synthetic(seed=1, effect=0.03)
-    rows = np.arange(1200)
-    a = select_representation(x[rows], s[np.ix_(rows, range(18))], c[:18], n_probes=300, seed=7)
-    b = select_representation(x[rows], s[np.ix_(rows, range(18))], c[:18], n_probes=300, seed=7)
+    rows = np.arange(700)
+    a = select_representation(x[rows], s[np.ix_(rows, range(18))], c[:18], n_probes=150, seed=7)
+    b = select_representation(x[rows], s[np.ix_(rows, range(18))], c[:18], n_probes=150, seed=7)
     assert a.selection == b.selection
     np.testing.assert_array_equal(a.cluster_map.assign(x[:50]), b.cluster_map.assign(x[:50]))
 
@@ -165,6 +167,7 @@ print(h.hexdigest(), torch.get_num_threads())
 """
 
 
+@pytest.mark.slow
 def test_learned_map_training_is_bitwise_identical_whatever_the_callers_thread_count():
     """The map trains with its own fixed thread count and deterministic algorithms, so two processes that set
     different torch thread counts (and OpenMP settings) get the very same weights."""
@@ -183,3 +186,138 @@ def test_learned_map_training_is_bitwise_identical_whatever_the_callers_thread_c
         assert seen_threads == threads  # the caller's setting is restored after fitting
         out.append(digest)
     assert out[0] == out[1]
+
+
+# ---------------------------------------------------------------------------------------------- inside UniRouter
+def _texts(n: int, prefix: str = "p") -> list[str]:
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+class TableEmbedder:
+    """Texts ``p<i>`` → row i of a fixed table (the synthetic prompts' vectors), as a callable embedder."""
+
+    def __init__(self, table: np.ndarray) -> None:
+        self.table = table
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        return self.table[[int(t[1:]) for t in texts]]
+
+
+def test_fit_with_a_training_matrix_chooses_records_and_saves_the_choice(tmp_path):
+    x, s, c = two_topic(n=600)
+    router = UniRouter(embedder=TableEmbedder(x), seed=0, show_progress=False)
+    train, probes, test = np.arange(0, 400), np.arange(400, 500), np.arange(500, 600)
+    # training LLMs: columns 0, 3 and 4; the routed members are new (columns 1 and 2, profiled on the probes only)
+    router.fit(_texts(400), s[np.ix_(train, [0, 3, 4])], train_costs=c[[0, 3, 4]], train_models=["a", "d", "e"])
+    sel = router.selection_
+    assert sel is not None and sel.chosen.representation != "zero" and sel.n_models == 3
+    assert sel.n_pseudo_probes == round(400 / 7)  # no probe count known yet: a seventh of the training prompts
+    assert router.shrinkage_ == sel.chosen.params["shrinkage"]
+    assert router.get_params()["cluster_map"] == "auto" and router.get_params()["n_clusters"] == "auto"
+    router.set_probes([f"p{i}" for i in probes])
+    router.add_model("b", 1.0, s[probes, 1])
+    router.add_model("c", 1.5, s[probes, 2])
+    assert all(p.shrinkage == router.shrinkage_ for p in router.profiles.values())
+    before = router.route([f"p{i}" for i in test], lam=0.0)
+    router.save(tmp_path / "r")
+    meta = json.loads((tmp_path / "r" / "router.json").read_text())
+    assert meta["selection"]["chosen"] == sel.chosen.to_dict() and meta["fitted_shrinkage"] == router.shrinkage_
+    back = UniRouter.load(tmp_path / "r", embedder=TableEmbedder(x))
+    assert back.selection_ == sel and back.shrinkage_ == router.shrinkage_
+    assert back.get_params()["cluster_map"] == "auto" and back.get_params()["n_clusters"] == "auto"
+    assert back.route([f"p{i}" for i in test], lam=0.0) == before
+    back.add_model("a", 1.0, s[probes, 0])  # a member added after loading uses the chosen α too
+    assert back.profiles["a"].shrinkage == router.shrinkage_
+
+
+def test_a_file_without_a_selection_loads_with_none(tmp_path):
+    x, s, c = two_topic(n=300)
+    router = UniRouter(embedder=TableEmbedder(x), n_clusters=2, cluster_map="kmeans", show_progress=False)
+    router.fit(_texts(200)).set_probes(_texts(100, "p")[:100])
+    router.add_model("a", 1.0, s[:100, 0])
+    router.save(tmp_path / "r")
+    meta = json.loads((tmp_path / "r" / "router.json").read_text())
+    del meta["selection"], meta["fitted_shrinkage"]  # as written before issue 15
+    (tmp_path / "r" / "router.json").write_text(json.dumps(meta))
+    back = UniRouter.load(tmp_path / "r", embedder=TableEmbedder(x))
+    assert back.selection_ is None and back.shrinkage_ == 2.0
+    meta["selection"] = {"chosen": {}}
+    (tmp_path / "r" / "router.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="selection record is malformed"):
+        UniRouter.load(tmp_path / "r", embedder=TableEmbedder(x))
+
+
+def test_without_a_training_matrix_k_follows_the_probe_count():
+    x, s, _ = synthetic(seed=0)
+    emb = TableEmbedder(x)
+    router = UniRouter(embedder=emb, show_progress=False).fit(_texts(1800))
+    assert router.cluster_map.n_clusters_ == 20  # probe count not known yet
+    router.set_probes([f"p{i}" for i in range(1800, 2100)])  # 300 probes → K = 6, refitted here
+    assert router.cluster_map.n_clusters_ == 6 and router.selection_ is None and router.shrinkage_ == 2.0
+    router.add_model("m0", 1.0, s[1800:2100, 0])
+    assert router.state.cluster_quality.shape == (1, 6)
+    # a known probe count at fit gives K directly; an explicit K is kept
+    assert UniRouter(embedder=emb, show_progress=False).fit(_texts(600), n_probes=120).cluster_map.n_clusters_ == 2
+    fixed = UniRouter(embedder=emb, n_clusters=20, show_progress=False).fit(_texts(600))
+    fixed.set_probes([f"p{i}" for i in range(1800, 2100)])
+    assert fixed.cluster_map.n_clusters_ == 20
+    with pytest.raises(ValueError, match="n_clusters must be 'auto' or a positive integer"):
+        UniRouter(n_clusters=0)
+    with pytest.raises(ValueError, match="unknown cluster map kind 'nope'"):
+        UniRouter(cluster_map="nope")
+
+
+def test_the_uniroute_method_never_reads_the_routed_members_scores_outside_the_probes():
+    """The evaluation method is the product path: permuting the *test* LLMs' scores on the train and test prompts
+    (everything but their probe scores) leaves the choice exactly as it was."""
+    from uniroute_core.data import RoutingData
+    from uniroute_core.evaluation.product import uniroute_predictions
+
+    x, s, c = synthetic(seed=2, effect=0.05)
+    n = 1500
+    x, s = x[:n], s[:n]
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(n)
+    train, probe, test = np.sort(perm[:900]), np.sort(perm[900:1050]), np.sort(perm[1050:])
+    tr_m, te_m = np.arange(0, 27, 3), np.setdiff1d(np.arange(27), np.arange(0, 27, 3))
+
+    def data(scores: np.ndarray) -> RoutingData:
+        return RoutingData(
+            name="synthetic", prompt_ids=_texts(n), prompts=_texts(n), categories=[""] * n, split_hints=[""] * n,
+            models=[f"m{j}" for j in range(27)], scores=scores, costs=c,
+        )
+
+    pred, params = uniroute_predictions(x, data(s), train, probe, test, tr_m, te_m, seed=5)
+    shuffled = s.copy()
+    rows = np.concatenate([train, test])
+    shuffled[np.ix_(rows, te_m)] = shuffled[np.ix_(rng.permutation(rows), te_m)]
+    pred2, params2 = uniroute_predictions(x, data(shuffled), train, probe, test, tr_m, te_m, seed=5)
+    assert params2 == params
+    np.testing.assert_array_equal(pred2, pred)
+    assert pred.shape == (len(test), len(te_m))
+    # while the training LLMs' scores do drive it
+    other = s.copy()
+    other[np.ix_(train, tr_m)] = 1.0 - other[np.ix_(train, tr_m)]
+    assert uniroute_predictions(x, data(other), train, probe, test, tr_m, te_m, seed=5)[1] != params
+
+
+@pytest.mark.slow
+def test_small_probe_set_fixed_k20_loses_to_zero_router_and_the_auto_path_does_not(tmp_path):
+    """A routing folder with 3,000 prompts (60/10/30 → 300 probes) and 27 models whose accuracy does not depend on
+    the prompt: K = 20 fixed (hard, α = 2) fits probe noise and loses to ZeroRouter; the product path chooses by
+    validation on the training LLMs and does not."""
+    from uniroute_core import load_routing_data, write_routing_data
+    from uniroute_core.evaluation.protocol import EvaluationConfig, evaluate
+
+    x, s, c = synthetic(seed=0, effect=0.0)
+    folder = write_routing_data(
+        tmp_path / "small", prompts=_texts(N_PROMPTS), models=[f"m{j}" for j in range(N_MODELS)], scores=s, costs=c,
+    )
+    data = load_routing_data(folder)
+    emb = TableEmbedder(x)(list(data.prompts))
+    cfg = EvaluationConfig(trials=2, seed=0, methods=("uniroute", "kmeans", "zero"), n_clusters=20)
+    res = evaluate(data, emb, cfg, progress=False)
+    assert [len(t.split.probe) for t in res.trials] == [300, 300] and len(res.trials[0].split.test_models) == 9
+    k20, zero, auto = (np.array(res.values(m, "area")) for m in ("kmeans", "zero", "uniroute"))
+    assert (k20 < zero).all()
+    assert (auto >= zero).all()

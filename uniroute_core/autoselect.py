@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from .cluster_map import ClusterMap, KMeansClusterMap
-from .rule import lambda_grid, normalised_costs
 from .multires import MultiResolutionClusterMap
+from .rule import lambda_grid, normalised_costs
 
 __all__ = [
     "AUTO",
@@ -111,16 +111,18 @@ class SearchSpace:
             raise ValueError(f"shrinkage must hold finite numbers >= 0, got {list(self.shrinkage)}")
         bad_t = [t for t in self.temperature_multiples if t is not None and not (math.isfinite(t) and t > 0)]
         if bad_t or not self.temperature_multiples:
-            raise ValueError(f"temperature_multiples must hold None or finite numbers > 0, got {list(self.temperature_multiples)}")
+            raise ValueError(
+                f"temperature_multiples must hold None or finite numbers > 0, got {list(self.temperature_multiples)}"
+            )
 
     def k_grid(self, n_probes: int, n_fit: int) -> list[int]:
-        if self.n_clusters == "auto":
+        if isinstance(self.n_clusters, str):
             return cluster_grid(n_probes, n_fit, self.grid_size)
-        return [k for k in self.n_clusters if k <= n_fit]  # type: ignore[union-attr]
+        return [k for k in self.n_clusters if k <= n_fit]
 
     def level_sets(self, grid: list[int]) -> list[tuple[int, ...]]:
-        if self.multires_levels != "auto":
-            return [tuple(lv) for lv in self.multires_levels]  # type: ignore[union-attr]
+        if not isinstance(self.multires_levels, str):
+            return [tuple(lv) for lv in self.multires_levels]
         ks = [k for k in grid if k > 1]
         if len(ks) < 2:
             return []
@@ -137,7 +139,9 @@ class SearchSpace:
             "grid_size": self.grid_size,
             "temperature_multiples": list(self.temperature_multiples),
             "shrinkage": list(self.shrinkage),
-            "multires_levels": self.multires_levels if self.multires_levels == "auto" else [list(v) for v in self.multires_levels],
+            "multires_levels": (
+                self.multires_levels if self.multires_levels == "auto" else [list(v) for v in self.multires_levels]
+            ),
         }
 
 
@@ -150,7 +154,9 @@ class CandidateScore:
     validation_area: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"representation": self.representation, "params": dict(self.params), "validation_area": self.validation_area}
+        return {
+            "representation": self.representation, "params": dict(self.params), "validation_area": self.validation_area
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CandidateScore:
@@ -172,6 +178,9 @@ class Selection:
         n_models: training LLMs (columns of the training matrix).
         seed: the seed of the split and of the maps.
         search_space: the :class:`SearchSpace` as a dict.
+        gain_over_zero / gain_over_zero_se: the best candidate's mean validation-Area gain over ZeroRouter on fresh
+            draws (paired), and its standard error; when the gain is not above one standard error ZeroRouter is
+            chosen instead (``None`` when ZeroRouter was itself the best or not a candidate).
     """
 
     chosen: CandidateScore
@@ -182,6 +191,8 @@ class Selection:
     n_models: int
     seed: int
     search_space: dict[str, Any] = field(default_factory=dict)
+    gain_over_zero: float | None = None
+    gain_over_zero_se: float | None = None
 
     @property
     def zero_validation_area(self) -> float | None:
@@ -209,6 +220,8 @@ class Selection:
             "n_models": self.n_models,
             "seed": self.seed,
             "search_space": dict(self.search_space),
+            "gain_over_zero": self.gain_over_zero,
+            "gain_over_zero_se": self.gain_over_zero_se,
         }
 
     @classmethod
@@ -224,6 +237,8 @@ class Selection:
                 n_models=int(d["n_models"]),
                 seed=int(d["seed"]),
                 search_space=dict(d.get("search_space", {})),
+                gain_over_zero=None if d.get("gain_over_zero") is None else float(d["gain_over_zero"]),
+                gain_over_zero_se=None if d.get("gain_over_zero_se") is None else float(d["gain_over_zero_se"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"the saved selection record is malformed: {exc!r}") from None
@@ -265,7 +280,9 @@ def validate_training_matrix(
     if s.shape[0] != n_prompts:
         raise ValueError(f"train_scores has {s.shape[0]} rows but there are {n_prompts} training prompts")
     if s.shape[1] < 2:
-        raise ValueError(f"train_scores has {s.shape[1]} model column(s); choosing a representation needs at least 2 training LLMs")
+        raise ValueError(
+            f"train_scores has {s.shape[1]} model column(s); choosing a representation needs at least 2 training LLMs"
+        )
     names = list(models) if models is not None else [f"column {j}" for j in range(s.shape[1])]
     if len(names) != s.shape[1]:
         raise ValueError(f"train_models names {len(names)} models but train_scores has {s.shape[1]} columns")
@@ -332,8 +349,9 @@ def _envelope_area(cost: np.ndarray, quality: np.ndarray, cost_min: float, cost_
 
 
 def validation_area(predicted: np.ndarray, true: np.ndarray, costs: np.ndarray, max_points: int = 200) -> float:
-    """Area of :func:`~uniroute_core.evaluation.metrics.router_curve` (same λ grid, same rule, same tie-break toward the cheaper
-    member), computed for all λ at once: the selection evaluates hundreds of curves, so this is its inner loop.
+    """Area of :func:`~uniroute_core.evaluation.metrics.router_curve` (same λ grid, same rule, same tie-break
+    toward the cheaper member), computed for all λ at once: the selection evaluates hundreds of curves, so this is
+    its inner loop.
     A NaN in ``true`` (a training LLM without a score on that prompt) is left out of that point's mean quality."""
     lams = lambda_grid(predicted, costs, max_points=max_points)
     c_norm = normalised_costs(costs)
@@ -355,7 +373,7 @@ def validation_area(predicted: np.ndarray, true: np.ndarray, costs: np.ndarray, 
 
 def _soft_variants(
     cmap: KMeansClusterMap, x: np.ndarray, multiples: Sequence[float | None]
-) -> Iterator[tuple[ClusterMap, float | None]]:
+) -> Iterator[tuple[KMeansClusterMap, float | None]]:
     """The hard map and its soft copies, τ = multiple × median squared nearest-centroid distance of ``x``."""
     scale = float(np.median(np.maximum(cmap.squared_distances(x).min(axis=1), 0.0)))
     for m in multiples:
@@ -384,10 +402,12 @@ def _kmeans(x: np.ndarray, space: SearchSpace, grid: list[int], fits: KMeansFits
 def _multires(x: np.ndarray, space: SearchSpace, grid: list[int], fits: KMeansFits) -> MapCandidates:
     for levels in space.level_sets(grid):
         for mult in space.temperature_multiples:
-            maps = []
+            maps: list[KMeansClusterMap] = []
             for k in levels:
-                variants = dict((m, cmap) for cmap, m in _soft_variants(fits(k), x, [mult]))
-                maps.append(variants.get(mult, fits(k)))
+                hard = fits(k)
+                variants = {m: cmap for cmap, m in _soft_variants(hard, x, [mult])}
+                soft = variants.get(mult, hard)
+                maps.append(soft if isinstance(soft, KMeansClusterMap) else hard)
             seed = maps[0].seed
             cmap = MultiResolutionClusterMap.from_levels(maps, seed=seed, n_init=1, temperature_multiple=mult)
             yield {"levels": list(levels), "temperature_multiple": mult}, cmap
@@ -411,6 +431,7 @@ def select_representation(
     space: SearchSpace | None = None,
     validation_fraction: float = 1 / 6,
     n_repeats: int = 3,
+    n_check: int = 8,
     curve_points: int = 200,
     train_models: Sequence[str] | None = None,
 ) -> SelectionResult:
@@ -427,6 +448,8 @@ def select_representation(
         validation_fraction: share of the training prompts held out for each validation Area.
         n_repeats: independent (pseudo-probe, validation) draws; a candidate's score is its mean validation Area
             over them (one draw of a few hundred pseudo-probes is noisy enough to crown a lucky candidate).
+        n_check: fresh draws on which the winner's gain over ZeroRouter is re-measured (see the guard below);
+            0 or 1 skips the guard.
         curve_points: λ values per validation curve.
         train_models: names of the training LLMs, for error messages.
 
@@ -442,10 +465,14 @@ def select_representation(
     n = len(x)
     if not (0 < validation_fraction < 1):
         raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
-    if n_probes is not None and (not isinstance(n_probes, (int, np.integer)) or isinstance(n_probes, bool) or n_probes < 1):
+    if n_probes is not None and (
+        not isinstance(n_probes, (int, np.integer)) or isinstance(n_probes, bool) or n_probes < 1
+    ):
         raise ValueError(f"n_probes must be a positive integer, got {n_probes!r}")
     if not isinstance(n_repeats, int) or n_repeats < 1:
         raise ValueError(f"n_repeats must be a positive integer, got {n_repeats!r}")
+    if not isinstance(n_check, int) or n_check < 0:
+        raise ValueError(f"n_check must be an integer >= 0, got {n_check!r}")
     n_val = int(round(validation_fraction * n))
     p = int(round(n / 7)) if n_probes is None else int(n_probes)
     p = min(p, n - n_val)
@@ -471,6 +498,7 @@ def select_representation(
 
     scored: list[CandidateScore] = []
     best: tuple[float, ClusterMap, float, CandidateScore] | None = None
+    zero: tuple[float, ClusterMap, float, CandidateScore] | None = None
     for family in space.families:
         for params, cmap in FAMILIES[family](x, space, grid, fits):
             phi = cmap.assign(x)
@@ -485,9 +513,37 @@ def select_representation(
                 scored.append(cand)
                 if best is None or a > best[0] + 1e-12:
                     best = (a, cmap, float(alpha), cand)
+                if family == "zero" and zero is None:
+                    zero = (a, cmap, float(alpha), cand)
     if best is None:
         raise ValueError(f"no candidate could be fitted (K grid {grid} on {n} prompts)")
+    # Guard against a lucky winner: the best of many candidates on the same draws looks better than it is. Its gain
+    # over ZeroRouter is therefore re-measured on fresh draws (new pseudo-probe / validation splits that took no part
+    # in the choice), paired draw by draw, and ZeroRouter is kept unless that gain exceeds one standard error (the
+    # one-standard-error rule of cross-validation, toward the simplest model). On data where the prompt says little
+    # about which LLM is right, cluster maps only fit probe noise; this is what keeps the product from losing to
+    # ZeroRouter there.
+    gain = gain_se = None
+    if zero is not None and best[3] is not zero[3] and n_check > 1:
+        phi_best, phi_zero = best[1].assign(x), zero[1].assign(x)
+        diffs = []
+        for _ in range(n_check):
+            perm = rng.permutation(n)
+            probe_idx, val_idx = perm[n_val : n_val + p], perm[:n_val]
+            a_best, a_zero = (
+                validation_area(
+                    phi[val_idx] @ _psi(phi[probe_idx], s[probe_idx], alpha).T, s[val_idx], c, curve_points
+                )
+                for phi, alpha in ((phi_best, best[2]), (phi_zero, zero[2]))
+            )
+            diffs.append(a_best - a_zero)
+        d = np.asarray(diffs)
+        gain, gain_se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
+        if gain <= gain_se:
+            best = zero
     selection = Selection(
+        gain_over_zero=gain,
+        gain_over_zero_se=gain_se,
         chosen=best[3],
         candidates=tuple(scored),
         n_fit=n,
@@ -495,6 +551,8 @@ def select_representation(
         n_validation=n_val,
         n_models=s.shape[1],
         seed=int(seed),
-        search_space={**space.to_dict(), "n_repeats": n_repeats, "validation_fraction": validation_fraction},
+        search_space={
+            **space.to_dict(), "n_repeats": n_repeats, "n_check": n_check, "validation_fraction": validation_fraction
+        },
     )
     return SelectionResult(cluster_map=best[1], shrinkage=best[2], selection=selection)

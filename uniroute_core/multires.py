@@ -74,7 +74,12 @@ class MultiResolutionClusterMap(ClusterMap):
 
     @classmethod
     def from_levels(
-        cls, levels: Sequence[KMeansClusterMap], *, seed: int = 0, n_init: int = 1, temperature_multiple: float | None = None
+        cls,
+        levels: Sequence[KMeansClusterMap],
+        *,
+        seed: int = 0,
+        n_init: int = 1,
+        temperature_multiple: float | None = None,
     ) -> MultiResolutionClusterMap:
         """Combine already-fitted K-Means maps (with their τ as they are) into one multi-resolution map."""
         maps = list(levels)
@@ -83,7 +88,9 @@ class MultiResolutionClusterMap(ClusterMap):
         dims = {m.dim_ for m in maps}
         if len(dims) != 1:
             raise ValueError(f"the levels were fitted on different embedding dimensions {sorted(dims)}")
-        obj = cls(levels=[m.n_clusters_ for m in maps], seed=seed, n_init=n_init, temperature_multiple=temperature_multiple)
+        obj = cls(
+            levels=[m.n_clusters_ for m in maps], seed=seed, n_init=n_init, temperature_multiple=temperature_multiple
+        )
         obj._check_params()
         return obj._install(maps, dims.pop())
 
@@ -134,7 +141,10 @@ class MultiResolutionClusterMap(ClusterMap):
                 raise ValueError(f"multires map is missing array {key!r}")
             maps.append(
                 KMeansClusterMap.from_state(
-                    {"n_clusters": k, "dim": int(config["dim"]), "seed": int(config.get("seed", 0)) + i, "temperature": tau},
+                    {
+                        "n_clusters": k, "dim": int(config["dim"]), "seed": int(config.get("seed", 0)) + i,
+                        "temperature": tau,
+                    },
                     {"cluster_centers": arrays[key]},
                 )
             )
