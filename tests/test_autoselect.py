@@ -321,3 +321,12 @@ def test_small_probe_set_fixed_k20_loses_to_zero_router_and_the_auto_path_does_n
     k20, zero, auto = (np.array(res.values(m, "area")) for m in ("kmeans", "zero", "uniroute"))
     assert (k20 < zero).all()
     assert (auto >= zero).all()
+
+
+def test_a_fixed_k_is_kept_and_only_temperature_and_alpha_are_chosen():
+    x, s, c = two_topic(n=400)
+    router = UniRouter(embedder=TableEmbedder(x), n_clusters=3, show_progress=False)
+    router.fit(_texts(400), s, train_costs=c, n_probes=80)
+    assert router.cluster_map.n_clusters_ == 3
+    assert {cand.representation for cand in router.selection_.candidates} == {"kmeans"}
+    assert {cand.params["n_clusters"] for cand in router.selection_.candidates} == {3}

@@ -45,7 +45,7 @@ def test_eval_writes_results_json_in_the_issue_schema_and_a_png(folder, tmp_path
     doc = json.loads((out / "results.json").read_text())
     assert doc["data"] == "toy_routing" and doc["n_prompts"] == 240 and doc["n_models"] == 6
     assert doc["trials"] == 2 and doc["seed"] == 3 and doc["embedder"] == "conftest:topic_embedder"
-    assert set(doc["methods"]) == {"kmeans", "learned_map", "knn", "zero", "clairvoyant", "random"}
+    assert set(doc["methods"]) == {"uniroute", "kmeans", "learned_map", "knn", "zero", "clairvoyant", "random"}
     for name, m in doc["methods"].items():
         for key in ("area", "area_mean", "area50_mean", "qnc", "qnc_mean"):
             assert key in m, (name, key)
@@ -53,7 +53,9 @@ def test_eval_writes_results_json_in_the_issue_schema_and_a_png(folder, tmp_path
         assert all(q is None or q > 0 for q in m["qnc"])
     assert len(doc["methods"]["kmeans"]["n_clusters"]) == 2 and len(doc["methods"]["learned_map"]["n_clusters"]) == 2
     assert doc["best_single"] == {"model": "f", "quality": pytest.approx(doc["best_single"]["quality"]), "cost": 10.0}
-    for key in ("kmeans_vs_knn", "kmeans_vs_zero", "learned_map_vs_knn", "learned_map_vs_zero"):
+    assert doc["methods"]["uniroute"]["representation"][0] in ("zero", "kmeans", "multires")
+    for key in ("uniroute_vs_knn", "uniroute_vs_zero", "kmeans_vs_knn", "kmeans_vs_zero", "learned_map_vs_knn",
+                "learned_map_vs_zero"):
         t = doc["sign_test"][key]
         assert t["wins"] + t["losses"] <= 2 and 0.0 <= t["p"] <= 1.0
     png = (out / "deferral_curve.png").read_bytes()

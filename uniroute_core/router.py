@@ -100,7 +100,7 @@ class UniRouter:
                 DeprecationWarning,
                 stacklevel=2,
             )
-            if cluster_map != "kmeans" and cluster_map != method:
+            if cluster_map != AUTO and cluster_map != method:
                 raise ValueError(
                     f"method={method!r} and cluster_map={cluster_map!r} disagree; give only cluster_map= "
                     "(method= is a deprecated alias of it)"
@@ -265,14 +265,14 @@ class UniRouter:
         return state.shrinkage if state.shrinkage is not None else self.shrinkage
 
     def _selects(self, train_scores: Any) -> bool:
-        """Whether ``fit`` chooses the representation by validation: a training matrix and something left to choose
-        (``cluster_map="auto"``, or ``"kmeans"`` with ``n_clusters="auto"``)."""
-        if train_scores is None:
-            return False
-        p = self._cluster_map_param
-        return p == AUTO or (p == "kmeans" and self.n_clusters == AUTO)
+        """Whether ``fit`` chooses by validation: a training matrix and a K-Means-based map (``"auto"`` or
+        ``"kmeans"``; a fixed ``n_clusters`` keeps K and chooses the soft temperature and α only)."""
+        return train_scores is not None and self._cluster_map_param in (AUTO, "kmeans")
 
     def _search_space(self) -> SearchSpace:
+        if self.n_clusters != AUTO:
+            k = int(self.n_clusters)
+            return SearchSpace(families=("zero",)) if k == 1 else SearchSpace(families=("kmeans",), n_clusters=(k,))
         families = ("zero", "kmeans", "multires") if self._cluster_map_param == AUTO else ("zero", "kmeans")
         return SearchSpace(families=families)
 
@@ -310,8 +310,9 @@ class UniRouter:
             train_scores: optional training matrix ``(len(train_prompts), m)``: the scores in [0, 1] of m
                 *training* LLMs on those prompts (NaN = unknown). With ``cluster_map="auto"`` the representation and
                 its hyper-parameters are then chosen by validation Area on these LLMs only — the members you route
-                later are never looked at — and the record is :attr:`selection_`. A supervised map
-                (``"learned_map"``) trains on it.
+                later are never looked at — and the record is :attr:`selection_` (``"kmeans"``: K-Means and
+                ZeroRouter only; a fixed ``n_clusters`` keeps that K and chooses the soft temperature and α). A
+                supervised map (``"learned_map"``) trains on it.
             train_costs: the m training LLMs' per-call costs (needed with ``train_scores`` for the validation Area).
             train_models: their names (error messages and the record).
             n_probes: how many probe prompts members will be profiled on, when :meth:`set_probes` has not run yet
