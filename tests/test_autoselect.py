@@ -131,10 +131,15 @@ def test_multires_map_rows_are_a_distribution_and_round_trip():
     assert w.shape == (20, 7) and (w >= 0).all()
     np.testing.assert_allclose(w.sum(axis=1), 1.0)
     np.testing.assert_allclose(w[:, :2].sum(axis=1), 0.5)
+    # routing computes every level's distances in one product: the same weights as each level on its own
+    np.testing.assert_allclose(w, np.concatenate([lv.assign(x[:20]) / 2 for lv in m.levels_], axis=1), atol=1e-6)
     back = MultiResolutionClusterMap.from_state(m.get_config(), m.get_arrays())
     np.testing.assert_array_equal(back.assign(x[:20]), w)
     with pytest.raises(ValueError, match="levels"):
         MultiResolutionClusterMap(levels=()).fit(x)
+    # built from a single K like any kind (so `uniroute eval --methods multires` works through the registry)
+    assert [lv.n_clusters_ for lv in MultiResolutionClusterMap(n_clusters=20).fit(x).levels_] == [3, 6, 11, 20]
+    assert MultiResolutionClusterMap(n_clusters=1).fit(x).n_clusters_ == 1
 
 
 def test_space_is_validated():

@@ -98,7 +98,7 @@ def test_a_registered_cluster_map_kind_is_servable_and_saved_by_name(toy_kind, t
 def test_an_unregistered_kind_is_refused_with_the_known_names():
     with pytest.raises(ValueError, match="unknown cluster map kind 'no_such_kind'.*kmeans"):
         UniRouter(cluster_map="no_such_kind")
-    with pytest.raises(UnknownNameError, match="known cluster map kinds: 'kmeans', 'learned_map'"):
+    with pytest.raises(UnknownNameError, match="known cluster map kinds: 'kmeans', .*'learned_map'"):
         CLUSTER_MAPS.get("no_such_kind")
 
 

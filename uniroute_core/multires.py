@@ -30,7 +30,10 @@ class MultiResolutionClusterMap(ClusterMap):
     """Several K-Means resolutions combined with equal weights (see the module docstring).
 
     Args:
-        levels: the K of each level (each ≥ 1, at least one level).
+        levels: the K of each level (each ≥ 1, at least one level); ``None`` (default) derives them from
+            ``n_clusters``.
+        n_clusters: the finest level's K when ``levels`` is ``None``: the levels are then about 4 geometric steps
+            from 3 to it (e.g. 20 → 3, 6, 11, 20), so the map can be built like any kind from a single K.
         seed: K-Means random state (level l uses ``seed + l``).
         n_init: K-Means restarts per level.
         temperature_multiple: ``None`` for hard levels, or a number > 0: level l's τ is this multiple of the median
@@ -45,18 +48,29 @@ class MultiResolutionClusterMap(ClusterMap):
 
     def __init__(
         self,
-        levels: Sequence[int] = (3, 8, 20),
+        levels: Sequence[int] | None = None,
         seed: int = 0,
         n_init: int = 1,
         temperature_multiple: float | None = None,
+        n_clusters: int | None = None,
     ) -> None:
-        self.levels = tuple(levels)
+        self.levels = levels
+        self.n_clusters = n_clusters
         self.seed = seed
         self.n_init = n_init
         self.temperature_multiple = temperature_multiple
 
+    def _level_ks(self) -> tuple[int, ...]:
+        if self.levels is not None:
+            return tuple(self.levels)
+        k = self.n_clusters if self.n_clusters is not None else 20
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"n_clusters must be a positive integer, got {k!r}")
+        return tuple(sorted({int(round(v)) for v in np.geomspace(min(3, k), k, 4)})) if k > 1 else (1,)
+
     def _check_params(self) -> None:
-        if not self.levels or any(not isinstance(k, (int, np.integer)) or k < 1 for k in self.levels):
+        levels = self._level_ks()
+        if not levels or any(not isinstance(k, (int, np.integer)) or k < 1 for k in levels):
             raise ValueError(f"levels must be a non-empty sequence of positive integers, got {self.levels!r}")
         t = self.temperature_multiple
         if t is not None and (not isinstance(t, (int, float)) or not np.isfinite(t) or t <= 0):
@@ -68,7 +82,7 @@ class MultiResolutionClusterMap(ClusterMap):
         x = self._check_input(embeddings)
         fitted = [
             KMeansClusterMap(n_clusters=int(k), seed=int(self.seed) + i, n_init=int(self.n_init)).fit(x)
-            for i, k in enumerate(self.levels)
+            for i, k in enumerate(self._level_ks())
         ]
         return self._install([self._with_tau(m, x) for m in fitted], int(x.shape[1]))
 
@@ -104,6 +118,10 @@ class MultiResolutionClusterMap(ClusterMap):
         self.levels_ = tuple(maps)
         self.n_clusters_ = int(sum(m.n_clusters_ for m in maps))
         self.dim_ = dim
+        # every level's centroids in one matrix: routing computes all distances with one product
+        self._centers = np.concatenate([m.cluster_centers_ for m in maps], axis=0).astype(np.float32)
+        self._center_norms = (self._centers * self._centers).sum(1)
+        self._bounds = np.cumsum([0] + [m.n_clusters_ for m in maps])
         return self
 
     def assign(self, embeddings: np.ndarray) -> np.ndarray:
@@ -112,7 +130,18 @@ class MultiResolutionClusterMap(ClusterMap):
             raise RuntimeError("MultiResolutionClusterMap.assign called before fit")
         x = self._check_input(embeddings)
         n_levels = len(self.levels_)
-        return np.concatenate([m.assign(x) / n_levels for m in self.levels_], axis=1)
+        d2_all = (x * x).sum(1, keepdims=True) - 2.0 * x @ self._centers.T + self._center_norms[None, :]
+        out = np.zeros((len(x), self.n_clusters_), dtype=np.float64)
+        for i, level in enumerate(self.levels_):
+            lo, hi = int(self._bounds[i]), int(self._bounds[i + 1])
+            d2 = d2_all[:, lo:hi]
+            if level.temperature is None:  # hard: one-hot of the nearest centroid
+                out[np.arange(len(x)), lo + np.argmin(d2, axis=1)] = 1.0 / n_levels
+            else:  # soft: Φ_k ∝ exp(−d²_k / τ), shifted per row so that it cannot underflow
+                d = d2.astype(np.float64)
+                w = np.exp(-(d - d.min(axis=1, keepdims=True)) / level.temperature)
+                out[:, lo:hi] = w / w.sum(axis=1, keepdims=True) / n_levels
+        return out
 
     # ------------------------------------------------------------------ persistence
     def get_config(self) -> dict[str, Any]:
