@@ -12,8 +12,10 @@ protocol inside the training data:
 3. the training LLMs are profiled on the pseudo-probes exactly as a new LLM is profiled on the probes (Ψ from their
    scores, with shrinkage α), the validation prompts are routed among them with the one rule over every λ, and the
    Area of that deferral curve is the candidate's validation Area;
-4. the candidate with the best validation Area wins (ties: the simpler candidate, listed first). Its fitted map and
-   α are what the router uses; every candidate's Area is kept in :class:`Selection` (``router.selection_``).
+4. the candidate with the best mean validation Area over a few such draws wins (ties: the simpler candidate,
+   listed first), unless its gain over ZeroRouter, re-measured on fresh draws, is within one standard error — then
+   ZeroRouter is kept (the best of many noisy candidates looks better than it is). Its fitted map and α are what the
+   router uses; every candidate's Area is kept in :class:`Selection` (``router.selection_``).
 
 Only the training LLMs' scores are read: the members that will be routed are added later from their probe scores, so
 nothing about them can enter the choice. The choice is deterministic for a seed.
