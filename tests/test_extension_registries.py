@@ -160,7 +160,8 @@ def test_a_registered_evaluation_method_runs_reports_and_is_sign_tested():
 
 
 def test_the_builtin_methods_are_registered_in_report_order():
-    assert EVALUATION_METHODS.names()[:7] == ("uniroute", "kmeans", "learned_map", "knn", "zero", "clairvoyant", "random")
+    builtin = ("uniroute", "kmeans", "learned_map", "knn", "zero", "clairvoyant", "random")
+    assert EVALUATION_METHODS.names()[:7] == builtin
     assert [m for m in EVALUATION_METHODS.names() if get_method(m).is_reference] == ["knn", "zero"]
     with pytest.raises(KeyError, match="unknown evaluation method 'nope'"):
         get_method("nope")
