@@ -246,3 +246,30 @@ def test_a_bad_row_is_a_miss_and_is_replaced(tmp_path):
     again = Counting()
     CachedEmbedder(again, tmp_path).embed(["a b", "c d"])
     assert again.seen == []  # the replaced rows are good now
+
+
+def test_an_immediate_database_is_locked_is_retried_not_fatal(tmp_path, monkeypatch):
+    """SQLite can answer "database is locked" at once, without its busy handler (several connections switching a new
+    file to WAL, a read transaction upgraded to a write after another writer committed): contention is retried, the
+    cache stays in use and every vector is stored — it does not fall back to "no cache" under load."""
+    import uniroute_core.embedding as embedding_module
+
+    inner = Counting()
+    cache = CachedEmbedder(inner, tmp_path)
+    real_connection = CachedEmbedder._connection
+    failures = {"left": 3}
+
+    def flaky_connection(self):
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return real_connection(self)
+
+    monkeypatch.setattr(CachedEmbedder, "_connection", flaky_connection)
+    monkeypatch.setattr(embedding_module.time, "sleep", lambda s: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)  # "embedding without a cache" would be a CacheWarning
+        out = cache.embed(texts(50))
+    np.testing.assert_allclose(out, topic_embedder(texts(50)), atol=1e-6)
+    assert failures["left"] == 0
+    assert rows(tmp_path) == 50

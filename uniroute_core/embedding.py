@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import random
 import re
 import sqlite3
 import threading
@@ -183,6 +184,8 @@ class CacheWarning(UserWarning):
 _CACHE_FILE = "embeddings.sqlite3"
 _SQL_CHUNK = 500  # keys per SELECT … IN (…); well under SQLite's bound-parameter limit
 _BUSY_TIMEOUT_MS = 60_000
+_BUSY_RETRIES = 40
+"""How often an immediate 'database is locked' is retried (with backoff, ~10 s in all) before the cache gives up."""
 _SCHEMA = (
     (
         "CREATE TABLE IF NOT EXISTS vectors ("
@@ -316,14 +319,25 @@ class CachedEmbedder:
         """
         if self._disabled:
             return None
-        for attempt in range(2):
+        rebuilt = False
+        busy_retries = 0
+        while True:
             try:
                 return action(self._connection())
             except sqlite3.DatabaseError as exc:
                 if isinstance(exc, sqlite3.OperationalError) and not _damage_message(exc):
+                    if _is_busy(exc) and busy_retries < _BUSY_RETRIES:
+                        # SQLite answers "database is locked" at once (without its busy handler) in a few cases —
+                        # several connections switching a new file to WAL, a read transaction upgraded to a write
+                        # after another writer committed — so contention is retried with backoff, never fatal
+                        busy_retries += 1
+                        self._drop_connection()
+                        time.sleep(min(0.5, 0.005 * 2**busy_retries) * (0.5 + random.random()))
+                        continue
                     failure: BaseException = exc  # locked for over a minute, disk full, read-only, ...
                     break
-                if attempt == 0:
+                if not rebuilt:
+                    rebuilt = True
                     try:
                         self._rebuild(exc)
                         continue
@@ -331,6 +345,7 @@ class CachedEmbedder:
                         failure = os_exc
                         break
                 failure = exc
+                break
             except OSError as exc:  # the directory cannot be created or written
                 failure = exc
                 break
@@ -460,6 +475,12 @@ class CachedEmbedder:
 
     def __repr__(self) -> str:
         return f"CachedEmbedder({self.inner!r}, {str(self.directory)!r})"
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """Whether an SQLite error is contention (locked / busy), which a retry can clear."""
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 def _damage_message(exc: BaseException) -> bool:

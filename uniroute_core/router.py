@@ -344,7 +344,9 @@ class UniRouter:
     ) -> UniRouter:
         """Like :meth:`fit` for prompts already embedded with this router's embedder."""
         x = np.asarray(embeddings)
-        if x.ndim != 2 or len(x) == 0:
+        # a streaming map (e.g. MiniBatchKMeansClusterMap) may take everything from ``batches=`` and an empty array
+        streamed = fit_params.get("batches") is not None
+        if not streamed and (x.ndim != 2 or len(x) == 0):
             raise ValueError(f"embeddings must be a non-empty 2-D array (n, d), got shape {x.shape}")
         probes = self._state.probes
         known_p = n_probes if n_probes is not None else (len(probes) if probes is not None else None)
@@ -364,8 +366,9 @@ class UniRouter:
                 fit_params = {"train_scores": train_scores, **fit_params}
                 if train_models is not None:
                     fit_params["train_models"] = train_models
-            cmap = self._new_cluster_map(self._resolved_k(known_p, len(x))).fit(x, **fit_params)
-            if known_p is None and self.n_clusters == AUTO and self._cluster_map_param in (AUTO, "kmeans"):
+            cmap = self._new_cluster_map(self._resolved_k(known_p, 10**9 if streamed else len(x))).fit(x, **fit_params)
+            auto_kmeans = self.n_clusters == AUTO and self._cluster_map_param in (AUTO, "kmeans")
+            if not streamed and known_p is None and auto_kmeans:
                 refit = x
         with self._write_lock:
             self._refit_at_probes = refit
