@@ -96,7 +96,9 @@ def connect(
     if not ray.is_initialized():
         target = address or os.environ.get("RAY_ADDRESS") or None
         if target:
-            ray.init(address=target, logging_level=logging.WARNING)
+            # workers' and the raylet's log lines stay in Ray's log files: forwarded to the driver they would land
+            # on stdout, in the middle of `uniroute replay --json` output
+            ray.init(address=target, logging_level=logging.WARNING, log_to_driver=False)
         else:
             ray.init(
                 address="local",
@@ -104,6 +106,7 @@ def connect(
                 object_store_memory=object_store_memory,
                 include_dashboard=False,
                 logging_level=logging.WARNING,
+                log_to_driver=False,
             )
     return {k: float(v) for k, v in ray.cluster_resources().items()}
 
