@@ -96,6 +96,63 @@ def test_concurrent_async_callers_are_batched_and_the_loop_keeps_running():
     batcher.close()
 
 
+def test_the_callers_of_one_batch_resume_one_per_loop_iteration_so_the_loop_serves_others_in_between():
+    """All 40 requests finish in ONE batch. A ticker task on the same loop counts loop iterations; each caller
+    notes the count when it resumes. Woken together (``asyncio.wrap_future``), the callers' continuations would all
+    run in one iteration (the same count, and the ticker waiting for all of them); paced, every caller resumes in
+    an iteration of its own, with the ticker running between any two."""
+    gate = Gate(hold_first=True)
+    batcher = MicroBatcher(gate, max_wait=0.05)
+    ticks = 0
+    seen: list[int] = []
+
+    async def ticker(stop: asyncio.Event) -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async def caller(i: int) -> int:
+        result = await batcher.arun(i)
+        seen.append(ticks)
+        return result
+
+    async def main() -> list[int]:
+        stop = asyncio.Event()
+        tick = asyncio.create_task(ticker(stop))
+        calls = [asyncio.create_task(caller(i)) for i in range(40)]
+        while len(gate.batches) == 0 or batcher.pending:  # every request is in the held batch
+            await asyncio.sleep(0.001)
+        gate.release.set()
+        results = await asyncio.wait_for(asyncio.gather(*calls), 10)
+        stop.set()
+        await tick
+        return list(results)
+
+    assert asyncio.run(main()) == [i * 10 for i in range(40)]  # in order, all answered
+    assert len(gate.batches) == 1
+    assert len(set(seen)) == 40 and seen == sorted(seen)  # one caller per iteration, the ticker between them
+    batcher.close()
+
+
+def test_a_cancelled_async_caller_does_not_disturb_the_others_of_its_batch():
+    gate = Gate(hold_first=True)
+    batcher = MicroBatcher(gate, max_wait=0.05)
+
+    async def main() -> tuple[list[int], bool]:
+        calls = [asyncio.create_task(batcher.arun(i)) for i in range(5)]
+        while not gate.started.is_set():
+            await asyncio.sleep(0.001)
+        calls[2].cancel()
+        gate.release.set()
+        done = await asyncio.gather(*calls, return_exceptions=True)
+        return [d for d in done if not isinstance(d, BaseException)], isinstance(done[2], asyncio.CancelledError)
+
+    answered, cancelled = asyncio.run(main())
+    assert answered == [0, 10, 30, 40] and cancelled
+    batcher.close()
+
+
 def test_threads_calling_run_share_batches():
     gate = Gate(hold_first=True)
     batcher = MicroBatcher(gate, max_wait=0.0)

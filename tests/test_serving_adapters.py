@@ -259,6 +259,109 @@ def test_llamaindex_token_prices_read_the_usage_members_report():
     assert record["call_cost"] == pytest.approx((120 * 2.0 + 30 * 8.0) / 1e6)
 
 
+class _UsageReportingLLM(ScriptedLLM):
+    """A LlamaIndex member reporting its token usage: on the response, and on the LAST chunk of its streams."""
+
+    def chat(self, messages: Any, **kw: Any) -> ChatResponse:
+        response = super().chat(messages, **kw)
+        response.additional_kwargs = {"prompt_tokens": 120, "completion_tokens": 30}
+        return response
+
+    def stream_chat(self, messages: Any, **kw: Any) -> Any:
+        chunks = list(super().stream_chat(messages, **kw))
+        chunks[-1].additional_kwargs = {"prompt_tokens": 120, "completion_tokens": 30}
+        return iter(chunks)
+
+    async def astream_chat(self, messages: Any, **kw: Any) -> Any:
+        chunks = list(self.stream_chat(messages, **kw))
+
+        async def gen() -> Any:
+            for c in chunks:
+                yield c
+
+        return gen()
+
+
+LI_PRICES = {"input_per_mtok": 2.0, "output_per_mtok": 8.0}
+
+
+def _li_stream(llm: UniRouteLLM, prompt: str, mode: str) -> list[ChatResponse]:
+    if mode == "sync":
+        return list(llm.stream_chat(_user(prompt), model="priced"))
+
+    async def go() -> list[ChatResponse]:
+        return [c async for c in await llm.astream_chat(_user(prompt), model="priced")]
+
+    return asyncio.run(go())
+
+
+def _lc_stream(chat: ChatUniRoute, prompt: str, mode: str) -> list[Any]:
+    if mode == "sync":
+        return list(chat.stream(prompt, model="priced"))
+
+    async def go() -> list[Any]:
+        return [c async for c in chat.astream(prompt, model="priced")]
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_streamed_call_is_priced_from_the_usage_its_chunks_report_langchain(mode):
+    router = _router(topic_embedder)
+    chat = _langchain(router, lam=0.3)
+    prices = {"input_per_mtok": 1.0, "output_per_mtok": 4.0}
+    chat.add_model("priced", FakeToolCallingChatModel(model_name="fake-priced"), cost=prices, show_progress=False)
+    chunks = _lc_stream(chat, MATH_Q, mode)
+    merged = chunks[0]
+    for c in chunks[1:]:
+        merged = merged + c
+    entry = merged.response_metadata["uniroute"]
+    usage = merged.usage_metadata
+    assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0
+    # the call cost is the price of the usage summed over the chunks, as LangChain itself sums it
+    assert entry["usage"] == {"input_tokens": usage["input_tokens"], "output_tokens": usage["output_tokens"]}
+    assert entry["call_cost"] == pytest.approx((usage["input_tokens"] * 1.0 + usage["output_tokens"] * 4.0) / 1e6)
+    assert entry["calls_served"] == 1 and entry["realised_mean_cost"] == pytest.approx(entry["call_cost"])
+    # the first chunk a consumer holds carries the same entry, complete once the stream has ended
+    assert chunks[0].response_metadata["uniroute"]["call_cost"] == entry["call_cost"]
+    # a second call is counted once more, not twice
+    assert chat.invoke(MATH_Q, model="priced").response_metadata["uniroute"]["calls_served"] == 2
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_streamed_call_is_priced_from_the_usage_its_chunks_report_llamaindex(mode):
+    router = _router(topic_embedder)
+    llm = _llamaindex(router, lam=0.3)
+    llm.add_model("priced", _UsageReportingLLM(answer_fn=lambda p: "the answer is A"), cost=LI_PRICES,
+                  show_progress=False)
+    chunks = _li_stream(llm, MATH_Q, mode)
+    assert len(chunks) > 1
+    record = chunks[-1].additional_kwargs["uniroute"]
+    assert record["member"] == "priced"
+    assert record["usage"] == {"input_tokens": 120, "output_tokens": 30}
+    assert record["call_cost"] == pytest.approx((120 * 2.0 + 30 * 8.0) / 1e6)
+    assert record["calls_served"] == 1
+    assert chunks[0].additional_kwargs["uniroute"]["call_cost"] == record["call_cost"]  # one entry for the call
+    assert llm.chat(_user(MATH_Q), model="priced").additional_kwargs["uniroute"]["calls_served"] == 2
+
+
+def test_a_stream_closed_early_is_still_counted_once_in_both_adapters():
+    router = _router(topic_embedder)
+    chat = _langchain(router, lam=0.3)
+    stream = chat.stream(MATH_Q + " " + "word " * 20)
+    first = next(stream)
+    stream.close()  # the consumer stops reading: the call was served all the same
+    assert first.response_metadata["uniroute"]["calls_served"] == 1
+    assert chat.invoke(MATH_Q).response_metadata["uniroute"]["calls_served"] == 2
+
+    llm = _llamaindex(_router(topic_embedder), lam=0.3)
+    li_stream = llm.stream_chat(_user(MATH_Q))
+    head = next(li_stream)
+    li_stream.close()
+    assert head.additional_kwargs["uniroute"]["calls_served"] == 1
+    assert llm.chat(_user(MATH_Q)).additional_kwargs["uniroute"]["calls_served"] == 2
+
+
 # ============================================================================ RAG prompts routed on the question
 
 

@@ -236,6 +236,7 @@ class RoutingChoice:
     selector: MemberSelector | None = field(default=None, repr=False, compare=False)
     """The selector that made the choice: :meth:`metadata` records the call's cost with it."""
     _recorded: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _remembered: list[str] = field(default_factory=list, repr=False, compare=False)
     embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
     """The routing text's embedding this choice was made on (what feedback on the call updates Ψ with)."""
     call_id: str = field(default_factory=lambda: uuid.uuid4().hex, compare=False)
@@ -247,7 +248,12 @@ class RoutingChoice:
         return self.order[0]
 
     def metadata(
-        self, used: str, fallbacks: Sequence[Mapping[str, str]] = (), *, usage: tuple[int, int] | None = None
+        self,
+        used: str,
+        fallbacks: Sequence[Mapping[str, str]] = (),
+        *,
+        usage: tuple[int, int] | None = None,
+        account: bool = True,
     ) -> dict[str, Any]:
         """The ``uniroute`` entry adapters attach to a response; the first call also records the call as served.
 
@@ -255,6 +261,9 @@ class RoutingChoice:
         gives the call's actual cost (``call_cost``, in the prices' currency). The entry also carries
         ``calls_served`` and ``realised_mean_cost`` — the mean cost per call of the calls this adapter served so far
         (actual cost where known, else the member's per-call cost) — and ``budget`` in budget mode.
+
+        A stream knows its usage only at its end: it passes ``account=False`` here (the entry then has no cost
+        accounting yet) and calls :meth:`settle` when the stream ends, adding what that returns to the same entry.
         """
         d = self.decision
         entry = {
@@ -268,12 +277,22 @@ class RoutingChoice:
         entry["call_id"] = self.call_id
         entry["exploratory"] = bool(d is not None and d.exploratory and used == d.model and not self.forced)
         if self.selector is not None:
-            if not self._recorded:  # one call, one record, however often its metadata is built
-                self._recorded.update(self.selector.record(used, self.costs[used], usage))
-                if self.embedding is not None:
-                    self.selector.feedback.remember([self.call_id], self.embedding, used)
-            entry.update(self._recorded)
+            if not self._remembered and self.embedding is not None:
+                self.selector.feedback.remember([self.call_id], self.embedding, used)
+                self._remembered.append(used)
+            if account:
+                entry.update(self.settle(used, usage))
         return entry
+
+    def settle(self, used: str, usage: tuple[int, int] | None = None) -> dict[str, Any]:
+        """Count this call as served by ``used`` (once, however often it is called) and return its cost entries.
+
+        The entries are ``calls_served``, ``realised_mean_cost``, ``budget`` (budget mode) and, for a member priced
+        per token, ``call_cost`` and ``usage``. A later call returns the first call's entries unchanged.
+        """
+        if self.selector is not None and not self._recorded:  # one call, one record
+            self._recorded.update(self.selector.record(used, self.costs[used], usage))
+        return dict(self._recorded)
 
     def remember_alias(self, alias: str, used: str) -> None:
         """Let feedback name this call by ``alias`` too (LangChain's run id); ``used`` is the member that answered."""

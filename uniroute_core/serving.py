@@ -13,7 +13,10 @@ Two pieces, both framework-neutral (the adapters reach them through
   worker thread starts on the first request and stops after ``idle_timeout`` seconds without any, so an idle
   service holds no thread; :meth:`MicroBatcher.close` stops it for good (pending requests are still served).
   An error while processing a batch reaches every caller waiting on that batch; an error for one request (an
-  unknown forced member…) reaches that caller only.
+  unknown forced member…) reaches that caller only. Async callers of one batch are woken ONE PER LOOP ITERATION
+  (:class:`_PacedWakeups`): each caller's code after the route (the framework's callbacks, the member call set-up)
+  then runs in its own iteration, with the loop's timers and I/O served between them, instead of all of a
+  64-request batch's continuations running back to back in one iteration and holding the loop for their sum.
 * :class:`BudgetController` — ``budget=`` as the mean cost per call of the calls routed. The probe calibration
   gives the starting λ; afterwards λ is re-solved exactly (on the breakpoints of the rule:
   :func:`~uniroute_core.rule.lambda_grid` and :func:`~uniroute_core.rule.routed_cost_curve`, as
@@ -35,6 +38,7 @@ import concurrent.futures
 import math
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -167,12 +171,36 @@ class MicroBatcher(Generic[Req, Res]):
 
     async def arun(self, request: Req) -> Res:
         """Async :meth:`run`: the event loop keeps running other tasks while the batch is processed."""
-        return await asyncio.wrap_future(self.submit(request))
+        return await self._await(self.submit(request))
 
     async def arun_many(self, requests: Sequence[Req]) -> list[Res]:
         """Async :meth:`run_many`."""
         futures = self.submit_many(requests)
-        return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
+        return list(await asyncio.gather(*(self._await(f) for f in futures)))
+
+    async def _await(self, done_in_worker: concurrent.futures.Future[Res]) -> Res:
+        """Await a worker future on the running loop; its caller is woken through the loop's paced wake-ups.
+
+        Cancelling the awaiting task cancels the request too (the worker skips it if its batch has not started).
+        """
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Res] = loop.create_future()
+        pacer = _PacedWakeups.of(loop)
+
+        def on_done(fut: concurrent.futures.Future[Res]) -> None:  # runs in the worker thread (or here, if done)
+            if loop.is_closed():
+                return
+            try:
+                loop.call_soon_threadsafe(pacer.wake, waiter, fut)
+            except RuntimeError:  # the loop closed between the check and the call: nobody is waiting any more
+                pass
+
+        done_in_worker.add_done_callback(on_done)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            done_in_worker.cancel()
+            raise
 
     # ------------------------------------------------------------------ the worker
     def _next_batch(self) -> list[tuple[Req, concurrent.futures.Future[Res]]] | None:
@@ -252,6 +280,61 @@ class MicroBatcher(Generic[Req, Res]):
             f"MicroBatcher(max_batch_size={self.max_batch_size}, max_wait={self.max_wait}, "
             f"pending={self.pending}, batches_run={self.batches_run})"
         )
+
+
+class _PacedWakeups:
+    """Wakes the async callers of finished routing requests one per event-loop iteration, in completion order.
+
+    A routing batch finishes up to ``max_batch_size`` requests at the same instant. Woken together (as
+    ``asyncio.wrap_future`` would), every caller's continuation — the framework's callbacks and instrumentation, the
+    member call's set-up, up to its first real ``await`` — runs back to back in ONE loop iteration, and the loop's
+    timers and I/O wait for their sum (measured: ~100 ms for 50 LlamaIndex ``achat`` continuations on 2 cores). Here
+    the next caller is woken only by a callback queued behind the previous caller's continuation, so the loop serves
+    its timers and I/O between any two of them. The total work and the order are unchanged.
+
+    One instance per event loop, used only from that loop's thread.
+    """
+
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _PacedWakeups] = weakref.WeakKeyDictionary()
+    _lock = threading.Lock()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._ready: deque[tuple[asyncio.Future[Any], concurrent.futures.Future[Any]]] = deque()
+        self._scheduled = False
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _PacedWakeups:
+        """The pacer of ``loop`` (created on first use; forgotten with the loop)."""
+        with cls._lock:
+            pacer = cls._by_loop.get(loop)
+            if pacer is None:
+                pacer = cls._by_loop[loop] = cls(loop)
+            return pacer
+
+    def wake(self, waiter: asyncio.Future[Any], done: concurrent.futures.Future[Any]) -> None:
+        """Queue ``waiter`` to receive ``done``'s outcome (called in the loop's thread)."""
+        self._ready.append((waiter, done))
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._wake_next)
+
+    def _wake_next(self) -> None:
+        while self._ready:
+            waiter, done = self._ready.popleft()
+            if waiter.done():  # its caller was cancelled meanwhile
+                continue
+            if done.cancelled():
+                waiter.cancel()
+            elif (error := done.exception()) is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(done.result())
+            break
+        if self._ready:
+            self._loop.call_soon(self._wake_next)  # behind the woken caller's continuation, queued just now
+        else:
+            self._scheduled = False
 
 
 @dataclass(frozen=True)

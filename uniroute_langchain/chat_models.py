@@ -233,13 +233,20 @@ async def _aacquire(member: BaseChatModel) -> None:
 
 
 class _StreamState:
-    """Adds the routing entry to the first chunk and the member's name as ``model_name`` if it gave none."""
+    """Adds the routing entry to the first chunk and the member's name as ``model_name`` if it gave none.
 
-    def __init__(self, uniroute: dict[str, Any], member: str) -> None:
+    It also adds up the token usage the member reports on its chunks (as LangChain does when it merges them), so
+    that :meth:`settle` can price the call when the stream ends and add its cost entries to the routing entry —
+    the same dict the first chunk (and any merge of the chunks) holds.
+    """
+
+    def __init__(self, choice: RoutingChoice, uniroute: dict[str, Any], member: str) -> None:
+        self.choice = choice
         self.uniroute = uniroute
         self.member = member
         self.first = True
         self.saw_model_name = False
+        self.tokens: list[int] | None = None
 
     def annotate(self, chunk: ChatGenerationChunk) -> ChatGenerationChunk:
         metadata = dict(chunk.message.response_metadata)
@@ -251,7 +258,18 @@ class _StreamState:
             metadata["model_name"] = self.member
             self.saw_model_name = True
         chunk.message.response_metadata = metadata
+        usage = getattr(chunk.message, "usage_metadata", None)
+        if usage:
+            if self.tokens is None:
+                self.tokens = [0, 0]
+            self.tokens[0] += int(usage.get("input_tokens", 0))
+            self.tokens[1] += int(usage.get("output_tokens", 0))
         return chunk
+
+    def settle(self) -> None:
+        """Count the call as served (priced from the usage seen, if any) and add its cost entries."""
+        usage = None if self.tokens is None else (self.tokens[0], self.tokens[1])
+        self.uniroute.update(self.choice.settle(self.member, usage))
 
 
 class ChatUniRoute(BaseChatModel):
@@ -984,11 +1002,14 @@ class ChatUniRoute(BaseChatModel):
 
         (chunks, first), used, fallbacks = call_with_fallback(plan.choice.order, start, **self._resilience())
         self._finish(plan, used)
-        state = _StreamState(plan.choice.metadata(used, fallbacks), used)
+        state = _StreamState(plan.choice, plan.choice.metadata(used, fallbacks, account=False), used)
         self._remember_run(plan, used, run_manager)
-        yield state.annotate(first)
-        for chunk in chunks:  # after the first token, a failure is the caller's (output was already sent)
-            yield state.annotate(chunk)
+        try:
+            yield state.annotate(first)
+            for chunk in chunks:  # after the first token, a failure is the caller's (output was already sent)
+                yield state.annotate(chunk)
+        finally:
+            state.settle()
 
     async def _astream(
         self,
@@ -1014,11 +1035,14 @@ class ChatUniRoute(BaseChatModel):
             plan.choice.order, start, **self._resilience()
         )
         self._finish(plan, used)
-        state = _StreamState(plan.choice.metadata(used, fallbacks), used)
+        state = _StreamState(plan.choice, plan.choice.metadata(used, fallbacks, account=False), used)
         self._remember_run(plan, used, run_manager)
-        yield state.annotate(first)
-        async for chunk in chunks:
-            yield state.annotate(chunk)
+        try:
+            yield state.annotate(first)
+            async for chunk in chunks:
+                yield state.annotate(chunk)
+        finally:
+            state.settle()
 
     # ------------------------------------------------------------------ tools
 

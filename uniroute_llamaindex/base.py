@@ -319,6 +319,9 @@ class UniRouteLLM(FunctionCallingLLM):
     _selector_slot: SelectorSlot = PrivateAttr(default_factory=SelectorSlot)
     _pool_report: PoolReport | None = PrivateAttr(default=None)
     _policy: RoutingPolicy = PrivateAttr(default_factory=RoutingPolicy)
+    _member_metadata: tuple[tuple[tuple[str, int], ...], dict[str, LLMMetadata], list[LLM]] | None = PrivateAttr(
+        default=None
+    )
 
     @model_validator(mode="after")
     def _build_policy(self) -> UniRouteLLM:
@@ -341,7 +344,7 @@ class UniRouteLLM(FunctionCallingLLM):
     @property
     def metadata(self) -> LLMMetadata:
         """The pool as one LLM: smallest context window, largest output reservation, function calling if any member."""
-        metas = [m.metadata for m in self.members.values()]
+        metas = list(self._metadata_of(self.members).values())
         if not metas:  # an empty pool, before its first add_model: LlamaIndex's defaults
             return LLMMetadata(is_chat_model=True, model_name="uniroute")
         return LLMMetadata(
@@ -378,9 +381,27 @@ class UniRouteLLM(FunctionCallingLLM):
         """The core's routing entry point for these settings (kept across calls: it batches them)."""
         return self._selector_slot.get(self.router, self.policy, self.fallback, self.serving)
 
-    @staticmethod
-    def _function_calling_members(members: Mapping[str, LLM]) -> list[str]:
-        names = [n for n, m in members.items() if m.metadata.is_function_calling_model]
+    def _metadata_of(self, members: Mapping[str, LLM]) -> dict[str, LLMMetadata]:
+        """Each member's ``metadata``, read once per member object while the pool keeps it.
+
+        LlamaIndex LLMs build a new ``LLMMetadata`` on every access; reading it for every member on every call (for
+        the context-window filter, function calling and this model's own metadata, which LlamaIndex's callbacks read
+        per call) cost ~20 pydantic constructions per call on the event loop. A member's context window and
+        function-calling flag are fixed by its configuration, so they are read when a member object first appears
+        in the pool (replacing a member, or adding one, reads it again).
+        """
+        key = tuple((name, id(member)) for name, member in members.items())
+        cached = self._member_metadata
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        metas = {name: member.metadata for name, member in members.items()}
+        # the member objects are kept with the key, so an id in the key cannot be reused by another object
+        self._member_metadata = (key, metas, list(members.values()))
+        return metas
+
+    def _function_calling_members(self, members: Mapping[str, LLM]) -> list[str]:
+        metas = self._metadata_of(members)
+        names = [n for n in members if metas[n].is_function_calling_model]
         if not names:
             raise ValueError(
                 f"no member supports function calling (members: {list(members)}), so tools cannot be used; "
@@ -395,7 +416,8 @@ class UniRouteLLM(FunctionCallingLLM):
         """The members allowed for this call: tool-capable when it has tools, and whose context holds the prompt."""
         members = self._pool_changes.steady_members(self.router, lambda: self.members)
         allowed = self._function_calling_members(members) if tools else list(members)
-        windows = {n: members[n].metadata.context_window for n in allowed}
+        metas = self._metadata_of(members)
+        windows = {n: metas[n].context_window for n in allowed}
         return members_fitting(self._count_tokens(full_prompt), windows)
 
     def _choose(
@@ -428,11 +450,17 @@ class UniRouteLLM(FunctionCallingLLM):
         used: str,
         fallbacks: list[dict[str, str]],
         usage: tuple[int, int] | None = None,
+        *,
+        stream: bool = False,
     ) -> dict[str, Any]:
-        """The call's routing record; with ``sticky``, its conversation's cost floor rises to the member used."""
+        """The call's routing record; with ``sticky``, its conversation's cost floor rises to the member used.
+
+        A stream's record gets its cost entries (``calls_served``, ``realised_mean_cost``, ``call_cost``…) when the
+        stream ends, from the usage its chunks reported (see :meth:`_tagged_stream`).
+        """
         if self.sticky:
             self._floors.record(options.conversation_id, choice.costs[used])
-        return choice.metadata(used, fallbacks, usage=usage)
+        return choice.metadata(used, fallbacks, usage=usage, account=not stream)
 
     def _routing_text(self, messages: Sequence[ChatMessage]) -> str:
         spoken = [m for m in messages if m.role != MessageRole.SYSTEM]
@@ -578,7 +606,8 @@ class UniRouteLLM(FunctionCallingLLM):
             return _first_chunk(self._call(name, "stream_chat", **self._chat_args(member, messages, request, kwargs)))
 
         (first, rest), used, fallbacks = call_with_fallback(choice.order, call, **self._resilience())
-        return self._tagged_stream(first, rest, self._served(choice, options, used, fallbacks))
+        record = self._served(choice, options, used, fallbacks, stream=True)
+        return self._tagged_stream(first, rest, record, choice, used)
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
@@ -592,7 +621,8 @@ class UniRouteLLM(FunctionCallingLLM):
             return await _afirst_chunk(stream)
 
         (first, rest), used, fallbacks = await acall_with_fallback(choice.order, call, **self._resilience())
-        return self._atagged_stream(first, rest, self._served(choice, options, used, fallbacks))
+        record = self._served(choice, options, used, fallbacks, stream=True)
+        return self._atagged_stream(first, rest, record, choice, used)
 
     # ------------------------------------------------------------------ completion
     @llm_completion_callback()
@@ -624,7 +654,8 @@ class UniRouteLLM(FunctionCallingLLM):
             lambda name: _first_chunk(self._call(name, "stream_complete", prompt, formatted=formatted, **kwargs)),
             **self._resilience(),
         )
-        return self._tagged_stream(first, rest, self._served(choice, options, used, fallbacks))
+        record = self._served(choice, options, used, fallbacks, stream=True)
+        return self._tagged_stream(first, rest, record, choice, used)
 
     @llm_completion_callback()
     async def astream_complete(
@@ -638,21 +669,45 @@ class UniRouteLLM(FunctionCallingLLM):
             return await _afirst_chunk(stream)
 
         (first, rest), used, fallbacks = await acall_with_fallback(choice.order, call, **self._resilience())
-        return self._atagged_stream(first, rest, self._served(choice, options, used, fallbacks))
+        record = self._served(choice, options, used, fallbacks, stream=True)
+        return self._atagged_stream(first, rest, record, choice, used)
 
     @staticmethod
-    def _tagged_stream(first: Any, rest: Any, record: dict[str, Any]) -> Generator[Any, None, None]:
-        if first is not _EMPTY:
-            yield _tag(first, record)
-        for chunk in rest:
-            yield _tag(chunk, record)
+    def _tagged_stream(
+        first: Any, rest: Any, record: dict[str, Any], choice: RoutingChoice, used: str
+    ) -> Generator[Any, None, None]:
+        """Tag every chunk with the call's record; when the stream ends (or is closed early), settle its cost.
+
+        The chunks share one record dict, so the cost entries added at the end (``call_cost`` from the usage the
+        member reported on its chunks, ``calls_served``, ``realised_mean_cost``) are visible on every chunk,
+        including the last one a consumer holds.
+        """
+        usage: tuple[int, int] | None = None
+        try:
+            if first is not _EMPTY:
+                usage = _token_usage(first) or usage
+                yield _tag(first, record)
+            for chunk in rest:
+                usage = _token_usage(chunk) or usage
+                yield _tag(chunk, record)
+        finally:
+            record.update(choice.settle(used, usage))
 
     @staticmethod
-    async def _atagged_stream(first: Any, rest: Any, record: dict[str, Any]) -> AsyncGenerator[Any, None]:
-        if first is not _EMPTY:
-            yield _tag(first, record)
-        async for chunk in rest:
-            yield _tag(chunk, record)
+    async def _atagged_stream(
+        first: Any, rest: Any, record: dict[str, Any], choice: RoutingChoice, used: str
+    ) -> AsyncGenerator[Any, None]:
+        """Async :meth:`_tagged_stream`."""
+        usage: tuple[int, int] | None = None
+        try:
+            if first is not _EMPTY:
+                usage = _token_usage(first) or usage
+                yield _tag(first, record)
+            async for chunk in rest:
+                usage = _token_usage(chunk) or usage
+                yield _tag(chunk, record)
+        finally:
+            record.update(choice.settle(used, usage))
 
     # ------------------------------------------------------------------ tools
     def _prepare_chat_with_tools(
