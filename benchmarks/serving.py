@@ -146,6 +146,19 @@ def concurrency(setup: Any, prompts: list[str], repeats: int) -> None:
     # collector's sight (the usual remedy for long-running servers), so each run is measured both ways, interleaved.
     lc()  # warm-up of both adapters' first-call paths (lazy imports, thread pools) before anything is timed
     li()
+    pauses: dict[bool, list[float]] = {False: [], True: []}
+    started: list[float] = []
+    frozen_now = [False]
+
+    def gc_timer(phase: str, info: dict[str, Any]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started.append(time.perf_counter())
+        elif started:
+            pauses[frozen_now[0]].append(time.perf_counter() - started.pop())
+
+    gc.callbacks.append(gc_timer)
     ref: list[float] = []
     runs: dict[tuple[str, bool], list[tuple[float, float]]] = {}
     b0 = chat._selector().batches_run, llm._selector().batches_run
@@ -155,12 +168,14 @@ def concurrency(setup: Any, prompts: list[str], repeats: int) -> None:
             if frozen:
                 gc.collect()
                 gc.freeze()
+            frozen_now[0] = frozen
             try:
                 runs.setdefault(("ChatUniRoute.ainvoke", frozen), []).append(lc())
                 runs.setdefault(("UniRouteLLM.achat", frozen), []).append(li())
             finally:
                 if frozen:
                     gc.unfreeze()
+    gc.callbacks.remove(gc_timer)
     r = statistics.median(ref)
     print(f"\n[1] {len(prompts)} concurrent calls over members that await {DELAY} s, real all-MiniLM-L6-v2 "
           f"(median of {repeats}, interleaved):")
@@ -171,6 +186,10 @@ def concurrency(setup: Any, prompts: list[str], repeats: int) -> None:
         heap = "gc.freeze() after start-up" if frozen else "default GC"
         print(f"    {label:22s} {heap:27s} {wall:.2f} s  ratio {wall / r:.2f} (goal ≤ 1.5)   longest loop stall "
               f"{stall * 1000:.0f} ms over {repeats} runs (goal ≤ 100 ms)")
+    for frozen, got in pauses.items():
+        heap = "gc.freeze() after start-up" if frozen else "default GC"
+        longest = f"{max(got) * 1000:.0f} ms" if got else "-"
+        print(f"    full (gen-2) GC collections during the timed calls, {heap}: {len(got)}, longest {longest}")
     b1 = chat._selector().batches_run, llm._selector().batches_run
     print(f"    routing batches: ChatUniRoute {(b1[0] - b0[0]) / (2 * repeats):.1f} per {len(prompts)} calls, "
           f"UniRouteLLM {(b1[1] - b0[1]) / (2 * repeats):.1f}")

@@ -413,6 +413,26 @@ def add_model_deadline(h: AdapterHarness) -> None:
             raise AssertionError("a candidate whose every probe times out must be refused")
 
 
+def budget_on_traffic(h: AdapterHarness) -> None:
+    """``budget=`` is the mean cost per call of the calls served. All-history traffic (the dear kind: only the
+    strong member is good at it) under a budget between the two members' costs: the realised mean stays at or just
+    below the budget, the budget is used (both members serve), and every reply says so (``mode``, ``budget``,
+    ``realised_mean_cost``). Streams count like any call."""
+    budget = 4.0
+    model = _built(h, list(_pair()), budget=budget)
+    replies = [h.call(model, f"{HISTORY} {i}", MODES[i % len(MODES)]) for i in range(60)]
+    last = replies[-1].metadata
+    assert set(last) == METADATA_KEYS | {"budget"}, sorted(last)
+    assert last["mode"] == "budget" and last["budget"] == budget
+    assert last["calls_served"] == 60
+    served = [r.metadata["cost"] for r in replies]
+    assert last["realised_mean_cost"] == sum(served) / len(served)
+    assert last["realised_mean_cost"] <= 1.05 * budget, last["realised_mean_cost"]
+    recent = served[-30:]
+    assert 0.6 * budget <= sum(recent) / len(recent) <= 1.05 * budget, recent
+    assert {r.member for r in replies[-30:]} == {"cheap", "strong"}  # the budget is used, not collapsed to cheap
+
+
 SCENARIOS: list[Callable[[AdapterHarness], None]] = [
     add_model_deadline,
     forced_member,
@@ -426,5 +446,6 @@ SCENARIOS: list[Callable[[AdapterHarness], None]] = [
     circuit_breaker_skips,
     unknown_settings_rejected,
     removing_members,
+    budget_on_traffic,
 ]
 """Every conformance scenario; each takes a harness and raises ``AssertionError`` on a difference."""
