@@ -305,3 +305,31 @@ def test_main_job_runs_from_an_empty_folder_with_an_empty_cache(tmp_path):
     doc = json.loads((tmp_path / "out" / "results.json").read_text())
     assert doc["data"] == "mmlu_pro" and doc["n_prompts"] == 10279 and doc["embedder"] == "all-MiniLM-L6-v2"
     assert any(cache.iterdir())
+
+
+def test_bundled_data_sets_and_pretrained_routers_extend_the_one_registry_way(tmp_path, monkeypatch):
+    """A bundled data set is one ``BUNDLED_DATASETS.register`` away from every by-name entry point; unknown names of
+    either registry are a ``KeyError`` listing what is registered."""
+    from uniroute_core.datasets import BUNDLED_DATASETS, BundledDataset, resolve_routing_data
+    from uniroute_core.pretrained import PRETRAINED_ROUTERS, pretrained_path
+
+    package = tmp_path / "my_routing_pkg"
+    write_routing_data(
+        package, prompts=["a b", "c d", "e f"], models=["x", "y"], scores=np.array([[1, 0], [0, 1], [1, 1]]),
+        costs=[1, 2],
+    )
+    (package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path / "..")  # so the bare name cannot be a folder in the working directory
+    BUNDLED_DATASETS.register("tiny_pool", BundledDataset("tiny_pool", "my_routing_pkg", "three prompts, two LLMs"))
+    try:
+        assert resolve_routing_data("tiny_pool") == package
+        assert load_routing_data("tiny_pool").n_models == 2
+        assert bundled_dataset_names() == ["mmlu_pro", "tiny_pool"]
+    finally:
+        BUNDLED_DATASETS.unregister("tiny_pool")
+    with pytest.raises(KeyError, match="tiny_pool.*known bundled routing data sets: 'mmlu_pro'"):
+        bundled_dataset_path("tiny_pool")
+    with pytest.raises(KeyError, match="known pretrained routers: 'mmlu_pro-minilm'"):
+        pretrained_path("no_such_router")
+    assert "mmlu_pro-minilm" in PRETRAINED_ROUTERS

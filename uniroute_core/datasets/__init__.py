@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from ..registry import Registry
+
 __all__ = [
     "BundledDataset",
     "BUNDLED_DATASETS",
@@ -48,15 +50,18 @@ class BundledDataset:
     description: str
 
 
-BUNDLED_DATASETS: dict[str, BundledDataset] = {
-    "mmlu_pro": BundledDataset(
+BUNDLED_DATASETS: Registry[BundledDataset] = Registry("bundled routing data set")
+"""Registered bundled data sets, by name (``BUNDLED_DATASETS.register(name, BundledDataset(...))`` adds one)."""
+
+BUNDLED_DATASETS.register(
+    "mmlu_pro",
+    BundledDataset(
         name="mmlu_pro",
         package="uniroute_core.datasets.mmlu_pro",
         description="10,279 MMLU-Pro questions (14 subjects) x 29 public LLMs, 0/1 correctness, "
         "cost = active parameters (B); Apache-2.0 outputs, MIT questions",
     ),
-}
-"""Registered bundled data sets, by name."""
+)
 
 
 def bundled_dataset_names() -> list[str]:
@@ -70,12 +75,7 @@ def bundled_dataset_path(name: str) -> Path:
     Raises ``KeyError`` listing the bundled names when ``name`` is not one of them, and ``FileNotFoundError`` when the
     package was installed without its data files (a broken build).
     """
-    try:
-        entry = BUNDLED_DATASETS[name]
-    except KeyError:
-        raise KeyError(
-            f"no bundled routing data set named {name!r}; bundled: {', '.join(bundled_dataset_names())}"
-        ) from None
+    entry = BUNDLED_DATASETS.get(name)  # UnknownNameError (a KeyError) listing the bundled names
     traversable = resources.files(entry.package)
     folder = Path(str(traversable))
     if not (folder / "prompts.csv.gz").is_file():

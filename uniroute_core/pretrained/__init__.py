@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from ..registry import Registry
+
 __all__ = ["PretrainedRouter", "PRETRAINED_ROUTERS", "DEFAULT_PRETRAINED", "pretrained_path"]
 
 
@@ -36,27 +38,25 @@ class PretrainedRouter:
     description: str
 
 
-PRETRAINED_ROUTERS: dict[str, PretrainedRouter] = {
-    "mmlu_pro-minilm": PretrainedRouter(
+PRETRAINED_ROUTERS: Registry[PretrainedRouter] = Registry("pretrained router")
+"""Shipped pretrained routers, by name (``PRETRAINED_ROUTERS.register(name, PretrainedRouter(...))`` adds one)."""
+
+PRETRAINED_ROUTERS.register(
+    "mmlu_pro-minilm",
+    PretrainedRouter(
         name="mmlu_pro-minilm",
         folder="mmlu_pro_minilm",
-        description="K-Means on the 10,279 bundled MMLU-Pro questions (all-MiniLM-L6-v2), 300 multiple-choice probes "
-        "stratified over 14 subjects; suits knowledge and reasoning questions",
+        description="K-Means on the 10,279 bundled MMLU-Pro questions (all-MiniLM-L6-v2), 300 multiple-choice "
+        "probes stratified over 14 subjects; suits knowledge and reasoning questions",
     ),
-}
-"""Shipped pretrained routers, by name."""
+)
 
 DEFAULT_PRETRAINED = "mmlu_pro-minilm"
 
 
 def pretrained_path(name: str = DEFAULT_PRETRAINED) -> Path:
     """The folder of pretrained router ``name`` (``KeyError`` listing the names; ``FileNotFoundError`` if not built)."""
-    try:
-        entry = PRETRAINED_ROUTERS[name]
-    except KeyError:
-        raise KeyError(
-            f"no pretrained router named {name!r}; shipped: {', '.join(sorted(PRETRAINED_ROUTERS))}"
-        ) from None
+    entry = PRETRAINED_ROUTERS.get(name)  # UnknownNameError (a KeyError) listing the shipped names
     folder = Path(str(resources.files(__name__))) / entry.folder
     if not (folder / "router.json").is_file():
         raise FileNotFoundError(
