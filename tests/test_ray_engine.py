@@ -248,3 +248,14 @@ def test_cli_replay_and_eval_with_engine_ray_match_the_local_engine(ray_engine, 
     a = json.loads((tmp_path / "e1" / "results.json").read_text())["methods"]
     b = json.loads((tmp_path / "e2" / "results.json").read_text())["methods"]
     assert a["kmeans"]["area"] == b["kmeans"]["area"] and a["zero"]["area"] == b["zero"]["area"]
+
+
+def test_the_scale_package_re_exports_exactly_the_ray_engines_names():
+    """``uniroute_core.scale`` lists the engine's names without importing Ray; the two lists must agree, and every
+    listed name must resolve through the package."""
+    import uniroute_core.scale as scale
+    from uniroute_core.scale import ray_engine as engine
+
+    assert set(scale.__all__) - {"MiniBatchKMeansClusterMap"} == set(engine.__all__)
+    for name in engine.__all__:
+        assert getattr(scale, name) is getattr(engine, name)
