@@ -184,3 +184,52 @@ def test_default_router_is_the_pretrained_one(adapter, book):
     else:
         answer = routed.complete(question).text
     assert re.fullmatch(r"The answer is \([A-J]\)\.|I am not able to answer this question\.", answer)
+
+
+class _UsageChat(ScriptedChat):
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        result = super()._generate(messages, stop, run_manager, **kw)
+        result.generations[0].message.usage_metadata = {"input_tokens": 200, "output_tokens": 50, "total_tokens": 250}
+        return result
+
+
+class _UsageLLM(ScriptedLLM):
+    def complete(self, prompt: str, formatted: bool = False, **kw: Any) -> Any:
+        response = super().complete(prompt, formatted, **kw)
+        response.additional_kwargs = {"prompt_tokens": 200, "completion_tokens": 50}
+        return response
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_members_priced_per_token_join_with_their_prices(adapter, mode, small_router):
+    """``cost`` may be token prices in ``from_models`` as in ``add_model``: the member routes on the per-call cost
+    of its typical call and its responses carry the actual cost of the call from the usage it reported."""
+    priced = _UsageChat(answer_fn=always_a) if adapter == "langchain" else _UsageLLM(answer_fn=always_a)
+    prices = {"input_per_mtok": 3.0, "output_per_mtok": 15.0, "typical_input_tokens": 500}
+    members = {"priced": (priced, prices), "flat": (make_member(adapter, math_expert), 0.001)}
+    cls = ChatUniRoute if adapter == "langchain" else UniRouteLLM
+    if mode == "sync":
+        routed = cls.from_models(members, router=small_router, show_progress=False, retries=0, lam=0.0)
+    else:
+        routed = asyncio.run(
+            cls.afrom_models(members, router=small_router, show_progress=False, retries=0, lam=0.0)
+        )
+    assert routed.router.costs["priced"] == pytest.approx((500 * 3.0 + 250 * 15.0) / 1e6)
+    assert routed.router.costs["flat"] == 0.001
+    if adapter == "langchain":
+        entry = routed.invoke("law contract court case 3").response_metadata["uniroute"]
+    else:
+        entry = routed.complete("law contract court case 3").additional_kwargs["uniroute"]
+    assert entry["member"] == "priced"  # λ = 0: the better member, whatever it costs
+    assert entry["usage"] == {"input_tokens": 200, "output_tokens": 50}
+    assert entry["call_cost"] == pytest.approx((200 * 3.0 + 50 * 15.0) / 1e6)
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_bad_token_prices_in_a_pool_spec_name_the_member(adapter, small_router):
+    member = make_member(adapter, always_a)
+    expected = r"member 'x': cost mapping needs 'input_per_mtok'.*missing \['output_per_mtok'\]"
+    with pytest.raises(ValueError, match=expected):
+        from_models(adapter, {"x": (member, {"input_per_mtok": 1.0})}, router=small_router)
+    assert small_router.models == []

@@ -62,6 +62,10 @@ __all__ = [
     "PoolProfilingError",
     "router_for_pool",
     "split_pool_spec",
+    "PoolSpec",
+    "BuiltPool",
+    "build_pool",
+    "abuild_pool",
     "ConversationFloors",
     "CHARS_PER_TOKEN",
     "estimate_tokens",
@@ -1038,18 +1042,96 @@ def router_for_pool(router: UniRouter | None = None, probes: ProbeSet | None = N
     return router
 
 
-def split_pool_spec(models: Mapping[str, Any], check: Callable[[str, Any], None]) -> dict[str, tuple[Any, float]]:
+@dataclass(frozen=True)
+class PoolSpec:
+    """A validated ``{"name": (model, cost)}`` for ``from_models``: the framework members, each one's per-call routing
+    cost, and the token prices of members whose ``cost`` was given as prices."""
+
+    models: dict[str, Any]
+    costs: dict[str, float]
+    prices: dict[str, TokenPrices]
+
+
+def split_pool_spec(models: Mapping[str, Any], check: Callable[[str, Any], None]) -> PoolSpec:
     """``{"name": (model, cost)}`` validated: each value a (model, cost) pair, ``check(name, model)`` for the
-    framework type, cost a number; a clear error naming the member otherwise."""
+    framework type, cost a number or token prices (``{"input_per_mtok": …, "output_per_mtok": …}``, see
+    :func:`~uniroute_core.serving.parse_cost`); a clear error naming the member otherwise."""
     if not isinstance(models, Mapping) or not models:
         raise ValueError("from_models needs at least one member: {'name': (model, cost), ...}")
-    out: dict[str, tuple[Any, float]] = {}
+    members: dict[str, Any] = {}
+    costs: dict[str, float] = {}
+    prices: dict[str, TokenPrices] = {}
     for name, spec in models.items():
         if not isinstance(spec, (tuple, list)) or len(spec) != 2:
             raise TypeError(f"member {name!r}: expected a (model, cost) pair, got {spec!r:.80}")
         model, cost = spec
         check(name, model)
-        if isinstance(cost, bool) or not isinstance(cost, (int, float)):
-            raise TypeError(f"member {name!r}: cost must be a number, got {type(cost).__name__}")
-        out[name] = (model, float(cost))
-    return out
+        if not isinstance(cost, Mapping) and (isinstance(cost, bool) or not isinstance(cost, (int, float))):
+            raise TypeError(
+                f"member {name!r}: cost must be a number or token prices {{'input_per_mtok': …, "
+                f"'output_per_mtok': …}}, got {type(cost).__name__}"
+            )
+        per_call, member_prices = parse_cost(name, cost)
+        members[name], costs[name] = model, float(per_call)
+        if member_prices is not None:
+            prices[name] = member_prices
+    return PoolSpec(members, costs, prices)
+
+
+@dataclass(frozen=True)
+class BuiltPool:
+    """What ``from_models`` builds a routed model from: the router (members profiled and added), the framework
+    members that joined, the report of who joined and who was left out, and the joined members' token prices."""
+
+    router: UniRouter
+    members: dict[str, Any]
+    report: PoolReport
+    prices: dict[str, TokenPrices]
+
+
+def build_pool(
+    models: Mapping[str, Any],
+    check: Callable[[str, Any], None],
+    answer_of: Callable[[Any], Callable[[str], str]],
+    router: UniRouter | None = None,
+    probes: ProbeSet | None = None,
+    **profiling_kwargs: Any,
+) -> BuiltPool:
+    """Both adapters' ``from_models``: validate ``models`` (:func:`split_pool_spec`), pick the router
+    (:func:`router_for_pool`), profile every member concurrently (:func:`profile_pool`; ``answer_of(model)`` is
+    the member's ``prompt -> text`` function) and keep those that could be profiled."""
+    spec = split_pool_spec(models, check)
+    router = router_for_pool(router, probes)
+    report = profile_pool(
+        router, {name: (answer_of(model), spec.costs[name]) for name, model in spec.models.items()},
+        **profiling_kwargs,
+    )
+    return _built(router, spec, report)
+
+
+async def abuild_pool(
+    models: Mapping[str, Any],
+    check: Callable[[str, Any], None],
+    answer_of: Callable[[Any], Callable[[str], Awaitable[str]]],
+    router: UniRouter | None = None,
+    probes: ProbeSet | None = None,
+    **profiling_kwargs: Any,
+) -> BuiltPool:
+    """Async :func:`build_pool` (:func:`aprofile_pool`: every member's probes on the event loop at once)."""
+    spec = split_pool_spec(models, check)
+    router = router_for_pool(router, probes)
+    report = await aprofile_pool(
+        router, {name: (answer_of(model), spec.costs[name]) for name, model in spec.models.items()},
+        **profiling_kwargs,
+    )
+    return _built(router, spec, report)
+
+
+def _built(router: UniRouter, spec: PoolSpec, report: PoolReport) -> BuiltPool:
+    joined = list(report.added)
+    return BuiltPool(
+        router=router,
+        members={name: spec.models[name] for name in joined},
+        report=report,
+        prices={name: spec.prices[name] for name in joined if name in spec.prices},
+    )

@@ -20,6 +20,7 @@ from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from uniroute_core.delegation import (
+    BuiltPool,
     ConversationFloors,
     MemberSelector,
     PoolChanges,
@@ -27,16 +28,14 @@ from uniroute_core.delegation import (
     RoutingChoice,
     SelectorSlot,
     aadd_profiled_model,
+    abuild_pool,
     acall_with_fallback,
     add_profiled_model,
-    aprofile_pool,
+    build_pool,
     call_with_fallback,
     check_members,
     estimate_tokens,
     members_fitting,
-    profile_pool,
-    router_for_pool,
-    split_pool_spec,
 )
 from uniroute_core.policy import RoutingPolicy
 from uniroute_core.probes import ProbeSet
@@ -686,7 +685,7 @@ class ChatUniRoute(BaseChatModel):
     @classmethod
     def from_models(
         cls,
-        models: Mapping[str, tuple[BaseChatModel, float]],
+        models: Mapping[str, tuple[BaseChatModel, float | Mapping[str, float]]],
         router: UniRouter | None = None,
         probes: ProbeSet | None = None,
         *,
@@ -706,25 +705,22 @@ class ChatUniRoute(BaseChatModel):
         :meth:`add_model`'s retries and failure policy. A member that cannot be profiled is left out with a
         ``RuntimeWarning`` and listed in :attr:`pool_report`; if none can be,
         :class:`uniroute_core.delegation.PoolProfilingError` names every failure. ``settings`` are the other
-        fields (``lam``, ``budget``, ``fallback``...).
+        fields (``lam``, ``budget``, ``fallback``...). A ``cost`` may be token prices (``{"input_per_mtok": …,
+        "output_per_mtok": …}``, as in :meth:`add_model`).
 
         Cost: one call per probe per member (plus one judge call per probe per member with a judged probe set).
         """
-        spec = split_pool_spec(models, cls._check_new_member)
-        router = router_for_pool(router, probes)
-        report = profile_pool(
-            router, {name: (answer_function(model), cost) for name, (model, cost) in spec.items()},
+        built = build_pool(
+            models, cls._check_new_member, answer_function, router, probes,
             max_concurrency=max_concurrency, max_parallel_members=max_parallel_members, retries=retries,
             max_failure_rate=max_failure_rate, show_progress=show_progress,
         )
-        chat = cls(router=router, members={name: spec[name][0] for name in report.added}, **settings)
-        chat._pool_report = report
-        return chat
+        return cls._from_built(built, settings)
 
     @classmethod
     async def afrom_models(
         cls,
-        models: Mapping[str, tuple[BaseChatModel, float]],
+        models: Mapping[str, tuple[BaseChatModel, float | Mapping[str, float]]],
         router: UniRouter | None = None,
         probes: ProbeSet | None = None,
         *,
@@ -735,15 +731,18 @@ class ChatUniRoute(BaseChatModel):
         **settings: Any,
     ) -> ChatUniRoute:
         """Async :meth:`from_models`: every member's probes run concurrently on the event loop (``ainvoke``)."""
-        spec = split_pool_spec(models, cls._check_new_member)
-        router = router_for_pool(router, probes)
-        report = await aprofile_pool(
-            router, {name: (async_answer_function(model), cost) for name, (model, cost) in spec.items()},
+        built = await abuild_pool(
+            models, cls._check_new_member, async_answer_function, router, probes,
             max_concurrency=max_concurrency, retries=retries, max_failure_rate=max_failure_rate,
             show_progress=show_progress,
         )
-        chat = cls(router=router, members={name: spec[name][0] for name in report.added}, **settings)
-        chat._pool_report = report
+        return cls._from_built(built, settings)
+
+    @classmethod
+    def _from_built(cls, built: BuiltPool, settings: Mapping[str, Any]) -> ChatUniRoute:
+        chat = cls(router=built.router, members=built.members, **settings)
+        chat._pool_report = built.report
+        chat._selector_slot.prices.update(built.prices)  # members given token prices report their call cost
         return chat
 
     @property

@@ -29,6 +29,7 @@ from llama_index.core.prompts import BasePromptTemplate, PromptTemplate
 from llama_index.core.types import TokenAsyncGen, TokenGen
 
 from uniroute_core.delegation import (
+    BuiltPool,
     ConversationFloors,
     MemberMismatchError,
     MemberSelector,
@@ -37,16 +38,14 @@ from uniroute_core.delegation import (
     RoutingChoice,
     SelectorSlot,
     aadd_profiled_model,
+    abuild_pool,
     acall_with_fallback,
     add_profiled_model,
-    aprofile_pool,
+    build_pool,
     call_with_fallback,
     check_members,
     estimate_tokens,
     members_fitting,
-    profile_pool,
-    router_for_pool,
-    split_pool_spec,
 )
 from uniroute_core.policy import RoutingPolicy
 from uniroute_core.probes import ProbeSet
@@ -790,22 +789,18 @@ class UniRouteLLM(FunctionCallingLLM):
         the probes concurrently under one progress bar, with :meth:`add_model`'s retries and failure policy; one that
         cannot be profiled is left out with a ``RuntimeWarning`` and listed in :attr:`pool_report`; if none can be,
         :class:`uniroute_core.delegation.PoolProfilingError` names every failure. ``settings`` are the other fields
-        (``lam``, ``budget``...). Cost: one call per probe per member.
+        (``lam``, ``budget``...). A ``cost`` may be token prices (``{"input_per_mtok": …,
+        "output_per_mtok": …}``, as in :meth:`add_model`). Cost: one call per probe per member.
         """
-        spec = split_pool_spec(models, cls._check_pool_member)
-        router = router_for_pool(router, probes)
-
         def answer_of(llm: LLM) -> Callable[[str], str]:
             return lambda prompt: llm.complete(prompt).text
 
-        report = profile_pool(
-            router, {name: (answer_of(llm), cost) for name, (llm, cost) in spec.items()},
+        built = build_pool(
+            models, cls._check_pool_member, answer_of, router, probes,
             max_concurrency=max_concurrency, max_parallel_members=max_parallel_members, retries=retries,
             max_failure_rate=max_failure_rate, show_progress=show_progress,
         )
-        llm = cls(router=router, members={name: spec[name][0] for name in report.added}, **settings)
-        llm._pool_report = report
-        return llm
+        return cls._from_built(built, settings)
 
     @classmethod
     async def afrom_models(
@@ -821,22 +816,24 @@ class UniRouteLLM(FunctionCallingLLM):
         **settings: Any,
     ) -> UniRouteLLM:
         """Async :meth:`from_models` (answers via ``acomplete``, all members concurrently on the event loop)."""
-        spec = split_pool_spec(models, cls._check_pool_member)
-        router = router_for_pool(router, probes)
-
         def answer_of(llm: LLM) -> Callable[[str], Any]:
             async def answer(prompt: str) -> str:
                 return (await llm.acomplete(prompt)).text
 
             return answer
 
-        report = await aprofile_pool(
-            router, {name: (answer_of(llm), cost) for name, (llm, cost) in spec.items()},
+        built = await abuild_pool(
+            models, cls._check_pool_member, answer_of, router, probes,
             max_concurrency=max_concurrency, retries=retries, max_failure_rate=max_failure_rate,
             show_progress=show_progress,
         )
-        llm = cls(router=router, members={name: spec[name][0] for name in report.added}, **settings)
-        llm._pool_report = report
+        return cls._from_built(built, settings)
+
+    @classmethod
+    def _from_built(cls, built: BuiltPool, settings: Mapping[str, Any]) -> UniRouteLLM:
+        llm = cls(router=built.router, members=built.members, **settings)
+        llm._pool_report = built.report
+        llm._selector_slot.prices.update(built.prices)  # members given token prices report their call cost
         return llm
 
     @property
