@@ -186,3 +186,34 @@ def test_refit_on_own_unlabelled_prompts_keeps_the_pool(embedder):
     assert router.models == ["mathematician", "lawyer"]
     q = router.expected_quality(["math algebra equation 99", "law contract court 99"])
     assert q[0, 0] > q[0, 1] and q[1, 1] > q[1, 0]
+
+
+def test_a_judged_router_saved_and_loaded_routes_and_asks_for_its_judge_to_profile(embedder, tmp_path):
+    """A judge is code, so it is never written: the saved router keeps the probes (and the judge's pseudo-
+    references) and routes as before; profiling a new member after loading needs the judge given back, and says
+    so; with ``grader=JudgeGrader(judge)`` the judge sees the question again."""
+    judge = ScriptedJudge()
+    router = UniRouter(embedder=embedder, n_clusters=1, show_progress=False).fit(QUESTIONS)
+    router.set_probes(ProbeSet.from_prompts(QUESTIONS, judge=judge, judge_references=True))
+    add_profiled_model(router, "good", good_member, cost=10.0, show_progress=False)
+    add_profiled_model(router, "wrong", wrong_member, cost=1.0, show_progress=False)
+    router.save(tmp_path / "judged")
+    saved = (tmp_path / "judged" / "router.json").read_text(encoding="utf-8")
+    assert "ScriptedJudge" not in saved and "Answer to grade" not in saved  # no code, no rubric-filled prompts
+
+    loaded = UniRouter.load(tmp_path / "judged", embedder=embedder, show_progress=False)
+    assert loaded.probes.references == router.probes.references  # the judge's pseudo-references were kept
+    assert loaded.route(["What is 5 plus 5?"], lam=0.5)[0].model == "good"
+    for name in ("good", "wrong"):
+        np.testing.assert_array_equal(loaded.profiles[name].probe_scores, router.profiles[name].probe_scores)
+    with pytest.raises(Exception, match=r"custom grader.*UniRouter.load\(directory, grader=your_grader\)"):
+        add_profiled_model(loaded, "late", good_member, cost=2.0, show_progress=False, retries=0,
+                           max_failure_rate=0.0)
+    assert "late" not in loaded.models
+
+    calls_before = len(judge.calls)
+    again = UniRouter.load(tmp_path / "judged", embedder=embedder, grader=JudgeGrader(judge), show_progress=False)
+    add_profiled_model(again, "late", good_member, cost=2.0, show_progress=False)
+    assert again.profiles["late"].overall_quality == 1.0
+    asked = judge.calls[calls_before:]
+    assert len(asked) == len(QUESTIONS) and all("Question:\n" in p and "Answer to grade:" in p for p in asked)
