@@ -77,7 +77,7 @@ def test_topic_signal_is_found_and_the_record_lists_every_candidate():
     assert sel.chosen.validation_area > sel.zero_validation_area + 0.02
     assert sel.chosen == max(sel.candidates, key=lambda cand: cand.validation_area)
     assert sel.gain_over_zero > sel.gain_over_zero_se > 0
-    assert {cand.representation for cand in sel.candidates} == {"zero", "kmeans", "multires"}
+    assert {cand.representation for cand in sel.candidates} == {"zero", "kmeans", "multires", "probe_knn", "blend"}
     assert res.shrinkage == sel.chosen.params["shrinkage"]
     assert res.cluster_map.is_fitted and "chosen" in str(sel)
     assert Selection.from_dict(json.loads(json.dumps(sel.to_dict()))) == sel

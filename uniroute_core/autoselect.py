@@ -38,6 +38,7 @@ import numpy as np
 
 from .cluster_map import ClusterMap, KMeansClusterMap
 from .multires import MultiResolutionClusterMap
+from .probe_knn import BlendClusterMap, ProbeKNNClusterMap, _unit_rows, probe_neighbours
 from .rule import lambda_grid, normalised_costs
 
 __all__ = [
@@ -91,14 +92,21 @@ class SearchSpace:
         shrinkage: α values tried with each map.
         multires_levels: level sets for ``"multires"``; ``"auto"`` = the whole K grid, and the grid's coarse half
             together with its finest K.
+        knn_neighbors: k values for ``"probe_knn"`` (KNN over the probe prompts as Φ,
+            :class:`~uniroute_core.probe_knn.ProbeKNNClusterMap`); values above the probe count are dropped.
+        blend_weights: for ``"blend"``, the weights of the best probe-KNN candidate blended with the best
+            K-Means-based candidate (:class:`~uniroute_core.probe_knn.BlendClusterMap`); needs ``"probe_knn"`` and
+            ``"kmeans"`` or ``"multires"`` among the families, listed before it.
     """
 
-    families: tuple[str, ...] = ("zero", "kmeans", "multires")
+    families: tuple[str, ...] = ("zero", "kmeans", "multires", "probe_knn", "blend")
     n_clusters: str | tuple[int, ...] = "auto"
     grid_size: int = 5
     temperature_multiples: tuple[float | None, ...] = (None, 0.03, 0.1, 0.3)
     shrinkage: tuple[float, ...] = (0.0, 2.0, 10.0)
     multires_levels: str | tuple[tuple[int, ...], ...] = "auto"
+    knn_neighbors: tuple[int, ...] = (5, 10, 20, 40, 80, 160)
+    blend_weights: tuple[float, ...] = (0.25, 0.5, 0.75)
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.families if f not in FAMILIES]
@@ -111,6 +119,10 @@ class SearchSpace:
         bad = [a for a in self.shrinkage if not (isinstance(a, (int, float)) and math.isfinite(a) and a >= 0)]
         if bad or not self.shrinkage:
             raise ValueError(f"shrinkage must hold finite numbers >= 0, got {list(self.shrinkage)}")
+        if not self.knn_neighbors or any(not isinstance(k, int) or k < 1 for k in self.knn_neighbors):
+            raise ValueError(f"knn_neighbors must hold positive integers, got {list(self.knn_neighbors)}")
+        if not self.blend_weights or any(not (0 < w < 1) for w in self.blend_weights):
+            raise ValueError(f"blend_weights must hold numbers in (0, 1), got {list(self.blend_weights)}")
         bad_t = [t for t in self.temperature_multiples if t is not None and not (math.isfinite(t) and t > 0)]
         if bad_t or not self.temperature_multiples:
             raise ValueError(
@@ -144,6 +156,8 @@ class SearchSpace:
             "multires_levels": (
                 self.multires_levels if self.multires_levels == "auto" else [list(v) for v in self.multires_levels]
             ),
+            "knn_neighbors": list(self.knn_neighbors),
+            "blend_weights": list(self.blend_weights),
         }
 
 
@@ -385,42 +399,166 @@ def _soft_variants(
             yield cmap.with_temperature(float(m) * scale), float(m)
 
 
-MapCandidates = Iterator[tuple[dict[str, Any], ClusterMap]]
+class _Draw:
+    """One (pseudo-probe, validation) split of the training prompts, with what probe-anchored maps cache on it."""
+
+    def __init__(self, probe_idx: np.ndarray, val_idx: np.ndarray) -> None:
+        self.probe_idx = probe_idx
+        self.val_idx = val_idx
+        self.cache: dict[str, Any] = {}
+
+
+class _Representation:
+    """A candidate Φ on the selection's prompts: its assignments on a draw, and the map the router gets."""
+
+    def phis(self, x: np.ndarray, draw: _Draw) -> tuple[np.ndarray, np.ndarray]:
+        """Φ of the draw's pseudo-probes ``(p, K)`` (as ``assign_probes`` gives them) and of its validation prompts."""
+        raise NotImplementedError
+
+    def product(self) -> ClusterMap:
+        raise NotImplementedError
+
+
+class _FixedMap(_Representation):
+    """A map that does not depend on the probes (K-Means, multi-resolution): Φ computed once on every prompt."""
+
+    def __init__(self, cmap: ClusterMap) -> None:
+        self.cmap = cmap
+        self._phi: np.ndarray | None = None
+
+    def phis(self, x: np.ndarray, draw: _Draw) -> tuple[np.ndarray, np.ndarray]:
+        if self._phi is None:
+            self._phi = self.cmap.assign(x)
+        return self._phi[draw.probe_idx], self._phi[draw.val_idx]
+
+    def product(self) -> ClusterMap:
+        return self.cmap
+
+
+class _ProbeKNN(_Representation):
+    """KNN over the (pseudo-)probes: the cells are the draw's pseudo-probes (see :mod:`uniroute_core.probe_knn`)."""
+
+    def __init__(self, k: int, k_max: int, x_fit: np.ndarray, seed: int) -> None:
+        self.k, self.k_max, self.x_fit, self.seed = k, k_max, x_fit, seed
+
+    def phis(self, x: np.ndarray, draw: _Draw) -> tuple[np.ndarray, np.ndarray]:
+        if "knn" not in draw.cache:  # neighbours for the largest k, shared by every k on this draw
+            draw.cache["knn"] = probe_neighbours(_unit_rows(x[draw.probe_idx]), x[draw.val_idx], self.k_max)
+        nb = draw.cache["knn"]
+        p = len(draw.probe_idx)
+        k = min(self.k, p)
+        phi_val = np.zeros((len(draw.val_idx), p))
+        np.put_along_axis(phi_val, nb[:, :k], 1.0 / k, axis=1)
+        return np.eye(p), phi_val
+
+    def product(self) -> ClusterMap:
+        return ProbeKNNClusterMap(n_neighbors=self.k, seed=self.seed).fit(self.x_fit)
+
+
+class _Blend(_Representation):
+    """A weighted blend of two candidates (:class:`~uniroute_core.probe_knn.BlendClusterMap`)."""
+
+    def __init__(self, parts: Sequence[_Representation], weights: Sequence[float], seed: int) -> None:
+        self.parts, self.weights, self.seed = list(parts), list(weights), seed
+
+    def phis(self, x: np.ndarray, draw: _Draw) -> tuple[np.ndarray, np.ndarray]:
+        blocks = [part.phis(x, draw) for part in self.parts]
+        return (
+            np.concatenate([w * b[0] for w, b in zip(self.weights, blocks)], axis=1),
+            np.concatenate([w * b[1] for w, b in zip(self.weights, blocks)], axis=1),
+        )
+
+    def product(self) -> ClusterMap:
+        return BlendClusterMap.from_parts([p.product() for p in self.parts], self.weights, seed=self.seed)
+
+
+Candidates = Iterator[tuple[dict[str, Any], _Representation]]
 KMeansFits = Callable[[int], KMeansClusterMap]
 """``k -> fitted hard K-Means`` on the selection's prompts, cached: the families share their fits."""
 
 
-def _zero(x: np.ndarray, space: SearchSpace, grid: list[int], fits: KMeansFits) -> MapCandidates:
-    yield {"n_clusters": 1}, fits(1)
+@dataclass
+class _Context:
+    """What a family needs to list its candidates."""
+
+    x: np.ndarray
+    space: SearchSpace
+    grid: list[int]
+    fits: KMeansFits
+    n_probes: int
+    seed: int
+    best: dict[str, tuple[float, _Representation, dict[str, Any]]]
+    """The best candidate so far of each family (validation Area, representation, params)."""
 
 
-def _kmeans(x: np.ndarray, space: SearchSpace, grid: list[int], fits: KMeansFits) -> MapCandidates:
-    for k in grid:
+def _zero(ctx: _Context) -> Candidates:
+    yield {"n_clusters": 1}, _FixedMap(ctx.fits(1))
+
+
+def _kmeans(ctx: _Context) -> Candidates:
+    for k in ctx.grid:
         if k > 1:
-            for cmap, mult in _soft_variants(fits(k), x, space.temperature_multiples):
-                yield {"n_clusters": k, "temperature_multiple": mult}, cmap
+            for cmap, mult in _soft_variants(ctx.fits(k), ctx.x, ctx.space.temperature_multiples):
+                yield {"n_clusters": k, "temperature_multiple": mult}, _FixedMap(cmap)
 
 
-def _multires(x: np.ndarray, space: SearchSpace, grid: list[int], fits: KMeansFits) -> MapCandidates:
-    for levels in space.level_sets(grid):
-        for mult in space.temperature_multiples:
+def _multires(ctx: _Context) -> Candidates:
+    for levels in ctx.space.level_sets(ctx.grid):
+        for mult in ctx.space.temperature_multiples:
             maps: list[KMeansClusterMap] = []
             for k in levels:
-                hard = fits(k)
-                variants = {m: cmap for cmap, m in _soft_variants(hard, x, [mult])}
+                hard = ctx.fits(k)
+                variants = {m: cmap for cmap, m in _soft_variants(hard, ctx.x, [mult])}
                 soft = variants.get(mult, hard)
                 maps.append(soft if isinstance(soft, KMeansClusterMap) else hard)
             seed = maps[0].seed
             cmap = MultiResolutionClusterMap.from_levels(maps, seed=seed, n_init=1, temperature_multiple=mult)
-            yield {"levels": list(levels), "temperature_multiple": mult}, cmap
+            yield {"levels": list(levels), "temperature_multiple": mult}, _FixedMap(cmap)
 
 
-FAMILIES: dict[str, Callable[[np.ndarray, SearchSpace, list[int], KMeansFits], MapCandidates]] = {
+def _knn_grid(ctx: _Context) -> list[int]:
+    return sorted({k for k in ctx.space.knn_neighbors if k <= ctx.n_probes}) or [ctx.n_probes]
+
+
+def _probe_knn(ctx: _Context) -> Candidates:
+    grid = _knn_grid(ctx)
+    for k in grid:
+        yield {"n_neighbors": k}, _ProbeKNN(k, max(grid), ctx.x, ctx.seed)
+
+
+def _blend(ctx: _Context) -> Candidates:
+    knn = ctx.best.get("probe_knn")
+    maps = [ctx.best[f] for f in ("kmeans", "multires") if f in ctx.best]
+    if knn is None or not maps:
+        return
+    other = max(maps, key=lambda t: t[0])  # the best K-Means-based candidate (first wins ties)
+    other_name = "kmeans" if "kmeans" in ctx.best and other is ctx.best["kmeans"] else "multires"
+    for w in ctx.space.blend_weights:
+        params = {
+            "knn_weight": float(w),
+            "probe_knn": {k: v for k, v in knn[2].items() if k != "shrinkage"},
+            other_name: {k: v for k, v in other[2].items() if k != "shrinkage"},
+        }
+        yield params, _Blend([knn[1], other[1]], [float(w), 1.0 - float(w)], ctx.seed)
+
+
+FAMILIES: dict[str, Callable[[_Context], Candidates]] = {
     "zero": _zero,
     "kmeans": _kmeans,
     "multires": _multires,
+    "probe_knn": _probe_knn,
+    "blend": _blend,
 }
-"""Representation families by name, in the default tie-break order (simplest first)."""
+"""Representation families by name, in the default tie-break order (simplest first). ``"blend"`` reads the best
+candidates of the families before it, so it comes last."""
+
+
+def _draw_area(
+    rep: _Representation, x: np.ndarray, draw: _Draw, s: np.ndarray, c: np.ndarray, alpha: float, points: int
+) -> float:
+    phi_probe, phi_val = rep.phis(x, draw)
+    pred = phi_val @ _psi(phi_probe, s[draw.probe_idx], alpha).T
+    return validation_area(pred, s[draw.val_idx], c, points)
 
 
 def select_representation(
@@ -457,7 +595,8 @@ def select_representation(
 
     The unsupervised maps are fitted once on all the training prompts (they never read a score, so the validation
     prompts' *scores* stay unseen); each draw then profiles the training LLMs on its pseudo-probes and routes its
-    validation prompts. The winning map, fitted on every training prompt, is the one returned.
+    validation prompts. The winning map, fitted on every training prompt, is the one returned (a probe-anchored map
+    is returned unbound: ``UniRouter.set_probes`` anchors it on the real probes).
     """
     space = space or SearchSpace()
     x = np.asarray(embeddings, dtype=np.float32)
@@ -487,7 +626,7 @@ def select_representation(
     draws = []
     for _ in range(n_repeats):
         perm = rng.permutation(n)
-        draws.append((perm[n_val : n_val + p], perm[:n_val]))
+        draws.append(_Draw(perm[n_val : n_val + p], perm[:n_val]))
     map_seed = int(rng.integers(2**31 - 1))
     grid = space.k_grid(p, n)
 
@@ -498,25 +637,23 @@ def select_representation(
             fitted[k] = KMeansClusterMap(n_clusters=k, seed=map_seed, n_init=1).fit(x)
         return fitted[k]
 
+    ctx = _Context(x=x, space=space, grid=grid, fits=fits, n_probes=p, seed=map_seed, best={})
     scored: list[CandidateScore] = []
-    best: tuple[float, ClusterMap, float, CandidateScore] | None = None
-    zero: tuple[float, ClusterMap, float, CandidateScore] | None = None
+    best: tuple[float, _Representation, float, CandidateScore] | None = None
+    zero: tuple[float, _Representation, float, CandidateScore] | None = None
     for family in space.families:
-        for params, cmap in FAMILIES[family](x, space, grid, fits):
-            phi = cmap.assign(x)
+        for params, rep in FAMILIES[family](ctx):
             alphas = space.shrinkage if family != "zero" else space.shrinkage[:1]
             for alpha in alphas:
-                areas = []
-                for probe_idx, val_idx in draws:
-                    pred = phi[val_idx] @ _psi(phi[probe_idx], s[probe_idx], float(alpha)).T
-                    areas.append(validation_area(pred, s[val_idx], c, curve_points))
-                a = float(np.mean(areas))
+                a = float(np.mean([_draw_area(rep, x, d, s, c, float(alpha), curve_points) for d in draws]))
                 cand = CandidateScore(family, {**params, "shrinkage": float(alpha)}, a)
                 scored.append(cand)
                 if best is None or a > best[0] + 1e-12:
-                    best = (a, cmap, float(alpha), cand)
+                    best = (a, rep, float(alpha), cand)
                 if family == "zero" and zero is None:
-                    zero = (a, cmap, float(alpha), cand)
+                    zero = (a, rep, float(alpha), cand)
+                if family not in ctx.best or a > ctx.best[family][0] + 1e-12:
+                    ctx.best[family] = (a, rep, params)
     if best is None:
         raise ValueError(f"no candidate could be fitted (K grid {grid} on {n} prompts)")
     # Guard against a lucky winner: the best of many candidates on the same draws looks better than it is. Its gain
@@ -527,16 +664,13 @@ def select_representation(
     # ZeroRouter there.
     gain = gain_se = None
     if zero is not None and best[3] is not zero[3] and n_check > 1:
-        phi_best, phi_zero = best[1].assign(x), zero[1].assign(x)
         diffs = []
         for _ in range(n_check):
             perm = rng.permutation(n)
-            probe_idx, val_idx = perm[n_val : n_val + p], perm[:n_val]
+            fresh = _Draw(perm[n_val : n_val + p], perm[:n_val])
             a_best, a_zero = (
-                validation_area(
-                    phi[val_idx] @ _psi(phi[probe_idx], s[probe_idx], alpha).T, s[val_idx], c, curve_points
-                )
-                for phi, alpha in ((phi_best, best[2]), (phi_zero, zero[2]))
+                _draw_area(rep, x, fresh, s, c, alpha, curve_points)
+                for rep, alpha in ((best[1], best[2]), (zero[1], zero[2]))
             )
             diffs.append(a_best - a_zero)
         d = np.asarray(diffs)
@@ -557,4 +691,4 @@ def select_representation(
             **space.to_dict(), "n_repeats": n_repeats, "n_check": n_check, "validation_fraction": validation_fraction
         },
     )
-    return SelectionResult(cluster_map=best[1], shrinkage=best[2], selection=selection)
+    return SelectionResult(cluster_map=best[1].product(), shrinkage=best[2], selection=selection)

@@ -92,6 +92,23 @@ class ClusterMap(ABC):
         """A new, unfitted map with the same parameters (deep-copied) and none of the learned state."""
         return type(self)(**copy.deepcopy(self.get_params()))
 
+    def bind_probes(self, probe_embeddings: np.ndarray) -> ClusterMap:
+        """The map to route with once the probe set is known (called by ``UniRouter.set_probes``).
+
+        Most maps do not depend on the probes and return ``self``. A map whose cells *are* the probe prompts
+        (:class:`~uniroute_core.probe_knn.ProbeKNNClusterMap`) returns a new fitted map anchored on them; the map it
+        was called on is never changed (it may be inside a snapshot that is being routed on).
+        """
+        return self
+
+    def assign_probes(self, probe_embeddings: np.ndarray) -> np.ndarray:
+        """Φ of the probe prompts ``(P, K)``, from which every member's Ψ is computed (``add_model``).
+
+        The same as :meth:`assign` for every map except those anchored on the probes, where probe i is the only
+        evidence of its own cell (the identity), so that Ψ of a cell is that probe's (shrunk) score.
+        """
+        return self.assign(probe_embeddings)
+
     def assign_compact(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Assignments as ``(row index (n,), distinct weight rows (R, K))``: row i of Φ is ``table[index[i]]``.
 

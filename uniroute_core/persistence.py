@@ -778,7 +778,8 @@ def load_state(
                 f"was saved with {emb_meta.name!r} of dimension {dim}"
             )
         if assign is None:
-            assign = cmap.assign(emb)
+            cmap = cmap.bind_probes(emb)  # the saved map is already bound; binding again keeps it
+            assign = cmap.assign_probes(emb)
         profiles = []
         for j, (name, cost) in enumerate(models):
             known = ~np.isnan(scores[j])

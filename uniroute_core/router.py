@@ -273,8 +273,9 @@ class UniRouter:
         if self.n_clusters != AUTO:
             k = int(self.n_clusters)
             return SearchSpace(families=("zero",)) if k == 1 else SearchSpace(families=("kmeans",), n_clusters=(k,))
-        families = ("zero", "kmeans", "multires") if self._cluster_map_param == AUTO else ("zero", "kmeans")
-        return SearchSpace(families=families)
+        if self._cluster_map_param == AUTO:
+            return SearchSpace()  # every family: ZeroRouter, K-Means, multi-resolution, probe KNN, blend
+        return SearchSpace(families=("zero", "kmeans"))
 
     def _resolved_k(self, n_probes: int | None, n_train: int) -> int:
         """K for a fit without validation: the setting, or ``"auto"`` → one per 50 probes (20 while unknown)."""
@@ -408,8 +409,9 @@ class UniRouter:
                     f"({state.names}): their profiles were computed on the old probes; remove them first"
                 )
             assert state.cluster_map is not None  # checked by _require_fitted; fit never unsets it
+            bound = state.cluster_map.bind_probes(emb)  # a map whose cells are the probes is anchored on them
             self._state = dataclasses.replace(
-                state, probes=probe_set, calibrations={}, probe_assign=state.cluster_map.assign(emb)
+                state, cluster_map=bound, probes=probe_set, calibrations={}, probe_assign=bound.assign_probes(emb)
             )
         return self
 
@@ -426,7 +428,9 @@ class UniRouter:
         state = self._state
         assign = None
         if probes is not None:
-            assign = cluster_map.assign(self.embed(list(probes.prompts)))
+            emb = self.embed(list(probes.prompts))
+            cluster_map = cluster_map.bind_probes(emb)
+            assign = cluster_map.assign_probes(emb)
         alpha = shrinkage if shrinkage is not None else self.shrinkage
         profiles = [
             build_profile(p.name, p.cost, p.probe_scores, assign, alpha, prior=_prior_of(p))

@@ -57,9 +57,13 @@ def cluster_quality(
     query_embeddings: np.ndarray,
     shrinkage: float,
 ) -> np.ndarray:
-    """UniRoute's prediction Φ(x)ᵀΨ(h) ``(n, M)``: members profiled on the probes only, no training on them."""
-    psi = probe_quality_matrix(cluster_map.assign(probe_embeddings), probe_scores, shrinkage)
-    return cluster_map.assign(query_embeddings) @ psi.T
+    """UniRoute's prediction Φ(x)ᵀΨ(h) ``(n, M)``: members profiled on the probes only, no training on them.
+
+    The map is bound to the probes first, as ``UniRouter.set_probes`` does (a no-op except for maps whose cells are
+    the probes)."""
+    bound = cluster_map.bind_probes(probe_embeddings)
+    psi = probe_quality_matrix(bound.assign_probes(probe_embeddings), probe_scores, shrinkage)
+    return bound.assign(query_embeddings) @ psi.T
 
 
 def zero_router_quality(probe_scores: np.ndarray, n_queries: int) -> np.ndarray:
