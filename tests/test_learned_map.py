@@ -119,3 +119,21 @@ def test_unirouter_learned_map_without_scores_says_what_is_missing(embedder):
     router = UniRouter(embedder=embedder, cluster_map="learned_map", n_clusters=2, show_progress=False)
     with pytest.raises(ValueError, match="train_scores"):
         router.fit(["math integral", "law court", "math algebra", "law contract"])
+
+
+def test_early_stopping_keeps_the_best_epoch_and_round_trips():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    s = (rng.random((300, 4)) < 0.5).astype(float)  # no signal: the held-out loss soon stops improving
+    m = LearnedMapClusterMap(n_clusters=3, seed=0, epochs=40, patience=2).fit(x, train_scores=s)
+    assert len(m.val_loss_history_) == len(m.loss_history_) < 40  # stopped early
+    assert m.best_epoch_ == int(np.argmin(m.val_loss_history_)) + 1
+    assert len(m.val_loss_history_) - m.best_epoch_ == 2  # patience epochs past the best
+    back = LearnedMapClusterMap.from_state(m.get_config(), m.get_arrays())
+    np.testing.assert_array_equal(back.assign(x[:10]), m.assign(x[:10]))
+    assert back.patience == 2 and back.best_epoch_ == m.best_epoch_
+    # the paper's schedule is unchanged without patience
+    plain = LearnedMapClusterMap(n_clusters=3, seed=0, epochs=3).fit(x, train_scores=s)
+    assert len(plain.loss_history_) == 3 and plain.best_epoch_ is None
+    with pytest.raises(ValueError, match="patience must be None or a positive integer"):
+        LearnedMapClusterMap(n_clusters=3, patience=0).fit(x, train_scores=s)

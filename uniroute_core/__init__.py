@@ -22,6 +22,7 @@ from .learned_map import LearnedMapClusterMap
 from .multires import MultiResolutionClusterMap
 from .persistence import RouterFileError
 from .policy import RoutingPolicy
+from .probe_knn import BlendClusterMap, ProbeKNNClusterMap
 from .probes import ProbeSet
 from .profile import ModelProfile
 from .profiling import ProfilingError, ProfilingResult, aprofile_answers, profile_answers
@@ -74,6 +75,8 @@ __all__ = [
     "KMeansClusterMap",
     "LearnedMapClusterMap",
     "MultiResolutionClusterMap",
+    "ProbeKNNClusterMap",
+    "BlendClusterMap",
     "SearchSpace",
     "Selection",
     "select_representation",

@@ -22,7 +22,11 @@ nothing about them can enter the choice. The choice is deterministic for a seed.
 
 Candidates (see :class:`SearchSpace`): ZeroRouter (K = 1, the safe fall-back on data where the prompt says little),
 K-Means with K on the method note's grid 3 … n_probes/50 with hard and soft assignments, multi-resolution soft K-Means
-(:class:`~uniroute_core.multires.MultiResolutionClusterMap`), each with the shrinkage α on a grid.
+(:class:`~uniroute_core.multires.MultiResolutionClusterMap`), KNN over the probe prompts as a map
+(:class:`~uniroute_core.probe_knn.ProbeKNNClusterMap`; on each draw its cells are that draw's pseudo-probes, as they
+will be the real probes), and a validation-weighted blend of the best probe-KNN with the best K-Means-based candidate
+(:class:`~uniroute_core.probe_knn.BlendClusterMap`), each with the shrinkage α on a grid. Every candidate is a valid Φ
+(non-negative rows summing to 1), so a member is still added from its probe scores alone.
 
 Without a training matrix nothing can be validated; :func:`default_n_clusters` gives the safe K for a probe count.
 """

@@ -57,6 +57,11 @@ class LearnedMapClusterMap(ClusterMap):
         probe_fraction: when :meth:`fit` gets no probe set, this fraction of the training prompts is held out and
             plays the probe set's role for Ψ_train (the rest are the BCE targets).
         n_threads: torch CPU threads used while fitting (fixed so results do not depend on the machine).
+        patience: ``None`` (default, the paper's schedule) trains exactly ``epochs`` epochs. A number turns on early
+            stopping: ``validation_fraction`` of the training prompts is held out, the held-out BCE is measured
+            after every epoch, training stops after ``patience`` epochs without improvement (``epochs`` is then the
+            maximum), and the weights of the best epoch are kept (``best_epoch_``).
+        validation_fraction: the held-out share for early stopping.
 
     Learned attributes: ``n_clusters_``, ``dim_``, ``train_models_`` (names, when given), ``loss_history_`` (mean
     BCE per epoch) and the layer weights (see :meth:`get_arrays`).
@@ -74,6 +79,8 @@ class LearnedMapClusterMap(ClusterMap):
         lr: float = 0.005,
         probe_fraction: float = 0.15,
         n_threads: int = 1,
+        patience: int | None = None,
+        validation_fraction: float = 0.1,
     ) -> None:
         self.n_clusters = n_clusters
         self.seed = seed
@@ -82,6 +89,8 @@ class LearnedMapClusterMap(ClusterMap):
         self.lr = lr
         self.probe_fraction = probe_fraction
         self.n_threads = n_threads
+        self.patience = patience
+        self.validation_fraction = validation_fraction
 
     # ------------------------------------------------------------------ torch network
     def _build(self, dim: int) -> Any:
@@ -170,11 +179,33 @@ class LearnedMapClusterMap(ClusterMap):
                 )
         if len(x) < 2 or len(px) < 2:
             raise ValueError(f"LearnedMap needs at least 2 training and 2 probe prompts, got {len(x)} and {len(px)}")
-        self._train(x, s, px, ps, rng)
+        val: tuple[np.ndarray, np.ndarray] | None = None
+        if self.patience is not None:
+            if not isinstance(self.patience, int) or isinstance(self.patience, bool) or self.patience < 1:
+                raise ValueError(f"patience must be None or a positive integer, got {self.patience!r}")
+            n_val = int(round(float(self.validation_fraction) * len(x)))
+            if not 0 < self.validation_fraction < 1 or n_val < 2 or len(x) - n_val < 2:
+                raise ValueError(
+                    f"early stopping cannot hold out validation_fraction={self.validation_fraction} of {len(x)} "
+                    "training prompts (need at least 2 held out and 2 left)"
+                )
+            perm = rng.permutation(len(x))
+            val, x, s = (x[perm[:n_val]], s[perm[:n_val]]), x[perm[n_val:]], s[perm[n_val:]]
+        self._train(x, s, px, ps, rng, val)
         self.train_models_ = list(train_models) if train_models is not None else None
         return self
 
-    def _train(self, x: np.ndarray, s: np.ndarray, px: np.ndarray, ps: np.ndarray, rng: np.random.Generator) -> None:
+    def _train(
+        self,
+        x: np.ndarray,
+        s: np.ndarray,
+        px: np.ndarray,
+        ps: np.ndarray,
+        rng: np.random.Generator,
+        val: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        import copy
+
         import torch
 
         prev_threads = torch.get_num_threads()
@@ -194,8 +225,25 @@ class LearnedMapClusterMap(ClusterMap):
             probe_known = torch.from_numpy(~np.isnan(ps)).to(torch.float32)
             n, bs = len(x), max(2, int(self.batch_size))
             history: list[float] = []
+            val_history: list[float] = []
+            best: tuple[float, int, Any] | None = None
+
+            def held_out_bce() -> float:  # eval-mode Φ on the probes and the held-out prompts
+                assert val is not None
+                net.eval()
+                with torch.no_grad():
+                    phi_p = net(tpx)
+                    psi = (phi_p.T @ (probe_loss * probe_known)) / (phi_p.T @ probe_known).clamp_min(1e-8)
+                    vx = torch.from_numpy(np.ascontiguousarray(val[0], dtype=np.float32))
+                    p = (net(vx) @ psi).clamp(1e-6, 1 - 1e-6)
+                    vmask = torch.from_numpy(~np.isnan(val[1]))
+                    target = torch.from_numpy(np.nan_to_num(1.0 - val[1], nan=0.0)).to(torch.float32)
+                    out = float(torch.nn.functional.binary_cross_entropy(p[vmask], target[vmask]))
+                net.train()
+                return out
+
             net.train()
-            for _ in range(int(self.epochs)):
+            for epoch in range(int(self.epochs)):
                 order = rng.permutation(n)
                 total, count = 0.0, 0
                 for start in range(0, n, bs):
@@ -216,12 +264,23 @@ class LearnedMapClusterMap(ClusterMap):
                     total += float(bce.detach()) * len(idx)
                     count += len(idx)
                 history.append(total / max(count, 1))
+                if val is not None and self.patience is not None:
+                    v = held_out_bce()
+                    val_history.append(v)
+                    if best is None or v < best[0] - 1e-7:
+                        best = (v, epoch, copy.deepcopy(net.state_dict()))
+                    elif epoch - best[1] >= self.patience:
+                        break
+            if best is not None:
+                net.load_state_dict(best[2])
             net.eval()
             self._set_weights(net)
         finally:
             torch.set_num_threads(prev_threads)
             torch.use_deterministic_algorithms(prev_det)
         self.loss_history_ = history
+        self.val_loss_history_ = val_history
+        self.best_epoch_ = None if best is None else best[1] + 1
         self.n_clusters_ = int(self.n_clusters)
         self.dim_ = int(x.shape[1])
 
@@ -277,6 +336,10 @@ class LearnedMapClusterMap(ClusterMap):
             "hidden": HIDDEN,
             "train_models": getattr(self, "train_models_", None),
             "loss_history": list(getattr(self, "loss_history_", [])),
+            "patience": self.patience,
+            "validation_fraction": self.validation_fraction,
+            "val_loss_history": list(getattr(self, "val_loss_history_", [])),
+            "best_epoch": getattr(self, "best_epoch_", None),
         }
 
     def get_arrays(self) -> dict[str, np.ndarray]:
@@ -292,6 +355,8 @@ class LearnedMapClusterMap(ClusterMap):
             lr=float(config.get("lr", 0.005)),
             probe_fraction=float(config.get("probe_fraction", 0.15)),
             n_threads=int(config.get("n_threads", 1)),
+            patience=None if config.get("patience") is None else int(config["patience"]),
+            validation_fraction=float(config.get("validation_fraction", 0.1)),
         )
         dim, k, hidden = int(config["dim"]), obj.n_clusters, int(config.get("hidden", HIDDEN))
         expected = {
@@ -318,4 +383,6 @@ class LearnedMapClusterMap(ClusterMap):
         obj.dim_ = dim
         obj.train_models_ = config.get("train_models")
         obj.loss_history_ = list(config.get("loss_history", []))
+        obj.val_loss_history_ = list(config.get("val_loss_history", []))
+        obj.best_epoch_ = None if config.get("best_epoch") is None else int(config["best_epoch"])
         return obj

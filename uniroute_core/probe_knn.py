@@ -129,9 +129,15 @@ class ProbeKNNClusterMap(ClusterMap):
         anchors = self.anchors_
         assert anchors is not None
         k = min(self.k, len(anchors))
-        nb = probe_neighbours(anchors, x, k)
         out = np.zeros((len(x), len(anchors)), dtype=np.float64)
-        np.put_along_axis(out, nb, 1.0 / k, axis=1)
+        u = _unit_rows(x)
+        for start in range(0, len(u), _CHUNK):  # only the set of the k nearest matters here, not their order
+            sim = u[start : start + _CHUNK] @ anchors.T
+            nb = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < len(anchors) else None
+            if nb is None:
+                out[start : start + _CHUNK] = 1.0 / k
+            else:
+                np.put_along_axis(out[start : start + _CHUNK], nb, 1.0 / k, axis=1)
         return out
 
     def assign_probes(self, probe_embeddings: np.ndarray) -> np.ndarray:

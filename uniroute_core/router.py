@@ -62,7 +62,9 @@ class UniRouter:
             :mod:`uniroute_core.profile`); 0 disables it. When ``fit`` chooses the representation by validation it
             also chooses α (:attr:`shrinkage_`); this setting is then the fallback for later fits without scores.
         cluster_map: the cluster map Φ: ``"auto"`` (default) — with a training matrix, the representation (ZeroRouter,
-            hard or soft K-Means, multi-resolution soft K-Means) and its hyper-parameters are chosen by validation
+            hard or soft K-Means, multi-resolution soft K-Means, KNN over the probes, a blend of the last with a
+            K-Means map; ``"kmeans"`` restricts it to ZeroRouter and K-Means, the cheapest to route) and its
+            hyper-parameters are chosen by validation
             Area on the training LLMs (:mod:`uniroute_core.autoselect`; the record is :attr:`selection_`); without
             one, K-Means with ``n_clusters``. Or a registered kind name (``"kmeans"``, ``"learned_map"``, …), built
             with ``n_clusters`` and ``seed``; or an unfitted :class:`ClusterMap` instance used as a template. The router
