@@ -53,7 +53,7 @@ def test_eval_writes_results_json_in_the_issue_schema_and_a_png(folder, tmp_path
         assert all(q is None or q > 0 for q in m["qnc"])
     assert len(doc["methods"]["kmeans"]["n_clusters"]) == 2 and len(doc["methods"]["learned_map"]["n_clusters"]) == 2
     assert doc["best_single"] == {"model": "f", "quality": pytest.approx(doc["best_single"]["quality"]), "cost": 10.0}
-    assert doc["methods"]["uniroute"]["representation"][0] in ("zero", "kmeans", "multires")
+    assert doc["methods"]["uniroute"]["representation"][0] in ("zero", "kmeans", "multires", "probe_knn", "blend")
     for key in ("uniroute_vs_knn", "uniroute_vs_zero", "kmeans_vs_knn", "kmeans_vs_zero", "learned_map_vs_knn",
                 "learned_map_vs_zero"):
         t = doc["sign_test"][key]

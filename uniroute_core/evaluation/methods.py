@@ -329,7 +329,7 @@ class UniRouteProductMethod(EvaluationMethod):
         return MethodOutcome(router_curve(pred, ctx.test_true, ctx.test_costs), params)
 
     def describe_choice(self, params: Sequence[dict[str, Any]]) -> str:
-        """How often each representation was chosen, e.g. ``kmeans 12/20 (K median 8), multires 8/20``."""
+        """How often each representation was chosen, e.g. ``blend 12/20 (KNN weight median 0.5), multires 8/20``."""
         if not params or "representation" not in params[0]:
             return ""
         out = []
@@ -338,6 +338,10 @@ class UniRouteProductMethod(EvaluationMethod):
             part = f"{rep} {len(picked)}/{len(params)}"
             if rep == "kmeans":
                 part += f" (K median {int(np.median([p['n_clusters'] for p in picked]))})"
+            elif rep == "probe_knn":
+                part += f" (k median {int(np.median([p['n_neighbors'] for p in picked]))})"
+            elif rep == "blend":
+                part += f" (KNN weight median {np.median([p['knn_weight'] for p in picked]):g})"
             out.append(part)
         alphas = [p["shrinkage"] for p in params if "shrinkage" in p]
         return ", ".join(out) + (f"; alpha median {np.median(alphas):g}" if alphas else "")
