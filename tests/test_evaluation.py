@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
 import numpy as np
 import pytest
 
@@ -62,6 +69,76 @@ def test_router_curve_by_hand():
     assert curve.cost.tolist() == [1.0, 2.5]
     assert curve.quality.tolist() == [0.5, 1.0]
     assert area(curve) == pytest.approx(0.5 * (0.5 + 1.0) / 2 + 0.5 * 1.0)
+
+
+def _curve_by_brute_force(pred: np.ndarray, true: np.ndarray, costs: np.ndarray, max_points: int = 2000):
+    """router_curve as it was written first: the rule applied λ by λ (the reference for the fast sweep)."""
+    from uniroute_core.rule import choose_by_lambda, lambda_grid
+
+    lams = lambda_grid(pred, costs, max_points=max_points)
+    rows = np.arange(len(true))
+    picks = [choose_by_lambda(pred, costs, float(lam)) for lam in lams]
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-unknown column: NaN, as in the fast path
+        q = np.array([np.nanmean(true[rows, p]) for p in picks])
+    return lams, np.array(picks), np.array([costs[p].mean() for p in picks]), q
+
+
+def _sweep_cases(seed: int = 0):
+    """Predictions with the hard cases of the λ sweep: exact ties of quality, equal costs, a free member,
+    several members on one line (three-way ties at one λ), hard-map-like repeated rows, NaN predictions."""
+    rng = np.random.default_rng(seed)
+    for i in range(240):
+        n, m = int(rng.integers(1, 50)), int(rng.integers(1, 8))
+        kind = i % 6
+        costs = rng.choice([0.0, 1.0, 2.0, 2.0, 7.2, 7.2, 70.6], m) if kind < 2 else rng.random(m) * 10
+        if kind == 1:
+            costs = np.zeros(m)
+        pred = rng.choice([0.0, 0.25, 0.5, 0.75, 1.0], (n, m)) if kind in (0, 2) else rng.random((n, m))
+        if kind == 3:  # every member on one line per prompt: all tie at one λ
+            c = costs / costs.max() if costs.max() > 0 else costs
+            pred = rng.random(n)[:, None] - rng.random(n)[:, None] * c[None, :] * 0.3
+        if kind == 4:  # a hard map: few distinct rows
+            pred = rng.random((3, m))[rng.integers(0, 3, n)]
+        if kind == 5:
+            pred[rng.random(pred.shape) < 0.1] = np.nan
+        true = rng.integers(0, 2, (n, m)).astype(float) if i % 2 else rng.random((n, m))
+        true[rng.random(true.shape) < 0.15] = np.nan
+        yield pred, true, costs
+
+
+def test_lambda_path_chooses_exactly_what_the_rule_chooses_at_every_lambda():
+    """LambdaPath (the λ sweep behind router_curve and the validation Area) equals choose_by_lambda at every λ:
+    at the grid's λ and also exactly on every prompt's crossings, where ties go to the cheaper member."""
+    from uniroute_core.rule import LambdaPath, choose_by_lambda, lambda_grid
+
+    for pred, _, costs in _sweep_cases():
+        c = costs / costs.max() if costs.max() > 0 else costs
+        with np.errstate(all="ignore"):
+            cross = ((1 - pred)[:, :, None] - (1 - pred)[:, None, :]) / (c[None, None, :] - c[None, :, None])
+        cross = cross[np.isfinite(cross) & (cross >= 0)][:60]
+        lams = np.concatenate([lambda_grid(pred, costs), cross, [0.0, 0.5, 3.0]])
+        got = LambdaPath(pred, costs).choose(lams)
+        want = np.stack([choose_by_lambda(pred, costs, float(lam)) for lam in lams])
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        LambdaPath(np.ones((2, 2)), np.ones(2)).choose(np.array([-1.0]))
+
+
+def test_router_curve_equals_the_rule_applied_lambda_by_lambda():
+    """The fast router_curve traces the same points as applying the rule at each λ: the same λ grid, the same
+    choices; mean quality equal (exactly for 0/1 scores), mean cost up to float rounding."""
+    for i, (pred, true, costs) in enumerate(_sweep_cases(seed=1)):
+        curve = router_curve(pred, true, costs)
+        lams, _, c_ref, q_ref = _curve_by_brute_force(pred, true, costs)
+        np.testing.assert_array_equal(curve.lams, lams)
+        np.testing.assert_allclose(curve.raw_cost, c_ref, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(curve.raw_quality, q_ref, rtol=0, atol=1e-12)
+        if i % 2:  # 0/1 scores: integer sums, exact
+            np.testing.assert_array_equal(curve.raw_quality, q_ref)
+        ref = deferral_curve(c_ref, q_ref, costs.min(), costs.max()) if np.isfinite(q_ref).all() else None
+        if ref is not None:
+            assert area(curve) == pytest.approx(area(ref), abs=1e-12)
 
 
 # ---------------------------------------------------------------- sign test
@@ -188,6 +265,50 @@ def test_parallel_trials_give_the_same_results_in_the_same_order():
             np.testing.assert_array_equal(a.curves[name], b.curves[name])
     with pytest.raises(ValueError, match="jobs must be an integer >= 1"):
         evaluate(data, x, config, progress=False, jobs=0)
+
+
+_ORPHAN_PARENT = """
+import sys, time
+import numpy as np
+from uniroute_core.evaluation.protocol import _trial_pool
+
+pool = _trial_pool(2, np.zeros((2, 2), dtype=np.float32), None, None)
+futures = [pool.submit(time.sleep, 120) for _ in range(2)]  # workers busy, as in a long trial
+time.sleep(1.0)
+print(" ".join(str(pid) for pid in pool._processes), flush=True)
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to see whether a worker is alive")
+def test_trial_workers_exit_when_the_parent_is_killed():
+    """Fault injection: SIGKILL the process running `evaluate(jobs=2)`; its spawn workers (busy in a trial) must
+    exit by themselves instead of computing on for nobody (they were left orphaned before the watchdog)."""
+    parent = subprocess.Popen([sys.executable, "-c", _ORPHAN_PARENT], stdout=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    try:
+        assert parent.stdout is not None
+        workers = [int(p) for p in parent.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(p) for p in workers)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in workers), f"orphaned workers still running: {workers}"
+    finally:
+        parent.kill()
+        for p in workers:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
 
 
 def test_test_llms_scores_outside_the_probes_are_never_used():

@@ -43,7 +43,7 @@ import numpy as np
 from .cluster_map import ClusterMap, KMeansClusterMap
 from .multires import MultiResolutionClusterMap
 from .probe_knn import BlendClusterMap, ProbeKNNClusterMap, _unit_rows, probe_neighbours
-from .rule import lambda_grid, normalised_costs
+from .rule import LambdaPath, lambda_grid
 
 __all__ = [
     "AUTO",
@@ -374,20 +374,10 @@ def validation_area(predicted: np.ndarray, true: np.ndarray, costs: np.ndarray, 
     its inner loop.
     A NaN in ``true`` (a training LLM without a score on that prompt) is left out of that point's mean quality."""
     lams = lambda_grid(predicted, costs, max_points=max_points)
-    c_norm = normalised_costs(costs)
-    order = np.argsort(costs, kind="stable")  # ties go to the cheaper member, as in rule.pick
-    loss, c_ord = (1.0 - predicted)[:, order], c_norm[order]
-    rows = np.arange(len(true))
-    true_ord = true[:, order]
-    pts_c, pts_q = np.empty(len(lams)), np.empty(len(lams))
-    step = max(1, 4_000_000 // max(1, loss.size))
-    for start in range(0, len(lams), step):
-        lam = lams[start : start + step]
-        pick = np.argmin(loss[None, :, :] + lam[:, None, None] * c_ord[None, None, :], axis=2)  # (L, n)
-        pts_c[start : start + len(lam)] = costs[order][pick].mean(axis=1)
-        got = true_ord[rows[None, :], pick]
-        known = ~np.isnan(got)
-        pts_q[start : start + len(lam)] = np.where(known, got, 0.0).sum(axis=1) / np.maximum(known.sum(axis=1), 1)
+    path = LambdaPath(predicted, costs)  # every λ's choices at once, exactly the rule's (see rule.LambdaPath)
+    mean_q, known = path.means(lams, true)
+    pts_q = np.where(known > 0, mean_q, 0.0)
+    pts_c, _ = path.means(lams, np.broadcast_to(np.asarray(costs, dtype=float), predicted.shape))
     return _envelope_area(pts_c, pts_q, float(costs.min()), float(costs.max()))
 
 

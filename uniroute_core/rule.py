@@ -26,6 +26,8 @@ __all__ = [
     "rank",
     "choose_by_lambda",
     "choose_cheapest_adequate",
+    "LambdaPath",
+    "choose_by_lambdas",
     "lambda_grid",
     "routed_cost_curve",
     "Calibration",
@@ -112,6 +114,165 @@ def choose_cheapest_adequate(
 ) -> np.ndarray:
     """Cheapest member whose expected quality ≥ ``min_quality``; if none is, the one with the highest quality."""
     return pick(adequacy_keys(expected_quality, costs, min_quality, allowed), costs)
+
+
+class LambdaPath:
+    """Every prompt's choice under the λ rule as a function of λ, so that many λ cost O(L·n), not O(L·n·M).
+
+    For one prompt, as λ grows the rule's choice only moves to cheaper members, at *breakpoints* where the chosen
+    member's objective (1 − q) + λ·c̃ is crossed by a cheaper member's (the lower convex hull of the members'
+    (c̃, 1 − q) points). Those are found once per prompt (a few O(n·M) passes); :meth:`choose` then reads the choice
+    at any λ by counting breakpoints below it.
+
+    The result is *exactly* :func:`choose_by_lambda` at every λ (same objective values in floating point, same
+    tie-break toward the cheaper member): wherever a λ lies within a rounding band of one of the prompt's
+    breakpoints, that (prompt, λ) pair is decided by evaluating the rule itself; rows with a non-finite quality
+    are always evaluated by the rule. ``tests/test_evaluation.py`` compares the two on ties, equal costs and
+    near-collinear members.
+
+    Args:
+        expected_quality: ``(n, M)`` predicted quality per prompt and member.
+        costs: ``(M,)`` the members' per-call costs.
+    """
+
+    def __init__(self, expected_quality: np.ndarray, costs: np.ndarray) -> None:
+        q = np.asarray(expected_quality, dtype=float)
+        costs = np.asarray(costs, dtype=float)
+        if q.ndim != 2 or costs.ndim != 1 or q.shape[1] != costs.shape[0] or costs.size == 0:
+            raise ValueError(f"expected_quality {q.shape} and costs {costs.shape} disagree")
+        self.order = _cheapest_first(costs)
+        self.costs = costs
+        c_sorted = normalised_costs(costs)[self.order]
+        loss = (1.0 - q)[:, self.order]  # the rule's (1 - q), columns cheapest first
+        self._loss, self._c = loss, c_sorted
+        n, m = loss.shape
+        rows = np.arange(n)
+        self._exact_rows = np.asarray(~np.isfinite(loss).all(axis=1))  # decided by the rule itself at every λ
+        cur = np.argmin(np.where(self._exact_rows[:, None], 0.0, loss), axis=1)  # λ = 0: the first minimum
+        members, breaks, bands = [cur], [], []
+        last = np.zeros(n)
+        active = (cur > 0) & ~self._exact_rows
+        for _ in range(m - 1):
+            if not active.any():
+                break
+            dc = c_sorted[cur][:, None] - c_sorted[None, :]  # > 0 only for strictly cheaper members
+            with np.errstate(divide="ignore", invalid="ignore"):
+                lam = np.where(dc > 0, (loss - loss[rows, cur][:, None]) / np.where(dc > 0, dc, 1.0), np.inf)
+            lam[~active] = np.inf
+            nxt = np.argmin(lam, axis=1)  # the cheapest of the members crossing first
+            at = np.maximum(lam[rows, nxt], last)  # breakpoints never go back (rounding)
+            moved = np.isfinite(at)
+            gap = np.where(moved, dc[rows, nxt], 1.0)
+            breaks.append(np.where(moved, at, np.inf))
+            # rounding band: the objectives are O(1) sums, so a crossing is known to ~1e-15 / (cost gap) in λ
+            bands.append(np.where(moved, 1e-9 * (1.0 + np.abs(at)) + 1e-12 / gap, 0.0))
+            cur = np.where(moved, nxt, cur)
+            members.append(cur)
+            last = np.where(moved, at, last)
+            active = moved & (cur > 0)
+        self._members = np.stack(members, axis=1)  # (n, H + 1) positions in cheapest-first order
+        self._breaks = np.stack(breaks, axis=1) if breaks else np.zeros((n, 0))  # (n, H), inf = none
+        self._bands = np.stack(bands, axis=1) if bands else np.zeros((n, 0))
+
+    def _sorted_lams(self, lams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lams = np.asarray(lams, dtype=float).reshape(-1)
+        if lams.size and (not np.isfinite(lams).all() or (lams < 0).any()):
+            raise ValueError(f"every lam must be a finite number >= 0, got min {lams.min()}, max {lams.max()}")
+        srt = np.argsort(lams, kind="stable")
+        return srt, lams[srt]
+
+    def _starts(self, ls: np.ndarray) -> np.ndarray:
+        """``(n, H + 1)``: index into the sorted λ where each of a prompt's segments starts (``len(ls)``: never)."""
+        b = self._breaks
+        first = np.full(b.shape, len(ls), dtype=np.int64)
+        finite = np.isfinite(b)
+        first[finite] = np.searchsorted(ls, b[finite], side="left")  # first λ at or past each breakpoint
+        return np.concatenate([np.zeros((len(b), 1), dtype=np.int64), first], axis=1)
+
+    def _ruled_pairs(self, ls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The (λ index, prompt) pairs the rule decides itself (see the class docstring): λ index, prompt, the
+        rule's choice and the segment's choice (positions in cheapest-first order)."""
+        b, n_l = self._breaks, len(ls)
+        finite = np.isfinite(b)
+        r_idx = np.broadcast_to(np.arange(len(b))[:, None], b.shape)[finite]
+        lo = np.searchsorted(ls, (b - self._bands)[finite], side="left")
+        hi = np.searchsorted(ls, (b + self._bands)[finite], side="right")
+        hit = np.nonzero(hi > lo)[0]  # usually none: a grid λ almost never sits on a prompt's crossing
+        t_parts = [np.arange(lo[i], hi[i]) for i in hit]
+        r_parts = [np.full(hi[i] - lo[i], r_idx[i]) for i in hit]
+        exact = np.nonzero(self._exact_rows)[0]
+        if exact.size and n_l:
+            t_parts.append(np.repeat(np.arange(n_l), exact.size))
+            r_parts.append(np.tile(exact, n_l))
+        if not t_parts:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, empty, empty
+        t_all, r_all = np.concatenate(t_parts), np.concatenate(r_parts)
+        # de-duplicate (bands of one prompt may overlap)
+        key = np.unique(t_all * len(b) + r_all)
+        t_all, r_all = key // len(b), key % len(b)
+        keys = self._loss[r_all] + ls[t_all][:, None] * self._c[None, :]  # the rule's objective, cheapest first
+        ruled = np.argmin(keys, axis=1)
+        seg = (b[r_all] <= ls[t_all][:, None]).sum(axis=1)
+        return t_all, r_all, ruled, self._members[r_all, seg]
+
+    def choose(self, lams: np.ndarray) -> np.ndarray:
+        """The chosen member ``(len(lams), n)`` at each λ: row t equals ``choose_by_lambda(q, costs, lams[t])``."""
+        srt, ls = self._sorted_lams(lams)
+        n_l, n = len(ls), self._members.shape[0]
+        starts = self._starts(ls)
+        inc = np.zeros((n_l + 1, n), dtype=np.int64)
+        np.add.at(inc, (starts[:, 1:].ravel(), np.repeat(np.arange(n), starts.shape[1] - 1)), 1)
+        seg = np.cumsum(inc[:n_l], axis=0)  # segments started at or below each λ, minus the first
+        pos = np.take_along_axis(self._members.T, seg, axis=0)
+        t_all, r_all, ruled, _ = self._ruled_pairs(ls)
+        pos[t_all, r_all] = ruled
+        out = np.empty_like(pos)
+        out[srt] = self.order[pos]
+        return out
+
+    def means(self, lams: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per λ: the mean over prompts of ``values[i, chosen member]`` (NaN = unknown, left out) and the number of
+        known values — ``np.nanmean(values[rows, choose_by_lambda(q, costs, lam)])`` for every λ in O(n·H + L).
+
+        Sums are accumulated λ by λ from the changes at breakpoints, so the means equal the direct ones up to float
+        rounding (exactly, when the values are integers such as 0/1 correctness).
+        """
+        srt, ls = self._sorted_lams(lams)
+        n_l, n = len(ls), self._members.shape[0]
+        v = np.asarray(values, dtype=float)
+        if v.shape != self._loss.shape:
+            raise ValueError(f"values must be {self._loss.shape} (prompts x members), got {v.shape}")
+        v = v[:, self.order]
+        known = ~np.isnan(v)
+        v0 = np.where(known, v, 0.0)
+        rows = np.arange(n)[:, None]
+        seg_v, seg_k = v0[rows, self._members], known[rows, self._members].astype(float)
+        seg_v[self._exact_rows] = 0.0  # those rows are added below, λ by λ
+        seg_k[self._exact_rows] = 0.0
+        starts = self._starts(ls).ravel()
+        d_v = np.diff(seg_v, axis=1, prepend=0.0).ravel()
+        d_k = np.diff(seg_k, axis=1, prepend=0.0).ravel()
+        total = np.cumsum(np.bincount(starts, weights=d_v, minlength=n_l + 1)[:n_l])
+        count = np.cumsum(np.bincount(starts, weights=d_k, minlength=n_l + 1)[:n_l])
+        t_all, r_all, ruled, segpos = self._ruled_pairs(ls)
+        if t_all.size:
+            is_exact = self._exact_rows[r_all]
+            before_v = np.where(is_exact, 0.0, v0[r_all, segpos])
+            before_k = np.where(is_exact, 0.0, known[r_all, segpos].astype(float))
+            total += np.bincount(t_all, weights=v0[r_all, ruled] - before_v, minlength=n_l)
+            count += np.bincount(t_all, weights=known[r_all, ruled] - before_k, minlength=n_l)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(count > 0, total / np.where(count > 0, count, 1.0), np.nan)
+        out_m, out_k = np.empty(n_l), np.empty(n_l)
+        out_m[srt], out_k[srt] = mean, count
+        return out_m, out_k
+
+
+def choose_by_lambdas(expected_quality: np.ndarray, costs: np.ndarray, lams: np.ndarray) -> np.ndarray:
+    """:func:`choose_by_lambda` at every λ of ``lams`` at once: ``(len(lams), n)`` member indices (see
+    :class:`LambdaPath`, exact and O(L·n + n·M·H))."""
+    return LambdaPath(expected_quality, costs).choose(lams)
 
 
 def lambda_grid(

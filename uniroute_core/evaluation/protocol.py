@@ -25,6 +25,8 @@ Trials are compared with a two-sided sign test on per-trial Area (:func:`sign_te
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -251,7 +253,21 @@ def run_trial(
 
     Each method is looked up with :func:`~.methods.get_method` and given the same :class:`~.methods.TrialContext`;
     this function knows no method by name.
+
+    The trial runs with one thread in the BLAS and OpenMP pools (K-Means, matrix products; the torch-based
+    methods fix their own thread count): the result then does not depend on the machine's core count or on
+    ``jobs``, and parallel trials do not oversubscribe the cores (two 2-thread BLAS pools on 2 cores made K-Means
+    many times slower on a loaded machine).
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _run_trial(x, data, split, rng, config)
+
+
+def _run_trial(
+    x: np.ndarray, data: RoutingData, split: TrialSplit, rng: np.random.Generator, config: EvaluationConfig
+) -> TrialResult:
     scores, costs = data.scores, np.asarray(data.costs, dtype=float)
     te_m = split.test_models
     test_true, test_costs = scores[np.ix_(split.test, te_m)], costs[te_m]
@@ -399,10 +415,47 @@ class EvaluationResult:
 
 _WORKER: dict[str, Any] = {}
 
+WATCHDOG_INTERVAL = 0.5
+"""Seconds between a trial worker's checks that the process that started it is still alive."""
 
-def _init_trial_worker(x: np.ndarray, data: RoutingData, config: EvaluationConfig) -> None:
-    """Keep the embeddings, data and config in a worker process (sent once, not once per trial)."""
+
+def _exit_when_orphaned(parent_pid: int, interval: float) -> None:
+    """Worker-side watchdog: end this process at once when its parent is gone (it was re-parented).
+
+    A parent killed by a signal (SIGKILL, an OOM kill, a SIGTERM that skips clean-up) cannot shut its pool down;
+    without this its spawn workers would keep computing trials nobody will collect. ``os._exit`` because the
+    worker's main thread may be deep inside a trial.
+    """
+    while True:
+        time.sleep(interval)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+
+def _init_trial_worker(
+    x: np.ndarray, data: RoutingData, config: EvaluationConfig, parent_pid: int | None = None
+) -> None:
+    """Keep the embeddings, data and config in a worker process (sent once, not once per trial), and start the
+    parent-death watchdog (:func:`_exit_when_orphaned`)."""
     _WORKER.update(x=x, data=data, config=config)
+    if parent_pid is not None:
+        threading.Thread(
+            target=_exit_when_orphaned, args=(parent_pid, WATCHDOG_INTERVAL), name="uniroute-parent-watchdog",
+            daemon=True,
+        ).start()
+
+
+def _trial_pool(n_workers: int, x: np.ndarray, data: RoutingData, config: EvaluationConfig) -> Any:
+    """The ``spawn`` process pool of :func:`evaluate` (``jobs`` > 1); its workers exit when this process dies."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(
+        max_workers=n_workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_trial_worker,
+        initargs=(x, data, config, os.getpid()),
+    )
 
 
 def _run_trial_in_worker(split: TrialSplit, rng: np.random.Generator) -> TrialResult:
@@ -441,16 +494,8 @@ def evaluate(
         for split, rng in tqdm(splits, desc="trials", disable=not progress, unit="trial"):
             trials.append(run_trial(x, data, split, rng, config))
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         with (
-            ProcessPoolExecutor(
-                max_workers=min(jobs, len(splits)),
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_trial_worker,
-                initargs=(x, data, config),
-            ) as pool,
+            _trial_pool(min(jobs, len(splits)), x, data, config) as pool,
             tqdm(total=len(splits), desc="trials", disable=not progress, unit="trial") as bar,
         ):
             futures = [pool.submit(_run_trial_in_worker, split, rng) for split, rng in splits]
