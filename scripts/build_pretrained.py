@@ -1,14 +1,14 @@
 """Build the pretrained default router shipped as ``uniroute_core/pretrained/mmlu_pro_minilm``.
 
-    PYTHONPATH=. python scripts/build_pretrained.py [--probes 300] [--n-clusters 6|auto] [--repeats 10] [--out DIR]
+    PYTHONPATH=. python scripts/build_pretrained.py [--probes 300] [--n-clusters auto|K] [--repeats 10] [--out DIR]
 
 Deterministic (seed 0 everywhere; rerunning gives the same router), using
 :func:`uniroute_core.build.build_from_routing_data`:
 
 1. Probe set: ``--probes`` questions of the bundled ``mmlu_pro`` data, drawn stratified by category (each of the 14
    subjects keeps its share), with their gold letters and the multiple-choice grader.
-2. K = 6 (one cluster per 50 probes, the method note's upper end |S_val|/50) and α = 2 by default; with
-   ``--n-clusters auto`` they are chosen by validation instead: the other questions are split ``--repeats`` times
+2. K and α are chosen by validation (the default, ``--n-clusters auto``; a fixed ``--n-clusters K`` uses α = 2
+   unless ``--shrinkage`` is given): the other questions are split ``--repeats`` times
    into a fitting part (80 %) and a validation part (20 %); each time a random pool of 10 of the 29 recorded LLMs is
    profiled on the probes from its recorded answers, the validation questions are routed over every λ, and the Area
    under the deferral curve is measured; the best mean Area wins (ZeroRouter K = 1 is in the grid).
@@ -63,9 +63,9 @@ def main() -> int:
     ap.add_argument("--probes", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=10, help="validation splits with --n-clusters auto")
     ap.add_argument(
-        "--n-clusters", default="6",
-        help="K (default 6: one cluster per 50 probes, the method note's upper end |S_val|/50), or 'auto' to choose "
-        "K and the shrinkage by validation (about 11 CPU-minutes)",
+        "--n-clusters", default="auto",
+        help="'auto' (default: K and the shrinkage chosen by validation, about 11 CPU-minutes; this is how the shipped "
+        "router was built) or a fixed K (e.g. 6: one cluster per 50 probes, the method note's upper end |S_val|/50)",
     )
     ap.add_argument("--shrinkage", type=float, default=None, help="α (default 2 with a fixed K; validated with auto)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
