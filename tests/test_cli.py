@@ -54,6 +54,9 @@ def test_eval_writes_results_json_in_the_issue_schema_and_a_png(folder, tmp_path
     assert len(doc["methods"]["kmeans"]["n_clusters"]) == 2 and len(doc["methods"]["learned_map"]["n_clusters"]) == 2
     assert doc["best_single"] == {"model": "f", "quality": pytest.approx(doc["best_single"]["quality"]), "cost": 10.0}
     assert doc["methods"]["uniroute"]["representation"][0] in ("zero", "kmeans", "multires", "probe_knn", "blend")
+    chosen = doc["methods"]["uniroute"]["chosen"]  # every trial's full choice, whatever its keys
+    assert len(chosen) == 2 and chosen[0]["representation"] == doc["methods"]["uniroute"]["representation"][0]
+    assert [c["k"] for c in doc["methods"]["knn"]["chosen"]] == doc["methods"]["knn"]["k"]
     for key in ("uniroute_vs_knn", "uniroute_vs_zero", "kmeans_vs_knn", "kmeans_vs_zero", "learned_map_vs_knn",
                 "learned_map_vs_zero"):
         t = doc["sign_test"][key]

@@ -384,6 +384,7 @@ class EvaluationResult:
         for key in ("representation", "n_clusters", "levels", "shrinkage", "temperature", "temperature_multiple", "k"):
             if all(key in p for p in params):
                 out[key] = [p[key] for p in params]
+        out["chosen"] = [_jsonable(p) for p in params]  # every trial's full choice (keys differ between trials)
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -505,6 +506,19 @@ def evaluate(
     return EvaluationResult(
         data=data, config=config, embedder=embedder_name, trials=trials, seconds=time.perf_counter() - started
     )
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with NumPy scalars and arrays turned into plain Python (for results.json)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _fmt(values: Sequence[float | None]) -> str:
