@@ -14,7 +14,9 @@ protocol inside the training data:
    Area of that deferral curve is the candidate's validation Area;
 4. the candidate with the best mean validation Area over a few such draws wins (ties: the simpler candidate,
    listed first), unless its gain over ZeroRouter, re-measured on fresh draws, is within one standard error — then
-   ZeroRouter is kept (the best of many noisy candidates looks better than it is). Its fitted map and α are what the
+   ZeroRouter is kept (the best of many noisy candidates looks better than it is). Likewise a winner anchored on the
+   probes (probe KNN, blend: routing costs O(P·d) per prompt, not O(K·d)) is kept only if its gain over the best
+   K-Means-based candidate, re-measured on fresh draws, exceeds one standard error. Its fitted map and α are what the
    router uses; every candidate's Area is kept in :class:`Selection` (``router.selection_``).
 
 Only the training LLMs' scores are read: the members that will be routed are added later from their probe scores, so
@@ -201,6 +203,10 @@ class Selection:
         gain_over_zero / gain_over_zero_se: the best candidate's mean validation-Area gain over ZeroRouter on fresh
             draws (paired), and its standard error; when the gain is not above one standard error ZeroRouter is
             chosen instead (``None`` when ZeroRouter was itself the best or not a candidate).
+        gain_over_fixed / gain_over_fixed_se: when the best candidate is anchored on the probes (``probe_knn``,
+            ``blend``: routing costs O(P·d) per prompt instead of O(K·d)), its gain over the best candidate that is
+            not (K-Means, multi-resolution), re-measured the same way; the cheaper map is kept unless the gain is
+            above one standard error (``None`` when that check did not run).
     """
 
     chosen: CandidateScore
@@ -213,6 +219,8 @@ class Selection:
     search_space: dict[str, Any] = field(default_factory=dict)
     gain_over_zero: float | None = None
     gain_over_zero_se: float | None = None
+    gain_over_fixed: float | None = None
+    gain_over_fixed_se: float | None = None
 
     @property
     def zero_validation_area(self) -> float | None:
@@ -242,6 +250,8 @@ class Selection:
             "search_space": dict(self.search_space),
             "gain_over_zero": self.gain_over_zero,
             "gain_over_zero_se": self.gain_over_zero_se,
+            "gain_over_fixed": self.gain_over_fixed,
+            "gain_over_fixed_se": self.gain_over_fixed_se,
         }
 
     @classmethod
@@ -259,6 +269,8 @@ class Selection:
                 search_space=dict(d.get("search_space", {})),
                 gain_over_zero=None if d.get("gain_over_zero") is None else float(d["gain_over_zero"]),
                 gain_over_zero_se=None if d.get("gain_over_zero_se") is None else float(d["gain_over_zero_se"]),
+                gain_over_fixed=None if d.get("gain_over_fixed") is None else float(d["gain_over_fixed"]),
+                gain_over_fixed_se=None if d.get("gain_over_fixed_se") is None else float(d["gain_over_fixed_se"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"the saved selection record is malformed: {exc!r}") from None
@@ -481,8 +493,8 @@ class _Context:
     fits: KMeansFits
     n_probes: int
     seed: int
-    best: dict[str, tuple[float, _Representation, dict[str, Any]]]
-    """The best candidate so far of each family (validation Area, representation, params)."""
+    best: dict[str, tuple[float, _Representation, dict[str, Any], float, CandidateScore]]
+    """The best candidate so far of each family (validation Area, representation, params, α, its record)."""
 
 
 def _zero(ctx: _Context) -> Candidates:
@@ -535,6 +547,11 @@ def _blend(ctx: _Context) -> Candidates:
         }
         yield params, _Blend([knn[1], other[1]], [float(w), 1.0 - float(w)], ctx.seed)
 
+
+FIXED_FAMILIES = ("kmeans", "multires")
+"""Families whose map does not depend on the probes (routing costs O(K·d) per prompt)."""
+PROBE_ANCHORED = ("probe_knn", "blend")
+"""Families whose cells include the probes (routing costs O(P·d) per prompt)."""
 
 FAMILIES: dict[str, Callable[[_Context], Candidates]] = {
     "zero": _zero,
@@ -647,7 +664,7 @@ def select_representation(
                 if family == "zero" and zero is None:
                     zero = (a, rep, float(alpha), cand)
                 if family not in ctx.best or a > ctx.best[family][0] + 1e-12:
-                    ctx.best[family] = (a, rep, params)
+                    ctx.best[family] = (a, rep, params, float(alpha), cand)
     if best is None:
         raise ValueError(f"no candidate could be fitted (K grid {grid} on {n} prompts)")
     # Guard against a lucky winner: the best of many candidates on the same draws looks better than it is. Its gain
@@ -656,24 +673,40 @@ def select_representation(
     # one-standard-error rule of cross-validation, toward the simplest model). On data where the prompt says little
     # about which LLM is right, cluster maps only fit probe noise; this is what keeps the product from losing to
     # ZeroRouter there.
-    gain = gain_se = None
-    if zero is not None and best[3] is not zero[3] and n_check > 1:
+    def fresh_gain(
+        a: tuple[float, _Representation, float, CandidateScore], b: tuple[float, _Representation, float, CandidateScore]
+    ) -> tuple[float, float]:
+        """Mean validation-Area gain of ``a`` over ``b`` on ``n_check`` fresh draws (paired) and its standard error."""
         diffs = []
         for _ in range(n_check):
             perm = rng.permutation(n)
             fresh = _Draw(perm[n_val : n_val + p], perm[:n_val])
-            a_best, a_zero = (
-                _draw_area(rep, x, fresh, s, c, alpha, curve_points)
-                for rep, alpha in ((best[1], best[2]), (zero[1], zero[2]))
+            diffs.append(
+                _draw_area(a[1], x, fresh, s, c, a[2], curve_points)
+                - _draw_area(b[1], x, fresh, s, c, b[2], curve_points)
             )
-            diffs.append(a_best - a_zero)
         d = np.asarray(diffs)
-        gain, gain_se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
+        return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
+
+    # A probe-anchored map (probe KNN, blend) costs O(P·d) per routed prompt instead of O(K·d): it must earn its place
+    # the same way — its gain over the best fixed map, re-measured on fresh draws, must exceed one standard error.
+    fixed_gain = fixed_se = None
+    fixed_best = max((b for f, b in ctx.best.items() if f in FIXED_FAMILIES), key=lambda b: b[0], default=None)
+    if best[3].representation in PROBE_ANCHORED and fixed_best is not None and n_check > 1:
+        runner = (fixed_best[0], fixed_best[1], fixed_best[3], fixed_best[4])
+        fixed_gain, fixed_se = fresh_gain(best, runner)
+        if fixed_gain <= fixed_se:
+            best = runner
+    gain = gain_se = None
+    if zero is not None and best[3] is not zero[3] and n_check > 1:
+        gain, gain_se = fresh_gain(best, zero)
         if gain <= gain_se:
             best = zero
     selection = Selection(
         gain_over_zero=gain,
         gain_over_zero_se=gain_se,
+        gain_over_fixed=fixed_gain,
+        gain_over_fixed_se=fixed_se,
         chosen=best[3],
         candidates=tuple(scored),
         n_fit=n,
