@@ -9,7 +9,9 @@ Scenario 1 — **drift**. After call N one strong member regresses: its answers 
 serves most traffic) become wrong. Three runs on the same stream:
   * no feedback;
   * feedback (the call's true score) on a random 10 % of calls;
-  * the same feedback with forgetting (``Forgetting(half_life, decay_probes=True)``).
+  * the same feedback with forgetting (``Forgetting(half_life, decay_probes=True)``);
+  * the same feedback with change detection (``ChangeDetection()`` at its defaults, no forgetting);
+  * the same feedback and detection on the same stream WITHOUT the drift (counts false alarms on real traffic).
 Reported: the share of those categories' calls sent to the regressed member before the drift and in the window
 (N + 300, N + 500] — the goal is a fall of at least 80 % within 500 calls — and accuracy over the calls before the
 drift vs over (N + 500, end] — the goal is to come back within 1 point.
@@ -34,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uniroute_core import Exploration, Forgetting, UniRouter, load_routing_data
+from uniroute_core import ChangeDetection, Exploration, Forgetting, UniRouter, load_routing_data
 from uniroute_core.data import RoutingData
 from uniroute_core.embedding import CallableEmbedder
 
@@ -92,6 +94,7 @@ class Trace:
     member: list[str]
     score: np.ndarray
     exploratory: np.ndarray
+    changes: list = None  # type: ignore[assignment]  # the router's ChangeEvents at the end of the run
 
 
 def serve(
@@ -135,7 +138,7 @@ def serve(
                 fb_s.append(float(s))
         if fb_m:
             router.observe_many(np.stack(fb_x), fb_m, fb_s, weights=np.full(len(fb_m), weight))
-    return Trace(names, scores, explored)
+    return Trace(names, scores, explored, router.change_events)
 
 
 _POLICIES: dict[float, object] = {}
@@ -152,11 +155,16 @@ def _policy(lam: float):  # type: ignore[no-untyped-def]
 def drift_scenario(world: World, args: argparse.Namespace) -> dict[str, object]:
     cats = np.array(world.data.categories)
     n_before, n_after = args.drift_at, args.after
-    runs = {"no feedback": (0.0, None), "feedback 10%": (args.feedback, None),
-            "feedback 10% + forgetting": (
-                args.feedback, Forgetting(half_life=args.half_life, decay_probes=not args.keep_probes)
-            )}
+    detection = ChangeDetection(false_alarm_rate=args.false_alarm_rate, shift=args.shift)
+    runs: dict[str, tuple[float, object, object]] = {
+        "no feedback": (0.0, None, None), "feedback 10%": (args.feedback, None, None),
+        "feedback 10% + forgetting": (
+            args.feedback, Forgetting(half_life=args.half_life, decay_probes=not args.keep_probes), None
+        ),
+        "feedback 10% + detection": (args.feedback, None, detection),
+    }
     out: dict[str, list] = {name: [] for name in [*runs, "re-profiled at N (reference)"]}
+    out["detection, no drift (control)"] = []
     chosen: dict[str, object] = {}
     for rep in range(args.repeats):
         rng = np.random.default_rng(1000 + rep)
@@ -176,12 +184,17 @@ def drift_scenario(world: World, args: argparse.Namespace) -> dict[str, object]:
         truth = world.data.scores[stream].copy()
         hit = np.isin(cats[stream], drift_cats)
         truth[n_before:, vj] = np.where(hit[n_before:], 0.0, truth[n_before:, vj])
-        for name, (fb, forgetting) in runs.items():
-            router = base_router(world, args, forgetting=forgetting)
+        for name, (fb, forgetting, det) in runs.items():
+            router = base_router(world, args, forgetting=forgetting, change_detection=det)
             add_pool(router, world, POOL)
             trace = serve(router, world, stream, truth, lam=args.lam, feedback=fb, rng=np.random.default_rng(rep),
                           weight=args.feedback_weight)
             out[name].append((trace, hit))
+        router = base_router(world, args, change_detection=detection)
+        add_pool(router, world, POOL)
+        trace = serve(router, world, stream, world.data.scores[stream], lam=args.lam, feedback=args.feedback,
+                      rng=np.random.default_rng(rep), weight=args.feedback_weight)
+        out["detection, no drift (control)"].append((trace, hit))
         # reference: what the estimator reaches when the drift is known at once (victim re-profiled on probes)
         router = base_router(world, args)
         add_pool(router, world, POOL)
@@ -250,6 +263,10 @@ def main() -> None:
     p.add_argument("--feedback", type=float, default=0.10, help="share of calls that get feedback")
     p.add_argument("--half-life", type=float, default=100.0, help="forgetting half-life (observations per member)")
     p.add_argument("--feedback-weight", type=float, default=1.0, help="weight of one judged call (in probe answers)")
+    p.add_argument("--false-alarm-rate", type=float, default=ChangeDetection().false_alarm_rate,
+                   help="change detection: false alarms per observation (default: the library default)")
+    p.add_argument("--shift", type=float, default=ChangeDetection().shift,
+                   help="change detection: the drop δ the detectors target (default: the library default)")
     p.add_argument("--keep-probes", action="store_true", help="forgetting leaves probe evidence whole")
     p.add_argument("--drift-at", type=int, default=1000)
     p.add_argument("--after", type=int, default=2000)
@@ -284,6 +301,11 @@ def main() -> None:
         summary[name] = (before, after, fall, acc0, acc1)
         print(f"{name:<30}{100 * before:>12.1f}%{100 * after:>17.1f}%{100 * fall:>7.0f}%{100 * acc0:>11.2f}%"
               f"{100 * acc1:>15.2f}%{100 * (acc1 - acc0):>+11.2f}")
+    print("\nchange detections per stream order (member: level@call-count of that member's feedback):")
+    for name in ("feedback 10% + detection", "detection, no drift (control)"):
+        for rep, (t, _) in enumerate(drift["runs"][name]):  # type: ignore[index]
+            ev = [f"{e.member}:{e.level}@{e.at_observation}" for e in (t.changes or [])]
+            print(f"  {name}, order {rep}: {len(ev)} — {', '.join(ev) if ev else 'none'}")
 
     if args.skip_cold:
         return

@@ -16,7 +16,7 @@ from .autoselect import SearchSpace, Selection, select_representation
 from .cluster_map import ClusterMap, KMeansClusterMap
 from .data import RoutingData, RoutingDataError, load_routing_data, write_routing_data
 from .embedding import CachedEmbedder, CallableEmbedder, Embedder, SentenceTransformerEmbedder, default_embedder
-from .feedback import Exploration, Forgetting
+from .feedback import ChangeDetection, Exploration, Forgetting
 from .grading import grade_exact, grade_multiple_choice, grade_numeric, make_llm_judge, resolve_grader
 from .learned_map import LearnedMapClusterMap
 from .multires import MultiResolutionClusterMap
@@ -24,7 +24,7 @@ from .persistence import RouterFileError
 from .policy import RoutingPolicy
 from .probe_knn import BlendClusterMap, ProbeKNNClusterMap
 from .probes import ProbeSet
-from .profile import ModelProfile
+from .profile import ChangeEvent, ModelProfile
 from .profiling import ProfilingError, ProfilingResult, aprofile_answers, profile_answers
 from .router import FeedbackWarning, UniRouter
 from .rule import Calibration, calibrate_lambda
@@ -51,6 +51,8 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "UniRouter",
     "Forgetting",
+    "ChangeDetection",
+    "ChangeEvent",
     "Exploration",
     "FeedbackWarning",
     "RouterState",

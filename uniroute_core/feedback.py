@@ -22,6 +22,44 @@ curated, labelled reference, and decaying them would let a handful of noisy feed
 cluster a member is rarely fed back on. ``Forgetting(decay_probes=True)`` decays it with the live evidence, for pools
 whose members are known to change under the same name; the remaining share is the profile's ``probe_scale``.
 
+**Change detection** (:class:`ChangeDetection`, default off). Forgetting only ever *weighs* old evidence less; it
+cannot tell that a member has changed, so after a silent regression the ~25 probe answers per cluster keep
+outvoting a trickle of negative feedback for hundreds of calls. A change detector tests each observation against
+what the current Ψ predicts — q̂ = Φ(x)ᵀΨ — with a one-sided CUSUM of Bernoulli log-likelihood ratios
+
+    ℓ = s·ln(q₁/q̂) + (1 − s)·ln((1 − q₁)/(1 − q̂)),   q₁ = q̂ − δ  (H1: the member got worse by δ),
+    S ← max(0, S + w·ℓ),   alarm when S > h,
+
+(valid for graded scores s ∈ [0, 1] too: E[e^ℓ] ≤ 1 when E[s] = q̂, by convexity). It runs per member × cluster
+(increments Φ_k(x)·w·ℓ) and, to share strength across clusters, once per member over all its observations (a
+provider-wide regression shows up there long before any single cluster has enough feedback). *Threshold from a
+false-alarm rate*: under no change e^S is a non-negative supermartingale, so by Ville's inequality / Lorden's bound
+each detector raises a false alarm at most once per e^h of its observations on average; with the member-level and
+the per-cluster detectors h = ln(2 / rate) keeps the total at most ``false_alarm_rate`` false alarms per
+observation of the member (for a hard cluster map, where each observation feeds one cluster; a soft map's
+fractional increments only make its per-cluster detectors slower). The default rate, 1/1000 observations, means a
+member fed back 1000 times a day raises at most about one false alarm a day, and a false alarm costs little (the
+next bullet); δ defaults to 0.3, the size of a regression worth re-routing for (a member at 75 % correct falling to
+45 %), large against the ~0.1 standard error of a 25-probe cluster estimate so that estimation error alone does not
+drive the statistic up. For the same reason q̂ is taken at the *lower* end of what the evidence supports —
+Φ(x)ᵀ(Ψ − u·σ) with σ_k = √(Ψ_k(1 − Ψ_k)/(d_k + 1)) the posterior standard deviation of cluster k (d_k its evidence
+plus α, u = 1 by default): the bound above holds whenever the member's true quality is at least the null mean (ℓ
+falls as the true quality rises), so a cluster whose Ψ is a little optimistic — 30 probes at 0.97 for a member that
+is really at 0.9 — does not raise alarms on stationary traffic.
+
+*What a detected change does.* The statistic was last 0 at the estimated change point; the evidence gathered since
+then (the observations that drove the alarm) is kept whole. All *stale* evidence in the affected clusters — probe
+evidence and live evidence from before the change point — is scaled down to ``keep`` pseudo-observations per cluster
+(default: the router's shrinkage α, the weight it already gives a prior belief against a cluster's own data), so the
+old Ψ becomes a prior of the same strength as the shrinkage toward the member's mean and the recent feedback
+dominates. A cluster-level alarm does this in that cluster; a member-level alarm in every cluster (the member itself
+changed: every stale estimate of it is suspect, and the clusters where it did not change get their evidence back from
+the next feedback). Probe evidence is discounted through the per-cluster scale ρ_k of the profile; ``reset_feedback``
+restores it. Every change is a :class:`~uniroute_core.profile.ChangeEvent` (``router.change_events``, saved with the
+router, counted per member in ``ModelProfile.n_changes``) and a log line on the ``uniroute_core.feedback`` logger.
+Detection needs observations in order; a batch is processed one observation at a time, each tested against the Ψ in
+force (recomputed after an alarm).
+
 **Exploration** (:class:`Exploration`): on a configurable small share of calls the member is chosen by Thompson
 sampling — Ψ is drawn from each cluster's Beta posterior Beta(1 + num_k, 1 + den_k − num_k) with num_k = Ψ_k·den_k
 and den_k the evidence behind it plus α — under the same policy, but only among members *no more expensive than the
@@ -32,6 +70,7 @@ calibrated for the point estimates still holds. Such decisions say ``exploratory
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import threading
 from collections import OrderedDict
@@ -40,12 +79,13 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from .profile import ModelProfile, overall_mean, shrunk_quality
+from .profile import ChangeEvent, DetectorState, ModelProfile, overall_mean, shrunk_quality
 
 if TYPE_CHECKING:
     from .router import UniRouter
 
 __all__ = [
+    "ChangeDetection",
     "Forgetting",
     "Exploration",
     "FeedbackLog",
@@ -56,6 +96,9 @@ __all__ = [
 ]
 
 ForgettingUnit = Literal["observations", "seconds"]
+logger = logging.getLogger(__name__)
+_MAX_EVENTS = 20
+_EPS = 0.01  # predictions are clipped to [ε, 1 − ε] so one observation never moves a statistic by more than ~4.6 nats
 
 
 @dataclass(frozen=True)
@@ -95,6 +138,97 @@ class Forgetting:
                        decay_probes=bool(d.get("decay_probes", False)))
         except (KeyError, TypeError) as exc:
             raise ValueError(f"forgetting {d!r} is invalid: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ChangeDetection:
+    """Detect that a member's quality fell below what Ψ predicts, and let the recent feedback take over.
+
+    See the module docstring for the test (one-sided Bernoulli CUSUM per member × cluster and per member), why the
+    threshold is ``ln(2 / false_alarm_rate)``, and what a detected change does to the stale evidence.
+
+    Attributes:
+        false_alarm_rate: false alarms per feedback observation of a member allowed when nothing changed
+            (default 0.001); the threshold is derived from it, never tuned.
+        shift: δ, the drop in expected quality the detectors are built to catch quickly (default 0.3).
+        member_level: also run one detector per member over all its clusters (default ``True``).
+        cluster_level: run one detector per member × cluster (default ``True``).
+        keep: pseudo-observations per cluster the stale evidence is worth after a change (``None``: the router's
+            shrinkage α, at least 1).
+        uncertainty: the null hypothesis is Ψ less this many posterior standard deviations
+            √(Ψ(1 − Ψ)/(d + 1)) (d: the cluster's evidence + α), so that the estimation error of a cluster known
+            from a few dozen probes is not mistaken for a change (default 1; 0 tests against Ψ itself).
+    """
+
+    false_alarm_rate: float = 1e-3
+    shift: float = 0.3
+    member_level: bool = True
+    cluster_level: bool = True
+    keep: float | None = None
+    uncertainty: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("false_alarm_rate", "shift"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise TypeError(f"ChangeDetection: {name} must be a finite number, got {v!r}")
+        if not 0.0 < self.false_alarm_rate < 1.0:
+            raise ValueError(f"ChangeDetection: false_alarm_rate must lie in (0, 1), got {self.false_alarm_rate!r}")
+        if not 0.0 < self.shift < 1.0:
+            raise ValueError(f"ChangeDetection: shift must lie in (0, 1), got {self.shift!r}")
+        if not (self.member_level or self.cluster_level):
+            raise ValueError("ChangeDetection: at least one of member_level and cluster_level must be on")
+        if self.keep is not None and (
+            isinstance(self.keep, bool) or not isinstance(self.keep, (int, float)) or not math.isfinite(self.keep)
+            or self.keep <= 0
+        ):
+            raise ValueError(f"ChangeDetection: keep must be None or a finite number > 0, got {self.keep!r}")
+        u = self.uncertainty
+        if isinstance(u, bool) or not isinstance(u, (int, float)) or not math.isfinite(u) or u < 0:
+            raise ValueError(f"ChangeDetection: uncertainty must be a finite number >= 0, got {u!r}")
+        object.__setattr__(self, "uncertainty", float(u))
+        object.__setattr__(self, "false_alarm_rate", float(self.false_alarm_rate))
+        object.__setattr__(self, "shift", float(self.shift))
+
+    @property
+    def threshold(self) -> float:
+        """h = ln(number of detector families / false_alarm_rate), in nats."""
+        families = int(self.member_level) + int(self.cluster_level)
+        return math.log(families / self.false_alarm_rate)
+
+    def kept_weight(self, shrinkage: float) -> float:
+        """Pseudo-observations per cluster the stale evidence keeps after a change."""
+        return float(self.keep) if self.keep is not None else max(float(shrinkage), 1.0)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON form (saved with the router)."""
+        return {"false_alarm_rate": self.false_alarm_rate, "shift": self.shift, "member_level": self.member_level,
+                "cluster_level": self.cluster_level, "keep": self.keep, "uncertainty": self.uncertainty}
+
+    @classmethod
+    def from_dict(cls, d: object) -> ChangeDetection:
+        """Inverse of :meth:`to_dict` (a bad value is a ``ValueError`` naming it)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"change_detection must be an object, got {d!r}")
+        known = {"false_alarm_rate", "shift", "member_level", "cluster_level", "keep", "uncertainty"}
+        extra = set(d) - known
+        if extra:
+            raise ValueError(f"change_detection has unknown fields {sorted(extra)}")
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise ValueError(f"change_detection {d!r} is invalid: {exc}") from None
+
+
+def log_likelihood_ratio(scores: np.ndarray, predicted: np.ndarray, shift: float) -> np.ndarray:
+    """ℓ = s·ln(q₁/q̂) + (1 − s)·ln((1 − q₁)/(1 − q̂)) with q̂ clipped to [ε, 1 − ε] and q₁ = max(q̂ − δ, ε/2).
+
+    Positive when the score is lower than predicted by enough to favour "dropped by δ"; E[e^ℓ] ≤ 1 under q̂.
+    """
+    q0 = np.clip(np.asarray(predicted, dtype=float), _EPS, 1.0 - _EPS)
+    q1 = np.maximum(q0 - shift, _EPS / 2)
+    s = np.asarray(scores, dtype=float)
+    return np.asarray(s * np.log(q1 / q0) + (1.0 - s) * np.log((1.0 - q1) / (1.0 - q0)))
 
 
 class Exploration:
@@ -178,11 +312,13 @@ def apply_observations(
     *,
     forgetting: Forgetting | None = None,
     times: np.ndarray | None = None,
+    detection: ChangeDetection | None = None,
 ) -> ModelProfile:
     """A new profile with observations ``(phi (n, K), scores (n,), weights (n,))`` of this member applied.
 
     ``probe_assign`` is Φ of the probe prompts (to recompute the probe sums). ``times`` (seconds) are needed for
-    ``Forgetting(unit="seconds")``; observations are applied in order for ``unit="observations"``.
+    ``Forgetting(unit="seconds")``; observations are applied in order for ``unit="observations"``. With
+    ``detection`` each observation is first tested against the Ψ in force (see :class:`ChangeDetection`).
     """
     k = phi.shape[1]
     ls = np.zeros(k) if profile.live_sums is None else np.asarray(profile.live_sums, dtype=float)
@@ -207,12 +343,161 @@ def apply_observations(
     if times is not None and len(times):
         updated_at = float(times.max()) if updated_at is None else max(float(times.max()), updated_at)
     ew = each * weights
+    n_obs = profile.n_observations + len(scores)
+    if detection is not None:
+        return _detect_and_apply(profile, phi, scores, weights, ew, probe_assign, detection, old=old,
+                                 probe_scale=probe_scale, updated_at=updated_at, times=times)
     ls = ls * old + phi.T @ (ew * scores)
     lc = lc * old + phi.T @ ew
     l_total = l_total * old + float(ew @ scores)
     w_total = w_total * old + float(ew.sum())
     return _recomputed(profile, probe_assign, ls, lc, l_total, w_total, probe_scale,
-                       n_obs=profile.n_observations + len(scores), updated_at=updated_at)
+                       n_obs=n_obs, updated_at=updated_at)
+
+
+def _detect_and_apply(
+    profile: ModelProfile,
+    phi: np.ndarray,
+    scores: np.ndarray,
+    weights: np.ndarray,
+    ew: np.ndarray,
+    probe_assign: np.ndarray,
+    detection: ChangeDetection,
+    *,
+    old: float,
+    probe_scale: float,
+    updated_at: float | None,
+    times: np.ndarray | None,
+) -> ModelProfile:
+    """:func:`apply_observations` one observation at a time, with the CUSUM detectors and their resets."""
+    k = phi.shape[1]
+    ls = old * (np.zeros(k) if profile.live_sums is None else np.asarray(profile.live_sums, dtype=float))
+    lc = old * (np.zeros(k) if profile.live_counts is None else np.asarray(profile.live_counts, dtype=float))
+    l_total, w_total = profile.live_score_sum * old, profile.live_weight * old
+    det = profile.detector if profile.detector is not None and len(profile.detector.stat) == k else (
+        DetectorState.empty(k)
+    )
+    stat = det.stat.astype(float)
+    since_s, since_c, since_n = det.since_sums * old, det.since_counts * old, det.since_n.astype(float)
+    m_stat = float(det.member_stat)
+    m_s = old * (np.zeros(k) if det.member_since_sums is None else det.member_since_sums)
+    m_c = old * (np.zeros(k) if det.member_since_counts is None else det.member_since_counts)
+    m_n = det.member_since_n
+    pcs = np.ones(k) if profile.probe_cluster_scale is None else np.asarray(profile.probe_cluster_scale, float)
+    pcs_changed = profile.probe_cluster_scale is not None
+    n_changes, events = det.n_changes, list(det.events)
+    h = detection.threshold
+    keep = detection.kept_weight(profile.shrinkage)
+    counts = np.asarray(profile.cluster_counts, dtype=float)
+    alpha = float(profile.shrinkage)
+
+    def null_mean(psi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # the lower end of what the evidence supports: Ψ less `uncertainty` posterior standard deviations —
+        # per cluster for the cluster detectors, of the pooled mean for the member detector
+        d = probe_scale * pcs * counts + lc + alpha
+        u = detection.uncertainty
+        per_cluster = np.asarray(psi - u * np.sqrt(psi * (1.0 - psi) / (d + 1.0)))
+        mean = float(np.clip((psi * d).sum() / d.sum(), 0.0, 1.0))
+        return per_cluster, np.asarray(psi - u * np.sqrt(mean * (1.0 - mean) / (d.sum() + 1.0)))
+
+    known = ~np.isnan(profile.probe_scores)
+    probe_sums = probe_assign[known].T @ profile.probe_scores[known]
+    prior = None if profile.prior_quality is None else (profile.prior_quality, profile.prior_weight)
+
+    def probe_totals() -> tuple[float, float]:
+        a, sc = probe_assign[known], profile.probe_scores[known]
+        if not pcs_changed:
+            return float(sc.sum()), float(known.sum())
+        row = a.sum(axis=1)
+        v = np.where(row > 0, (a @ pcs) / np.where(row > 0, row, 1.0), 1.0)
+        return float(v @ sc), float(v.sum())
+
+    totals = probe_totals()
+
+    def current_psi() -> np.ndarray:
+        # Ψ from the evidence so far (the same estimator as _recomputed), so that every observation is tested
+        # against the prediction in force when it arrived, however the observations are batched
+        m = overall_mean(totals[0], totals[1], l_total, w_total, prior, probe_scale)
+        return shrunk_quality(probe_sums, counts, m, alpha, probe_scale=probe_scale * pcs, live_sums=ls,
+                              live_counts=lc)
+
+    n0 = profile.n_observations
+    for i in range(len(scores)):
+        f, s, w, e = phi[i], float(scores[i]), float(weights[i]), float(ew[i])
+        q_null, q_null_m = null_mean(current_psi())
+        ls += e * s * f
+        lc += e * f
+        l_total += e * s
+        w_total += e
+        llr = float(log_likelihood_ratio(np.asarray(s), np.asarray(f @ q_null), detection.shift))
+        llr_m = float(log_likelihood_ratio(np.asarray(s), np.asarray(f @ q_null_m), detection.shift))
+        if detection.cluster_level:
+            touched = f > 0
+            stat[touched] += w * f[touched] * llr
+            zero = touched & (stat <= 0.0)
+            stat[zero] = 0.0
+            since_s[zero] = since_c[zero] = since_n[zero] = 0.0
+            grow = touched & ~zero
+            since_s[grow] += e * s * f[grow]
+            since_c[grow] += e * f[grow]
+            since_n[grow] += 1
+        if detection.member_level:
+            m_stat += w * llr_m
+            if m_stat <= 0.0:
+                m_stat, m_n = 0.0, 0
+                m_s, m_c = np.zeros(k), np.zeros(k)
+            else:
+                m_s, m_c, m_n = m_s + e * s * f, m_c + e * f, m_n + 1
+        if detection.member_level and m_stat > h:
+            level, hit = "member", np.ones(k, dtype=bool)
+            post_s, post_c, back, value = m_s, m_c, m_n, m_stat
+        elif detection.cluster_level and (stat > h).any():
+            level, hit = "cluster", stat > h
+            post_s, post_c, back, value = since_s, since_c, int(since_n[hit].max()), float(stat[hit].max())
+        else:
+            continue
+        # a change: the stale evidence in the hit clusters is scaled down to `keep` pseudo-observations
+        stale_s = np.clip(ls - post_s, 0.0, None)
+        stale_c = np.clip(lc - post_c, 0.0, None)
+        stale_w = probe_scale * pcs * counts + stale_c
+        factor = np.where(hit & (stale_w > keep), keep / np.where(stale_w > 0, stale_w, 1.0), 1.0)
+        pcs = np.maximum(pcs * factor, 1e-9)  # kept > 0 (a saved file checks it)
+        pcs_changed = True
+        ls = np.where(hit, stale_s * factor + np.minimum(post_s, ls), ls)
+        lc = np.where(hit, stale_c * factor + np.minimum(post_c, lc), lc)
+        w_total = max(w_total - float(((1.0 - factor) * stale_c).sum()), 0.0)
+        l_total = min(max(l_total - float(((1.0 - factor) * stale_s).sum()), 0.0), w_total)
+        event = ChangeEvent(
+            member=profile.name, level=level, clusters=tuple(int(c) for c in np.flatnonzero(hit)),
+            at_observation=n0 + i + 1, statistic=float(value), change_point=int(back),
+            time=None if times is None else float(times[i]),
+        )
+        events = [*events, event][-_MAX_EVENTS:]
+        n_changes += 1
+        logger.warning(
+            "change detected in member %r (%s level, clusters %s) at its observation %d: CUSUM %.2f > %.2f "
+            "nats, change point %d observations back; stale evidence there kept as %.3g pseudo-observations",
+            profile.name, level, list(event.clusters), event.at_observation, value, h, back, keep,
+        )
+        if level == "member":
+            stat[:] = 0.0
+            since_s[:] = since_c[:] = since_n[:] = 0.0
+            m_stat, m_n, m_s, m_c = 0.0, 0, np.zeros(k), np.zeros(k)
+        else:
+            stat[hit] = 0.0
+            since_s[hit] = since_c[hit] = since_n[hit] = 0.0
+        totals = probe_totals()
+    detector = DetectorState(
+        stat=stat, since_sums=since_s, since_counts=since_c, since_n=since_n, member_stat=m_stat,
+        member_since_sums=m_s, member_since_counts=m_c, member_since_n=int(m_n), n_changes=n_changes,
+        events=tuple(events),
+    )
+    return _recomputed(profile, probe_assign, ls, lc, l_total, w_total, probe_scale,
+                       n_obs=n0 + len(scores), updated_at=updated_at,
+                       probe_cluster_scale=pcs if pcs_changed else None, detector=detector)
+
+
+_KEEP: object = object()
 
 
 def _recomputed(
@@ -226,26 +511,50 @@ def _recomputed(
     *,
     n_obs: int,
     updated_at: float | None,
+    probe_cluster_scale: np.ndarray | None | object = _KEEP,
+    detector: DetectorState | None | object = _KEEP,
 ) -> ModelProfile:
+    pcs = profile.probe_cluster_scale if probe_cluster_scale is _KEEP else probe_cluster_scale
+    det = profile.detector if detector is _KEEP else detector
     known = ~np.isnan(profile.probe_scores)
     s = profile.probe_scores[known]
-    probe_sums = probe_assign[known].T @ s
+    a = probe_assign[known]
+    probe_sums = a.T @ s
+    if pcs is None:
+        probe_total, n_known = float(s.sum()), float(known.sum())
+        scale: float | np.ndarray = probe_scale
+    else:
+        pcs = np.asarray(pcs, dtype=float)
+        row = a.sum(axis=1)
+        v = np.where(row > 0, (a @ pcs) / np.where(row > 0, row, 1.0), 1.0)  # each probe's Φ-weighted ρ_k
+        probe_total, n_known = float(v @ s), float(v.sum())
+        scale = probe_scale * pcs
     prior = None if profile.prior_quality is None else (profile.prior_quality, profile.prior_weight)
-    m = overall_mean(float(s.sum()), float(known.sum()), live_score_sum, live_weight, prior, probe_scale)
+    m = overall_mean(probe_total, n_known, live_score_sum, live_weight, prior, probe_scale)
     if math.isnan(m):  # no evidence and no prior: cannot happen for a validated member, kept as a guard
         raise ValueError(f"model {profile.name!r}: no evidence left to estimate its quality")
-    psi = shrunk_quality(probe_sums, profile.cluster_counts, m, profile.shrinkage, probe_scale=probe_scale,
+    psi = shrunk_quality(probe_sums, profile.cluster_counts, m, profile.shrinkage, probe_scale=scale,
                          live_sums=live_sums, live_counts=live_counts)
     return dataclasses.replace(
         profile, cluster_quality=psi, overall_quality=m, live_sums=live_sums, live_counts=live_counts,
         live_score_sum=float(live_score_sum), live_weight=float(live_weight), n_observations=n_obs,
         live_updated_at=updated_at, probe_scale=float(probe_scale),
+        probe_cluster_scale=pcs,
+        detector=det,  # type: ignore[arg-type]
     )
 
 
 def reset_live(profile: ModelProfile, probe_assign: np.ndarray) -> ModelProfile:
-    """The profile with all live evidence dropped (and probe evidence whole again): its probe-only Ψ."""
-    return _recomputed(profile, probe_assign, None, None, 0.0, 0.0, 1.0, n_obs=0, updated_at=None)
+    """The profile with all live evidence dropped (and probe evidence whole again): its probe-only Ψ.
+
+    Also forgets the change detector's state (its statistics describe the evidence just dropped) but not the count
+    of changes detected, nor their events."""
+    det = profile.detector
+    kept = None if det is None else dataclasses.replace(
+        DetectorState.empty(len(det.stat)), n_changes=det.n_changes, events=det.events
+    )
+    return _recomputed(profile, probe_assign, None, None, 0.0, 0.0, 1.0, n_obs=0, updated_at=None,
+                       probe_cluster_scale=None, detector=kept)
 
 
 class UnknownCallError(KeyError):

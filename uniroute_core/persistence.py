@@ -1,6 +1,6 @@
 """Save and load a router's settings and :class:`~uniroute_core.state.RouterState` as JSON + ``.npz``, never pickle.
 
-Layout of a saved router directory (format version 3)::
+Layout of a saved router directory (format version 4)::
 
     router.json              format name and version, settings (cluster-map kind or template parameters,
                              n_clusters, seed, shrinkage), embedder name and dimension, cluster-map config, the probe
@@ -13,6 +13,12 @@ Format 3 (issue 14) adds what was learnt from served traffic: each member's ``pr
 its ``overall_quality`` and ``probe_weight``, and ``live`` (null, or the feedback totals ``score_sum`` and ``weight``,
 ``n_observations``, ``updated_at`` and ``probe_scale``) in ``models[i]``; the arrays ``live_sums`` / ``live_counts``;
 and the router's ``forgetting`` and ``exploration`` settings. Versions 1 and 2 still load (no feedback, no prior).
+
+Format 4 adds change detection: the router's ``change_detection`` setting; per member ``change`` (null, or the
+member-level CUSUM ``member_stat``, ``member_since_n``, ``n_changes`` and the recent ``events``); the arrays
+``probe_cluster_scale`` (M, K) (ρ_k, 1 where no change was detected) and the detectors' per-cluster state
+``detector_stat``, ``detector_since_sums``, ``detector_since_counts``, ``detector_since_n``,
+``detector_member_since_sums``, ``detector_member_since_counts`` (M, K). Version 3 files load with no detector state.
 
 This module knows states and settings, not routers: :func:`save_state` writes a state with the settings that
 produced it, :func:`load_state` reads them back as a :class:`SavedRouter`, and
@@ -69,9 +75,9 @@ from .embedding import (
     resolve_embedder,
     resolve_saved_embedder,
 )
-from .feedback import Exploration, Forgetting
+from .feedback import ChangeDetection, Exploration, Forgetting
 from .probes import ProbeSet
-from .profile import ModelProfile
+from .profile import ChangeEvent, DetectorState, ModelProfile
 from .state import RouterState
 
 __all__ = [
@@ -89,8 +95,8 @@ __all__ = [
 ]
 
 FORMAT_NAME = "uniroute-router"
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 """Version 1 (one fixed ``arrays.npz``, no manifest) is still read."""
 JSON_FILE = "router.json"
 ARRAYS_FILE = "arrays.npz"
@@ -292,6 +298,9 @@ def save_state(
         "models": [_model_meta(p) for p in state.profiles],
         "forgetting": None if settings.get("forgetting") is None else settings["forgetting"].to_dict(),
         "exploration": None if state.exploration is None else state.exploration.to_dict(),
+        "change_detection": (
+            None if settings.get("change_detection") is None else settings["change_detection"].to_dict()
+        ),
         "fitted_shrinkage": state.shrinkage,
         "selection": state.selection.to_dict() if state.selection is not None else None,
     }
@@ -313,6 +322,16 @@ def save_state(
     arrays["live_counts"] = np.stack([_or_zeros(p.live_counts, k) for p in state.profiles]) if state.profiles else (
         np.zeros((0, k))
     )
+    arrays["probe_cluster_scale"] = np.stack([
+        np.ones(k) if p.probe_cluster_scale is None else np.asarray(p.probe_cluster_scale, dtype=float)
+        for p in state.profiles
+    ]) if state.profiles else np.zeros((0, k))
+    for key, attr in _DETECTOR_ARRAYS.items():
+        arrays[key] = np.stack([
+            np.zeros(k) if p.detector is None or getattr(p.detector, attr) is None
+            else np.asarray(getattr(p.detector, attr), dtype=float)
+            for p in state.profiles
+        ]) if state.profiles else np.zeros((0, k))
     buffer = io.BytesIO()
     np.savez(buffer, **cast("dict[str, Any]", arrays))  # numpy's stub types **kwds like allow_pickle
     data = buffer.getvalue()
@@ -336,6 +355,16 @@ def saved_files(directory: str | os.PathLike[str]) -> tuple[Path, Path]:
     return folder / JSON_FILE, folder / _arrays_name(meta, folder)
 
 
+_DETECTOR_ARRAYS = {
+    "detector_stat": "stat",
+    "detector_since_sums": "since_sums",
+    "detector_since_counts": "since_counts",
+    "detector_since_n": "since_n",
+    "detector_member_since_sums": "member_since_sums",
+    "detector_member_since_counts": "member_since_counts",
+}
+
+
 def _or_zeros(a: np.ndarray | None, k: int) -> np.ndarray:
     return np.zeros(k) if a is None else np.asarray(a, dtype=float)
 
@@ -355,6 +384,57 @@ def _model_meta(p: ModelProfile) -> dict[str, Any]:
             "updated_at": p.live_updated_at,
             "probe_scale": p.probe_scale,
         },
+        "change": None if p.detector is None else {
+            "member_stat": p.detector.member_stat,
+            "member_since_n": p.detector.member_since_n,
+            "n_changes": p.detector.n_changes,
+            "events": [e.to_dict() for e in p.detector.events],
+        },
+    }
+
+
+def _model_change(m: dict[str, Any], file: Path, j: int) -> dict[str, Any] | None:
+    """Saved member ``j``'s change-detector scalars and events (format 4), each field checked."""
+    change = m.get("change")
+    if change is None:
+        return None
+    at = f"models[{j}].change"
+    change = _dict(change, file, at)
+    stat = _number(_field(change, "member_stat", file, f"{at}.member_stat"), file, f"{at}.member_stat")
+    if stat < 0:
+        raise _bad(file, f"{at}.member_stat", stat, "a number >= 0")
+    events_raw = _field(change, "events", file, f"{at}.events")
+    if not isinstance(events_raw, list):
+        raise _bad(file, f"{at}.events", events_raw, "a list of change events")
+    events = []
+    for i, e in enumerate(events_raw):
+        where = f"{at}.events[{i}]"
+        e = _dict(e, file, where)
+        level = _field(e, "level", file, f"{where}.level")
+        if level not in ("member", "cluster"):
+            raise _bad(file, f"{where}.level", level, "'member' or 'cluster'")
+        clusters = _field(e, "clusters", file, f"{where}.clusters")
+        if not isinstance(clusters, list):
+            raise _bad(file, f"{where}.clusters", clusters, "a list of cluster indices")
+        t = e.get("time")
+        events.append(ChangeEvent(
+            member=_str(_field(e, "member", file, f"{where}.member"), file, f"{where}.member"),
+            level=level,
+            clusters=tuple(_int(c, file, f"{where}.clusters", minimum=0) for c in clusters),
+            at_observation=_int(_field(e, "at_observation", file, f"{where}.at_observation"), file,
+                                f"{where}.at_observation", minimum=0),
+            statistic=_number(_field(e, "statistic", file, f"{where}.statistic"), file, f"{where}.statistic"),
+            change_point=_int(_field(e, "change_point", file, f"{where}.change_point"), file,
+                              f"{where}.change_point", minimum=0),
+            time=None if t is None else _number(t, file, f"{where}.time"),
+        ))
+    return {
+        "member_stat": stat,
+        "member_since_n": _int(_field(change, "member_since_n", file, f"{at}.member_since_n"), file,
+                               f"{at}.member_since_n", minimum=0),
+        "n_changes": _int(_field(change, "n_changes", file, f"{at}.n_changes"), file, f"{at}.n_changes",
+                          minimum=0),
+        "events": tuple(events),
     }
 
 
@@ -611,7 +691,17 @@ def _saved_settings(meta: dict[str, Any], cmap: ClusterMap, file: Path) -> dict[
             raise _bad(
                 file, "forgetting", meta["forgetting"], f"{{half_life > 0, unit, decay_probes}} ({exc})"
             ) from None
+    detection = None
+    if meta.get("change_detection") is not None:
+        try:
+            detection = ChangeDetection.from_dict(meta["change_detection"])
+        except (TypeError, ValueError) as exc:
+            raise _bad(
+                file, "change_detection", meta["change_detection"],
+                f"{{false_alarm_rate in (0, 1), shift in (0, 1), member_level, cluster_level, keep}} ({exc})",
+            ) from None
     return {
+        "change_detection": detection,
         "n_clusters": (
             AUTO if meta.get("n_clusters") == AUTO
             else _int(meta.get("n_clusters", cmap.n_clusters_), file, "n_clusters", minimum=1)
@@ -729,6 +819,19 @@ def load_state(
                 raise RouterFileError(
                     f"{path}: array 'probe_scores' row {j} (member {name!r}) is all NaN and the member has no prior"
                 )
+        changes: list[dict[str, Any] | None] = [None] * n_models
+        det_arrays: dict[str, np.ndarray] = {}
+        cluster_scale = None
+        if meta["format_version"] >= 4:
+            changes = [_model_change(_dict(m, file, f"models[{j}]"), file, j)
+                       for j, m in enumerate(meta.get("models") or [])]
+            cluster_scale = _need(arrays, "probe_cluster_scale", (n_models, k), path)
+            _check_values(cluster_scale, "probe_cluster_scale", path, low=0.0, high=1.0, rows=names)
+            if (cluster_scale <= 0).any():
+                raise RouterFileError(f"{path}: array 'probe_cluster_scale' has a value <= 0: expected (0, 1]")
+            for key in _DETECTOR_ARRAYS:
+                det_arrays[key] = _need(arrays, key, (n_models, k), path)
+                _check_values(det_arrays[key], key, path, low=0.0, high=math.inf, rows=names)
         live_sums = live_counts = None
         if v3:
             live_sums = _need(arrays, "live_sums", (n_models, k), path)
@@ -798,6 +901,13 @@ def load_state(
                     shrinkage=fitted_alpha if fitted_alpha is not None else settings["shrinkage"],
                     live_sums=live_sums[j].copy() if has_live and live_sums is not None else None,
                     live_counts=live_counts[j].copy() if has_live and live_counts is not None else None,
+                    probe_cluster_scale=(
+                        None if cluster_scale is None or (cluster_scale[j] == 1.0).all() else cluster_scale[j].copy()
+                    ),
+                    detector=None if changes[j] is None else DetectorState(
+                        **{attr: det_arrays[key][j].copy() for key, attr in _DETECTOR_ARRAYS.items()},
+                        **changes[j],  # type: ignore[arg-type]
+                    ),
                     **extra,
                 )
             )

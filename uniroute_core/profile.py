@@ -22,6 +22,11 @@ unless forgetting is told to decay probes too) and the overall mean
 over answered probes, live observations (totals L, W) and an optional prior quality q₀ of weight w₀ (pseudo-
 observations; a prior of weight 0 only stands in while there is no evidence at all). With no live evidence and no
 prior this is exactly the probe estimator above; with no probes, observing the probe data reproduces it exactly.
+
+**After a detected change** (:class:`~uniroute_core.feedback.ChangeDetection`) the probe evidence of a member may be
+down-weighted in some clusters only: ρ becomes ρ·ρ_k with a per-cluster scale ρ_k ∈ (0, 1]
+(:attr:`ModelProfile.probe_cluster_scale`); in m each probe then counts with the Φ-weighted mean of ρ_k over its
+clusters. With every ρ_k = 1 (or none recorded) the estimator is exactly the one above.
 """
 
 from __future__ import annotations
@@ -30,7 +35,73 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["ModelProfile", "build_profile", "validate_scores", "validate_cost", "validate_prior", "shrunk_quality"]
+__all__ = [
+    "ModelProfile", "ChangeEvent", "DetectorState", "build_profile", "validate_scores", "validate_cost",
+    "validate_prior", "shrunk_quality",
+]
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    """A change detected in one member's quality (see :class:`~uniroute_core.feedback.ChangeDetection`).
+
+    Attributes:
+        member: the member's name.
+        level: ``"member"`` (its detector over all clusters fired) or ``"cluster"`` (one cluster's detector fired).
+        clusters: the clusters whose stale evidence was down-weighted (every cluster for a member-level change).
+        at_observation: the member's observation count (:attr:`ModelProfile.n_observations`) when it fired.
+        statistic: the CUSUM statistic that crossed the threshold (nats).
+        change_point: observations back to the estimated change point (the last time the statistic was 0).
+        time: the time given with the observation that fired it (``None`` when none was given).
+    """
+
+    member: str
+    level: str
+    clusters: tuple[int, ...]
+    at_observation: int
+    statistic: float
+    change_point: int
+    time: float | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON form (saved with the router)."""
+        return {"member": self.member, "level": self.level, "clusters": list(self.clusters),
+                "at_observation": self.at_observation, "statistic": self.statistic,
+                "change_point": self.change_point, "time": self.time}
+
+
+@dataclass(frozen=True)
+class DetectorState:
+    """One member's change-detector state (immutable; a new one per update).
+
+    Attributes:
+        stat: ``(K,)`` per-cluster one-sided CUSUM of the Φ-weighted log-likelihood ratios (nats, ≥ 0).
+        since_sums / since_counts: ``(K,)`` the live evidence (score mass, weight) per cluster gathered since that
+            cluster's statistic was last 0 — the evidence after the estimated change point, kept whole on a change.
+        since_n: ``(K,)`` observations since that cluster's statistic was last 0.
+        member_stat: the member-level CUSUM over all its observations (nats, ≥ 0).
+        member_since_sums / member_since_counts: ``(K,)`` the live evidence since the member-level statistic was 0.
+        member_since_n: observations since then.
+        n_changes: changes detected so far (member-level and cluster-level).
+        events: the most recent :class:`ChangeEvent` s (at most 20, oldest first).
+    """
+
+    stat: np.ndarray = field(repr=False)
+    since_sums: np.ndarray = field(repr=False)
+    since_counts: np.ndarray = field(repr=False)
+    since_n: np.ndarray = field(repr=False)
+    member_stat: float = 0.0
+    member_since_sums: np.ndarray | None = field(default=None, repr=False)
+    member_since_counts: np.ndarray | None = field(default=None, repr=False)
+    member_since_n: int = 0
+    n_changes: int = 0
+    events: tuple[ChangeEvent, ...] = ()
+
+    @classmethod
+    def empty(cls, k: int) -> DetectorState:
+        """A fresh detector for ``k`` clusters."""
+        return cls(stat=np.zeros(k), since_sums=np.zeros(k), since_counts=np.zeros(k), since_n=np.zeros(k),
+                   member_since_sums=np.zeros(k), member_since_counts=np.zeros(k))
 
 
 @dataclass(frozen=True)
@@ -56,6 +127,9 @@ class ModelProfile:
         prior_quality: q₀, the prior overall quality given at ``add_model(prior=...)`` (``None`` = none).
         prior_weight: w₀, its weight in pseudo-observations.
         probe_scale: ρ, how much of the probe evidence is still counted (1 unless probes are forgotten too).
+        probe_cluster_scale: ``(K,)`` ρ_k, a further per-cluster share of the probe evidence still counted, lowered
+            when a change is detected in that cluster (``None`` = 1 everywhere).
+        detector: the change detector's state (``None`` until feedback arrives with detection on).
     """
 
     name: str
@@ -75,16 +149,33 @@ class ModelProfile:
     prior_quality: float | None = None
     prior_weight: float = 0.0
     probe_scale: float = 1.0
+    probe_cluster_scale: np.ndarray | None = field(default=None, repr=False)
+    detector: DetectorState | None = field(default=None, repr=False)
+
+    @property
+    def cluster_probe_scale(self) -> np.ndarray:
+        """``(K,)`` ρ·ρ_k: the share of each cluster's probe evidence Ψ still counts."""
+        if self.probe_cluster_scale is None:
+            return np.full(self.n_clusters, self.probe_scale)
+        return self.probe_scale * np.asarray(self.probe_cluster_scale, dtype=float)
 
     @property
     def probe_weight(self) -> float:
-        """How much probe evidence Ψ counts: ρ · (answered probes). Compare with :attr:`live_weight`."""
-        return self.probe_scale * self.n_probes
+        """How much probe evidence Ψ counts: ρ · (answered probes), less what detected changes discounted.
+        Compare with :attr:`live_weight`."""
+        if self.probe_cluster_scale is None:
+            return self.probe_scale * self.n_probes
+        return float(self.cluster_probe_scale @ np.asarray(self.cluster_counts, dtype=float))
+
+    @property
+    def n_changes(self) -> int:
+        """Changes detected in this member so far (0 without change detection)."""
+        return 0 if self.detector is None else self.detector.n_changes
 
     @property
     def evidence(self) -> np.ndarray:
-        """``(K,)`` the evidence behind each cluster's Ψ: ρ·C_k + W_k (probe + live weight, before shrinkage)."""
-        ev = self.probe_scale * np.asarray(self.cluster_counts, dtype=float)
+        """``(K,)`` the evidence behind each cluster's Ψ: ρ·ρ_k·C_k + W_k (probe + live weight, before shrinkage)."""
+        ev = self.cluster_probe_scale * np.asarray(self.cluster_counts, dtype=float)
         return ev if self.live_counts is None else ev + self.live_counts
 
     @property
@@ -105,6 +196,7 @@ class ModelProfile:
             "probe_weight": self.probe_weight,
             "live_weight": self.live_weight,
             "n_observations": self.n_observations,
+            "n_changes": self.n_changes,
             "prior": None if self.prior_quality is None else [self.prior_quality, self.prior_weight],
         }
 
@@ -167,11 +259,13 @@ def shrunk_quality(
     overall: float,
     shrinkage: float,
     *,
-    probe_scale: float = 1.0,
+    probe_scale: float | np.ndarray = 1.0,
     live_sums: np.ndarray | None = None,
     live_counts: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Ψ ``(K,)`` = (ρ·P + L + α·m) / (ρ·C + W + α), clipped to [0, 1]; m where the denominator is 0."""
+    """Ψ ``(K,)`` = (ρ·P + L + α·m) / (ρ·C + W + α), clipped to [0, 1]; m where the denominator is 0.
+
+    ``probe_scale`` is ρ, or ``(K,)`` per-cluster scales ρ·ρ_k."""
     num = probe_scale * np.asarray(probe_sums, dtype=float)
     den = probe_scale * np.asarray(probe_counts, dtype=float)
     if live_sums is not None and live_counts is not None:

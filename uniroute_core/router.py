@@ -27,10 +27,17 @@ import numpy as np
 from .autoselect import AUTO, SearchSpace, Selection, default_n_clusters, select_representation
 from .cluster_map import CLUSTER_MAPS, ClusterMap, KMeansClusterMap
 from .embedding import Embedder, resolve_embedder, validate_texts
-from .feedback import Exploration, Forgetting, apply_observations, reset_live, validate_feedback_score
+from .feedback import (
+    ChangeDetection,
+    Exploration,
+    Forgetting,
+    apply_observations,
+    reset_live,
+    validate_feedback_score,
+)
 from .policy import RoutingPolicy
 from .probes import ProbeSet
-from .profile import ModelProfile, build_profile, validate_cost, validate_prior, validate_scores
+from .profile import ChangeEvent, ModelProfile, build_profile, validate_cost, validate_prior, validate_scores
 from .rule import Calibration
 from .state import NotFittedError, RouteDecision, RouterState, UnreachableBudgetWarning
 
@@ -76,6 +83,9 @@ class UniRouter:
             ``None`` (default) keeps all of it — see :mod:`uniroute_core.feedback` for why.
         exploration: Thompson-sampling exploration on a share of calls
             (:class:`~uniroute_core.feedback.Exploration`); ``None`` (default) routes by the point estimates only.
+        change_detection: test feedback against what Ψ predicts and, when a member is detected to have got worse,
+            let the recent feedback outweigh its stale evidence (:class:`~uniroute_core.feedback.ChangeDetection`);
+            ``None`` (default) never discounts evidence on its own. Detected changes are in :attr:`change_events`.
 
     The fitted map is :attr:`cluster_map` (a property of the current state); the constructor's value is in
     :meth:`get_params`.
@@ -93,6 +103,7 @@ class UniRouter:
         method: str | None = None,
         forgetting: Forgetting | None = None,
         exploration: Exploration | None = None,
+        change_detection: ChangeDetection | None = None,
     ) -> None:
         if shrinkage < 0 or not np.isfinite(shrinkage):
             raise ValueError(f"shrinkage must be a finite number >= 0, got {shrinkage}")
@@ -133,8 +144,13 @@ class UniRouter:
             raise TypeError(f"forgetting must be a Forgetting or None, got {type(forgetting).__name__}")
         if exploration is not None and not isinstance(exploration, Exploration):
             raise TypeError(f"exploration must be an Exploration or None, got {type(exploration).__name__}")
+        if change_detection is not None and not isinstance(change_detection, ChangeDetection):
+            raise TypeError(
+                f"change_detection must be a ChangeDetection or None, got {type(change_detection).__name__}"
+            )
         self.forgetting = forgetting
         self.exploration = exploration
+        self.change_detection = change_detection
         self._state = RouterState(exploration=exploration)
         self._write_lock = threading.RLock()
         self._refit_at_probes: np.ndarray | None = None
@@ -188,6 +204,7 @@ class UniRouter:
             "show_progress": self.show_progress,
             "forgetting": self.forgetting,
             "exploration": self.exploration,
+            "change_detection": self.change_detection,
         }
 
     @property
@@ -617,6 +634,7 @@ class UniRouter:
                 pool[j] = apply_observations(
                     pool[j], phi[rows], vals[rows], w[rows], state.probe_assign,
                     forgetting=self.forgetting, times=None if t is None else t[rows],
+                    detection=self.change_detection,
                 )
                 updated[name] = pool[j]
             if updated:
@@ -657,8 +675,17 @@ class UniRouter:
             )
         return self.observe_many([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
 
+    @property
+    def change_events(self) -> list[ChangeEvent]:
+        """Changes detected by :class:`~uniroute_core.feedback.ChangeDetection` in the current pool's members
+        (each member's most recent 20), oldest first by member observation count; counts per member are
+        ``profiles[name].n_changes``."""
+        events = [e for p in self._state.profiles if p.detector is not None for e in p.detector.events]
+        return sorted(events, key=lambda e: (e.time if e.time is not None else 0.0, e.member, e.at_observation))
+
     def reset_feedback(self, model: str | None = None) -> None:
-        """Drop the live (feedback) evidence of one member, or of every member: Ψ returns to the probe estimate."""
+        """Drop the live (feedback) evidence of one member, or of every member: Ψ returns to the probe estimate
+        (probe evidence discounted by a detected change counts whole again)."""
         with self._write_lock:
             state = self._state
             if state.probe_assign is None:
