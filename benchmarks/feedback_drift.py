@@ -95,6 +95,7 @@ class Trace:
     score: np.ndarray
     exploratory: np.ndarray
     changes: list = None  # type: ignore[assignment]  # the router's ChangeEvents at the end of the run
+    change_calls: list = None  # type: ignore[assignment]  # the call count at which each change took effect
 
 
 def serve(
@@ -122,6 +123,7 @@ def serve(
     explored = np.zeros(len(stream), dtype=bool)
     give = rng.random(len(stream)) < feedback
     policy = _policy(lam)
+    change_calls: list[int] = []
     for t0 in range(0, len(stream), block):
         idx = stream[t0 : t0 + block]
         decisions = router.state.route(world.x[idx], policy)
@@ -137,8 +139,11 @@ def serve(
                 fb_m.append(d.model)
                 fb_s.append(float(s))
         if fb_m:
+            seen = sum(p.n_changes for p in router.profiles.values())
             router.observe_many(np.stack(fb_x), fb_m, fb_s, weights=np.full(len(fb_m), weight))
-    return Trace(names, scores, explored, router.change_events)
+            new = sum(p.n_changes for p in router.profiles.values()) - seen
+            change_calls += [t0 + len(idx)] * new
+    return Trace(names, scores, explored, router.change_events, change_calls)
 
 
 _POLICIES: dict[float, object] = {}
@@ -185,17 +190,25 @@ def drift_scenario(world: World, args: argparse.Namespace) -> dict[str, object]:
         hit = np.isin(cats[stream], drift_cats)
         truth[n_before:, vj] = np.where(hit[n_before:], 0.0, truth[n_before:, vj])
         for name, (fb, forgetting, det) in runs.items():
+            if args.runs and name not in args.runs:
+                out[name].append((Trace([victim] * len(stream), np.full(len(stream), np.nan), hit * False), hit))
+                continue
             router = base_router(world, args, forgetting=forgetting, change_detection=det)
             add_pool(router, world, POOL)
             trace = serve(router, world, stream, truth, lam=args.lam, feedback=fb, rng=np.random.default_rng(rep),
                           weight=args.feedback_weight)
             out[name].append((trace, hit))
+        if args.runs and "control" not in args.runs:
+            continue
         router = base_router(world, args, change_detection=detection)
         add_pool(router, world, POOL)
         trace = serve(router, world, stream, world.data.scores[stream], lam=args.lam, feedback=args.feedback,
                       rng=np.random.default_rng(rep), weight=args.feedback_weight)
         out["detection, no drift (control)"].append((trace, hit))
         # reference: what the estimator reaches when the drift is known at once (victim re-profiled on probes)
+        if args.runs and "reference" not in args.runs:
+            out["re-profiled at N (reference)"].append((out["no feedback"][-1][0], hit))
+            continue
         router = base_router(world, args)
         add_pool(router, world, POOL)
         a = serve(router, world, stream[:n_before], truth[:n_before], lam=args.lam, feedback=0.0,
@@ -267,6 +280,8 @@ def main() -> None:
                    help="change detection: false alarms per observation (default: the library default)")
     p.add_argument("--shift", type=float, default=ChangeDetection().shift,
                    help="change detection: the drop δ the detectors target (default: the library default)")
+    p.add_argument("--runs", type=lambda v: [r.strip() for r in v.split(",")], default=None,
+                   help="only these drift runs (names as printed, plus 'control', 'reference'); default: all")
     p.add_argument("--keep-probes", action="store_true", help="forgetting leaves probe evidence whole")
     p.add_argument("--drift-at", type=int, default=1000)
     p.add_argument("--after", type=int, default=2000)
@@ -301,11 +316,14 @@ def main() -> None:
         summary[name] = (before, after, fall, acc0, acc1)
         print(f"{name:<30}{100 * before:>12.1f}%{100 * after:>17.1f}%{100 * fall:>7.0f}%{100 * acc0:>11.2f}%"
               f"{100 * acc1:>15.2f}%{100 * (acc1 - acc0):>+11.2f}")
-    print("\nchange detections per stream order (member: level@call-count of that member's feedback):")
+    print("\nchange detections per stream order (member: level @ that member's feedback count, call of the stream):")
     for name in ("feedback 10% + detection", "detection, no drift (control)"):
         for rep, (t, _) in enumerate(drift["runs"][name]):  # type: ignore[index]
-            ev = [f"{e.member}:{e.level}@{e.at_observation}" for e in (t.changes or [])]
-            print(f"  {name}, order {rep}: {len(ev)} — {', '.join(ev) if ev else 'none'}")
+            if t.changes is None:
+                continue
+            ev = [f"{e.member}:{e.level}@obs {e.at_observation}" for e in t.changes]
+            print(f"  {name}, order {rep}: {len(ev)} — {', '.join(ev) if ev else 'none'}"
+                  + (f" (after calls {t.change_calls})" if ev else ""))
 
     if args.skip_cold:
         return
