@@ -304,18 +304,26 @@ def main() -> None:
     n0, lo, hi = args.drift_at, args.drift_at + 300, args.drift_at + 500
     print(f"\n== drift: after call {n0}, {victim} answers every question in {chosen['categories']} wrong "  # type: ignore[index]
           f"(feedback on {100 * args.feedback:.0f}% of calls; forgetting half-life {args.half_life:g} obs) ==")
-    print(f"{'run':<30}{'share before':>13}{'share N+300..500':>18}{'fall':>8}{'acc before':>12}"
-          f"{'acc N+500..end':>16}{'gap (pts)':>11}")
+    print(f"{'run':<30}{'share before':>13}{'share N+300..500':>18}{'fall':>8}{'share N+1000..':>16}"
+          f"{'acc before':>12}{'acc N+500..end':>16}{'gap (pts)':>11}")
     summary = {}
     for name, runs in drift["runs"].items():  # type: ignore[union-attr]
+        if all(np.isnan(t.score).all() for t, _ in runs):
+            continue  # left out with --runs
         before = np.nanmean([share_in(t, h, victim, 0, n0) for t, h in runs])
         after = np.nanmean([share_in(t, h, victim, lo, hi) for t, h in runs])
+        late = np.nanmean([share_in(t, h, victim, n0 + 1000, len(t.member)) for t, h in runs])
         acc0 = np.mean([t.score[:n0].mean() for t, _ in runs])
         acc1 = np.mean([t.score[n0 + 500 :].mean() for t, _ in runs])
         fall = 1 - after / before if before > 0 else float("nan")
         summary[name] = (before, after, fall, acc0, acc1)
-        print(f"{name:<30}{100 * before:>12.1f}%{100 * after:>17.1f}%{100 * fall:>7.0f}%{100 * acc0:>11.2f}%"
-              f"{100 * acc1:>15.2f}%{100 * (acc1 - acc0):>+11.2f}")
+        print(f"{name:<30}{100 * before:>12.1f}%{100 * after:>17.1f}%{100 * fall:>7.0f}%{100 * late:>15.1f}%"
+              f"{100 * acc0:>11.2f}%{100 * acc1:>15.2f}%{100 * (acc1 - acc0):>+11.2f}")
+        if len(runs) > 1:
+            per = [(1 - share_in(t, h, victim, lo, hi) / share_in(t, h, victim, 0, n0),
+                    t.score[n0 + 500 :].mean() - t.score[:n0].mean()) for t, h in runs]
+            print(f"{'':<30}per order: fall " + ", ".join(f"{100 * f:.0f}%" for f, _ in per)
+                  + "; accuracy gap " + ", ".join(f"{100 * g:+.2f}" for _, g in per))
     print("\nchange detections per stream order (member: level @ that member's feedback count, call of the stream):")
     for name in ("feedback 10% + detection", "detection, no drift (control)"):
         for rep, (t, _) in enumerate(drift["runs"][name]):  # type: ignore[index]
