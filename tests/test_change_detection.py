@@ -231,3 +231,21 @@ def test_detection_does_not_depend_on_how_feedback_is_batched():
         batched.observe_many(x[lo : lo + 25], ["good"] * len(x[lo : lo + 25]), s[lo : lo + 25])
     assert one.change_events == batched.change_events and len(one.change_events) >= 1
     np.testing.assert_allclose(one.profiles["good"].cluster_quality, batched.profiles["good"].cluster_quality)
+
+
+def test_a_provider_wide_regression_is_caught_sooner_by_the_member_level_detector():
+    """``good`` falls from 0.9 to 0.4 in every topic: its feedback is spread over 4 clusters, so the per-cluster
+    detectors alone wait for several wrong answers in one cluster; the member-level one pools them."""
+    x, topic = blobs(1600, 41)
+    broken = {"good": np.full(K, 0.4), "backup": RATES["backup"]}
+    first = {}
+    for name, det in (("both", ChangeDetection()), ("clusters only", ChangeDetection(member_level=False))):
+        router, _ = pool(det, n_probes=600)
+        serve(router, x[:400], topic[:400], RATES, feedback=0.1, seed=1)
+        n0 = router.profiles["good"].n_observations
+        serve(router, x[400:], topic[400:], broken, feedback=0.1, seed=2)
+        events = [e for e in router.change_events if e.member == "good"]
+        assert events, name
+        first[name] = (events[0].at_observation - n0, events[0].level)
+    assert first["both"][1] == "member"
+    assert first["both"][0] < first["clusters only"][0]
