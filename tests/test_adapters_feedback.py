@@ -124,3 +124,22 @@ def test_feedback_uses_the_embedding_the_call_was_routed_on(side):
     expected = two_topic_router(router.embedder)  # the same pool, fed back directly through the core
     expected.observe(LAW, "big", 0.0)
     np.testing.assert_allclose(router.profiles["big"].cluster_quality, expected.profiles["big"].cluster_quality)
+
+
+def test_record_feedback_drives_change_detection(side):
+    """With ChangeDetection on the router, feedback recorded through either adapter is tested like core feedback:
+    one wrong math answer of small (right on all 6 math probes) judged with weight 5 is a change in the math
+    cluster — logged in change_events, counted, small's stale math evidence discounted to 1 pseudo-observation (α = 0
+    here), its 4 law probes kept — and math moves to big; the law cluster's routing is untouched."""
+    from uniroute_core import ChangeDetection
+
+    router = side.model.router
+    router.change_detection = ChangeDetection()
+    response = side.ask(MATH)
+    assert side.record(response)["member"] == "small"
+    side.model.record_feedback(response, 0.0, weight=5.0)
+    assert [(e.member, e.level, len(e.clusters)) for e in router.change_events] == [("small", "cluster", 1)]
+    small = router.profiles["small"]
+    assert small.n_changes == 1 and small.probe_weight == pytest.approx(1.0 + 4.0)
+    assert side.record(side.ask(MATH))["member"] == "big"
+    assert side.record(side.ask(LAW))["member"] == "big"
