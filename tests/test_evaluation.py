@@ -88,7 +88,7 @@ def _sweep_cases(seed: int = 0):
     """Predictions with the hard cases of the λ sweep: exact ties of quality, equal costs, a free member,
     several members on one line (three-way ties at one λ), hard-map-like repeated rows, NaN predictions."""
     rng = np.random.default_rng(seed)
-    for i in range(240):
+    for i in range(120):
         n, m = int(rng.integers(1, 50)), int(rng.integers(1, 8))
         kind = i % 6
         costs = rng.choice([0.0, 1.0, 2.0, 2.0, 7.2, 7.2, 70.6], m) if kind < 2 else rng.random(m) * 10
@@ -139,6 +139,50 @@ def test_router_curve_equals_the_rule_applied_lambda_by_lambda():
         ref = deferral_curve(c_ref, q_ref, costs.min(), costs.max()) if np.isfinite(q_ref).all() else None
         if ref is not None:
             assert area(curve) == pytest.approx(area(ref), abs=1e-12)
+
+
+def _lambda_grid_reference(q: np.ndarray, costs: np.ndarray, allowed=None, max_points: int = 2000) -> np.ndarray:
+    """lambda_grid as first written (all M x M differences, np.unique rows, np.quantile): the fast one must give
+    the same λ values bit for bit, so that every curve samples the same points as before."""
+    c = costs / costs.max() if costs.max() > 0 else np.zeros_like(costs)
+    q = np.asarray(q, dtype=float)
+    if allowed is not None:
+        q, c = q[:, allowed], c[allowed]
+    q = np.unique(np.round(q, 12), axis=0)
+    dq = q[:, :, None] - q[:, None, :]
+    dc = c[:, None] - c[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lam = dq / dc[None, :, :]
+    cross = np.unique(lam[(dc[None, :, :] > 0) & (dq > 0)])
+    if cross.size > max_points:
+        cross = np.unique(np.quantile(cross, np.linspace(0, 1, max_points)))
+    if cross.size == 0:
+        return np.array([0.0])
+    return np.concatenate([[0.0], (cross[:-1] + cross[1:]) / 2.0, [cross[-1] * 2.0 + 1.0]])
+
+
+def test_lambda_grid_is_bit_for_bit_the_reference_grid():
+    from uniroute_core.rule import _sorted_quantiles, lambda_grid
+
+    rng = np.random.default_rng(3)
+    for i in range(120):
+        n, m = int(rng.integers(0, 200)), int(rng.integers(1, 12))
+        costs = rng.choice([0.0, 1.0, 7.2, 7.2, 70.6, 3.8], m) if i % 2 else rng.random(m) * 100
+        q = rng.random((n, m)) if i % 3 else rng.choice([0.0, 0.5, 1.0], (n, m))
+        if i % 7 == 0 and n:  # a hard map: a few distinct rows, repeated
+            q = rng.random((3, m))[rng.integers(0, 3, n)]
+        if i % 5 == 0:
+            q[rng.random(q.shape) < 0.1] = np.nan
+        allowed = None if i % 4 else rng.random(m) < 0.7
+        for max_points in (5, 200, 2000):
+            np.testing.assert_array_equal(
+                lambda_grid(q, costs, allowed, max_points), _lambda_grid_reference(q, costs, allowed, max_points)
+            )
+    for n in (1, 2, 7, 1000, 4321):
+        values = np.sort(rng.random(n) * 10.0 ** rng.uniform(-3, 3))
+        for k in (2, 7, 200, 2000):
+            probs = np.linspace(0, 1, k)
+            np.testing.assert_array_equal(_sorted_quantiles(values, probs), np.quantile(values, probs))
 
 
 # ---------------------------------------------------------------- sign test

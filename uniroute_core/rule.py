@@ -275,6 +275,38 @@ def choose_by_lambdas(expected_quality: np.ndarray, costs: np.ndarray, lams: np.
     return LambdaPath(expected_quality, costs).choose(lams)
 
 
+def _distinct_rows(q: np.ndarray) -> np.ndarray:
+    """The distinct rows of ``q`` (K-Means gives at most K), in any order — what ``np.unique(q, axis=0)`` keeps, found
+    by hashing each row to one number (a fixed random projection) and checking that equal hashes are equal rows;
+    on any doubt, ``np.unique(q, axis=0)`` itself."""
+    if len(q) < 2:
+        return q
+    weights = np.random.default_rng(20260101).uniform(0.5, 1.5, q.shape[1])
+    _, first, inverse = np.unique(q @ weights, return_index=True, return_inverse=True)
+    if len(first) == len(q):  # all hashes differ: all rows differ
+        return q
+    kept = q[first]
+    if np.array_equal(kept[inverse.reshape(-1)], q, equal_nan=True):
+        return kept
+    return np.unique(q, axis=0)
+
+
+def _sorted_quantiles(values: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """``np.quantile(values, probs)`` (its default "linear" method) of an already sorted, NaN-free array, without
+    numpy's partitioning pass: numpy's own arithmetic, so the same bits (``tests/test_evaluation.py`` checks it)."""
+    n = values.shape[0]
+    virtual = (n - 1) * probs
+    lo = np.floor(virtual).astype(np.intp)
+    hi = np.clip(lo + 1, 0, n - 1)
+    lo = np.clip(lo, 0, n - 1)
+    gamma = virtual - np.floor(virtual)
+    a, b = values[lo], values[hi]
+    diff = b - a
+    out = np.add(a, diff * gamma)
+    np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)
+    return out
+
+
 def lambda_grid(
     expected_quality: np.ndarray, costs: np.ndarray, allowed: np.ndarray | None = None, max_points: int = 2000
 ) -> np.ndarray:
@@ -289,15 +321,20 @@ def lambda_grid(
     q = np.asarray(expected_quality, dtype=float)
     if allowed is not None:
         q, c = q[:, allowed], c[allowed]
-    q = np.unique(np.round(q, 12), axis=0)
-    dq = q[:, :, None] - q[:, None, :]  # q_i - q_j
-    dc = c[:, None] - c[None, :]  # c_i - c_j
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lam = dq / dc[None, :, :]
-    valid = (dc[None, :, :] > 0) & (dq > 0)
-    cross = np.unique(lam[valid])
+    q = _distinct_rows(np.round(q, 12))
+    # every crossing (q_i - q_j) / (c_i - c_j) > 0 of a dearer i with a strictly cheaper j, member by member
+    order = np.argsort(c, kind="stable")
+    q_by_member, c_sorted = np.ascontiguousarray(q.T[order]), c[order]
+    parts = []
+    for i in range(1, len(c_sorted)):
+        j = int(np.searchsorted(c_sorted, c_sorted[i], side="left"))  # members strictly cheaper than i: [0, j)
+        if j:
+            dq = q_by_member[i][None, :] - q_by_member[:j]
+            up = dq > 0
+            parts.append(dq[up] / np.broadcast_to((c_sorted[i] - c_sorted[:j])[:, None], dq.shape)[up])
+    cross = np.unique(np.concatenate(parts)) if parts else np.zeros(0)
     if cross.size > max_points:
-        cross = np.unique(np.quantile(cross, np.linspace(0, 1, max_points)))
+        cross = np.unique(_sorted_quantiles(cross, np.linspace(0, 1, max_points)))
     if cross.size == 0:
         return np.array([0.0])
     mids = (cross[:-1] + cross[1:]) / 2.0
