@@ -10,6 +10,7 @@ import pytest
 
 from uniroute_core import UniRouter
 from uniroute_core.autoselect import (
+    FAMILIES_ALL,
     SearchSpace,
     Selection,
     default_n_clusters,
@@ -77,10 +78,33 @@ def test_topic_signal_is_found_and_the_record_lists_every_candidate():
     assert sel.chosen.validation_area > sel.zero_validation_area + 0.02
     assert sel.chosen == max(sel.candidates, key=lambda cand: cand.validation_area)
     assert sel.gain_over_zero > sel.gain_over_zero_se > 0
-    assert {cand.representation for cand in sel.candidates} == {"zero", "kmeans", "multires", "probe_knn", "blend"}
+    # the default candidates are the maps that route in O(K·d) per prompt, like the paper's K-Means
+    assert {cand.representation for cand in sel.candidates} == {"zero", "kmeans", "multires"}
     assert res.shrinkage == sel.chosen.params["shrinkage"]
     assert res.cluster_map.is_fitted and "chosen" in str(sel)
     assert Selection.from_dict(json.loads(json.dumps(sel.to_dict()))) == sel
+    wide = select_representation(x, s, c, n_probes=200, seed=0, space=SearchSpace(families=FAMILIES_ALL)).selection
+    assert {cand.representation for cand in wide.candidates} == set(FAMILIES_ALL)  # probe-anchored ones opt in
+
+
+def test_the_router_searches_the_bounded_space_by_default_and_a_given_one_when_asked():
+    x, s, c = two_topic()
+    texts = [f"prompt {i}" for i in range(len(x))]
+    lookup = dict(zip(texts, x))
+
+    def embed(batch: list[str]) -> np.ndarray:
+        return np.stack([lookup[t] for t in batch])
+
+    probes = texts[:200]
+    default = UniRouter(embedder=embed, seed=0, show_progress=False)
+    default.fit(texts[200:], train_scores=s[200:], train_costs=c, n_probes=len(probes))
+    assert {cand.representation for cand in default.selection_.candidates} <= {"zero", "kmeans", "multires"}
+    wide = UniRouter(embedder=embed, seed=0, show_progress=False, search_space=SearchSpace(families=FAMILIES_ALL))
+    wide.fit(texts[200:], train_scores=s[200:], train_costs=c, n_probes=len(probes))
+    assert {"probe_knn", "blend"} <= {cand.representation for cand in wide.selection_.candidates}
+    assert wide.get_params()["search_space"] == SearchSpace(families=FAMILIES_ALL)
+    with pytest.raises(TypeError, match="search_space must be a SearchSpace"):
+        UniRouter(search_space={"families": ["zero"]})  # type: ignore[arg-type]
 
 
 def test_selection_is_deterministic_with_a_seed_and_reads_only_the_given_columns():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from uniroute_core import UniRouter
-from uniroute_core.autoselect import SearchSpace, Selection, select_representation
+from uniroute_core.autoselect import FAMILIES_ALL, SearchSpace, Selection, select_representation
 from uniroute_core.cluster_map import CLUSTER_MAPS, KMeansClusterMap
 from uniroute_core.evaluation.baselines import cluster_quality, knn_neighbours, knn_quality
 from uniroute_core.persistence import RouterFileError
@@ -144,7 +144,8 @@ def test_a_tampered_anchor_array_is_refused(tmp_path):
 
 def test_the_selection_tries_probe_knn_and_the_blend_and_returns_an_unbound_map():
     x, s, c = blobs(seed=4, n=900)
-    space = SearchSpace(knn_neighbors=(5, 20), blend_weights=(0.5,), temperature_multiples=(None, 0.1))
+    space = SearchSpace(families=FAMILIES_ALL, knn_neighbors=(5, 20), blend_weights=(0.5,),
+                        temperature_multiples=(None, 0.1))
     res = select_representation(x, s, c, n_probes=300, seed=0, space=space)
     sel = res.selection
     reps = [cand.representation for cand in sel.candidates]

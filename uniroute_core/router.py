@@ -69,8 +69,8 @@ class UniRouter:
             :mod:`uniroute_core.profile`); 0 disables it. When ``fit`` chooses the representation by validation it
             also chooses α (:attr:`shrinkage_`); this setting is then the fallback for later fits without scores.
         cluster_map: the cluster map Φ: ``"auto"`` (default) — with a training matrix, the representation (ZeroRouter,
-            hard or soft K-Means, multi-resolution soft K-Means, KNN over the probes, a blend of the last with a
-            K-Means map; ``"kmeans"`` restricts it to ZeroRouter and K-Means, the cheapest to route) and its
+            hard or soft K-Means, multi-resolution soft K-Means — the maps that route in O(K·d) per prompt; ``"kmeans"``
+            restricts it to ZeroRouter and K-Means; ``search_space=`` widens or narrows it) and its
             hyper-parameters are chosen by validation
             Area on the training LLMs (:mod:`uniroute_core.autoselect`; the record is :attr:`selection_`); without
             one, K-Means with ``n_clusters``. Or a registered kind name (``"kmeans"``, ``"learned_map"``, …), built
@@ -83,6 +83,11 @@ class UniRouter:
             ``None`` (default) keeps all of it — see :mod:`uniroute_core.feedback` for why.
         exploration: Thompson-sampling exploration on a share of calls
             (:class:`~uniroute_core.feedback.Exploration`); ``None`` (default) routes by the point estimates only.
+        search_space: the candidates ``cluster_map="auto"`` chooses among
+            (:class:`~uniroute_core.autoselect.SearchSpace`); ``None`` (default) = ZeroRouter, K-Means and
+            multi-resolution K-Means over the automatic K grid. ``SearchSpace(families=FAMILIES_ALL)`` adds KNN over
+            the probes and its blend with a K-Means map (routing cost O(P·d) per prompt instead of O(K·d)). Not
+            saved with the router (it only steers a later ``fit``; what it chose is saved in :attr:`selection_`).
         change_detection: test feedback against what Ψ predicts and, when a member is detected to have got worse,
             let the recent feedback outweigh its stale evidence (:class:`~uniroute_core.feedback.ChangeDetection`);
             ``None`` (default) never discounts evidence on its own. Detected changes are in :attr:`change_events`.
@@ -104,6 +109,7 @@ class UniRouter:
         forgetting: Forgetting | None = None,
         exploration: Exploration | None = None,
         change_detection: ChangeDetection | None = None,
+        search_space: SearchSpace | None = None,
     ) -> None:
         if shrinkage < 0 or not np.isfinite(shrinkage):
             raise ValueError(f"shrinkage must be a finite number >= 0, got {shrinkage}")
@@ -139,6 +145,9 @@ class UniRouter:
         self.seed = seed
         self.shrinkage = float(shrinkage)
         self._cluster_map_param: str | ClusterMap = cluster_map
+        if search_space is not None and not isinstance(search_space, SearchSpace):
+            raise TypeError(f"search_space must be a SearchSpace or None, got {type(search_space).__name__}")
+        self.search_space = search_space
         self.show_progress = show_progress
         if forgetting is not None and not isinstance(forgetting, Forgetting):
             raise TypeError(f"forgetting must be a Forgetting or None, got {type(forgetting).__name__}")
@@ -205,6 +214,7 @@ class UniRouter:
             "forgetting": self.forgetting,
             "exploration": self.exploration,
             "change_detection": self.change_detection,
+            "search_space": self.search_space,
         }
 
     @property
@@ -293,7 +303,7 @@ class UniRouter:
             k = int(self.n_clusters)
             return SearchSpace(families=("zero",)) if k == 1 else SearchSpace(families=("kmeans",), n_clusters=(k,))
         if self._cluster_map_param == AUTO:
-            return SearchSpace()  # every family: ZeroRouter, K-Means, multi-resolution, probe KNN, blend
+            return self.search_space or SearchSpace()  # default: ZeroRouter, K-Means, multi-resolution K-Means
         return SearchSpace(families=("zero", "kmeans"))
 
     def _resolved_k(self, n_probes: int | None, n_train: int) -> int:
