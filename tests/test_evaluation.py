@@ -355,6 +355,50 @@ def test_trial_workers_exit_when_the_parent_is_killed():
                 os.kill(p, signal.SIGKILL)
 
 
+_FIRST_TRIAL_THREADS = """
+import numpy as np
+from threadpoolctl import threadpool_info
+from uniroute_core.data import RoutingData
+from uniroute_core.evaluation import EvaluationConfig, make_trial_splits, run_trial
+from uniroute_core.evaluation.methods import EvaluationMethod, MethodOutcome, register_method
+from uniroute_core.evaluation.metrics import router_curve
+
+seen = []
+
+
+@register_method
+class ThreadProbe(EvaluationMethod):
+    name = "thread_probe"
+    label = "thread probe"
+
+    def run(self, ctx):
+        import sklearn.cluster  # loaded lazily, as K-Means does on first use
+
+        seen.append(sorted({i["num_threads"] for i in threadpool_info()}))
+        pred = np.tile(np.nanmean(ctx.probe_test_scores, axis=0), (len(ctx.split.test), 1))
+        return MethodOutcome(router_curve(pred, ctx.test_true, ctx.test_costs), {})
+
+
+rng = np.random.default_rng(0)
+n, m = 60, 6
+data = RoutingData(name="toy", prompt_ids=[f"p{i}" for i in range(n)], prompts=[f"p{i}" for i in range(n)],
+                   categories=["a"] * n, split_hints=[""] * n, models=[f"m{j}" for j in range(m)],
+                   scores=(rng.random((n, m)) < 0.6).astype(float), costs=np.arange(1.0, m + 1))
+config = EvaluationConfig(trials=2, methods=("thread_probe",))
+for split, trial_rng in make_trial_splits(data, config):
+    run_trial(rng.random((n, 4)).astype(np.float32), data, split, trial_rng, config)
+print(seen)
+"""
+
+
+def test_every_trial_of_a_fresh_process_runs_single_threaded():
+    """The first trial of a fresh process (a --jobs worker) must see the same single-threaded BLAS/OpenMP pools as
+    later ones: threadpoolctl only limits libraries already loaded, so scikit-learn's are loaded first."""
+    out = subprocess.run([sys.executable, "-c", _FIRST_TRIAL_THREADS], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[[1], [1]]"
+
+
 def test_test_llms_scores_outside_the_probes_are_never_used():
     """Only Clairvoyant may see the test LLMs' train-prompt scores; no method sees their test-prompt scores
     except to measure the curve. Scrambling those scores must leave every unseen-LLM method unchanged."""
