@@ -507,3 +507,35 @@ def test_a_routing_text_must_be_text():
         selector.select("   ")
     with pytest.raises(TypeError, match="str"):
         selector.select(None)  # type: ignore[arg-type]
+
+
+def test_calls_started_together_take_paced_turns_so_the_loop_runs_between_them():
+    """``paced_turn`` (awaited by both adapters before their per-call work): 30 tasks created in one go resume one
+    per loop iteration, in order, with a ticker task running between any two."""
+    from uniroute_core.serving import paced_turn
+
+    ticks = 0
+    seen: list[tuple[int, int]] = []
+
+    async def ticker(stop: asyncio.Event) -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async def call(i: int) -> None:
+        await paced_turn()
+        seen.append((i, ticks))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        tick = asyncio.create_task(ticker(stop))
+        await asyncio.sleep(0)
+        await asyncio.gather(*(call(i) for i in range(30)))
+        stop.set()
+        await tick
+
+    asyncio.run(main())
+    assert [i for i, _ in seen] == list(range(30))  # arrival order
+    at = [t for _, t in seen]
+    assert len(set(at)) == 30 and at == sorted(at)  # one per iteration, the ticker in between

@@ -59,6 +59,7 @@ __all__ = [
     "ServingOverloadedError",
     "SpendMeter",
     "TokenPrices",
+    "paced_turn",
     "parse_cost",
 ]
 
@@ -300,7 +301,7 @@ class _PacedWakeups:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._ready: deque[tuple[asyncio.Future[Any], concurrent.futures.Future[Any]]] = deque()
+        self._ready: deque[tuple[asyncio.Future[Any], concurrent.futures.Future[Any] | None]] = deque()
         self._scheduled = False
 
     @classmethod
@@ -312,8 +313,8 @@ class _PacedWakeups:
                 pacer = cls._by_loop[loop] = cls(loop)
             return pacer
 
-    def wake(self, waiter: asyncio.Future[Any], done: concurrent.futures.Future[Any]) -> None:
-        """Queue ``waiter`` to receive ``done``'s outcome (called in the loop's thread)."""
+    def wake(self, waiter: asyncio.Future[Any], done: concurrent.futures.Future[Any] | None) -> None:
+        """Queue ``waiter`` to receive ``done``'s outcome, or ``None`` when ``done`` is ``None`` (loop thread only)."""
         self._ready.append((waiter, done))
         if not self._scheduled:
             self._scheduled = True
@@ -324,7 +325,9 @@ class _PacedWakeups:
             waiter, done = self._ready.popleft()
             if waiter.done():  # its caller was cancelled meanwhile
                 continue
-            if done.cancelled():
+            if done is None:
+                waiter.set_result(None)
+            elif done.cancelled():
                 waiter.cancel()
             elif (error := done.exception()) is not None:
                 waiter.set_exception(error)
@@ -335,6 +338,21 @@ class _PacedWakeups:
             self._loop.call_soon(self._wake_next)  # behind the woken caller's continuation, queued just now
         else:
             self._scheduled = False
+
+
+async def paced_turn() -> None:
+    """Give up the event loop until this task's turn among the others doing the same, one per loop iteration.
+
+    Async calls that start together (200 ``ainvoke`` gathered at once) run their first steps back to back in one
+    loop iteration. The adapters await this before their own per-call work (reading the messages, choosing the
+    allowed members, queueing the routing request), so that work is spread over iterations, in arrival order, with
+    the loop's timers and I/O served in between — as the callers of one routing batch are woken
+    (:class:`_PacedWakeups`). Costs one loop iteration per call.
+    """
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    _PacedWakeups.of(loop).wake(waiter, None)
+    await waiter
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from uniroute_core.probes import ProbeSet
 from uniroute_core.profile import ModelProfile
 from uniroute_core.resilience import BreakerConfig, BreakerSlot, CircuitBreaker
 from uniroute_core.router import UniRouter
-from uniroute_core.serving import ServingConfig
+from uniroute_core.serving import ServingConfig, paced_turn
 
 from ._messages import conversation_text, last_human_text
 from .profiling import answer_function, async_answer_function
@@ -536,6 +536,7 @@ class ChatUniRoute(BaseChatModel):
             raise given
         if given is not None:
             return given
+        await paced_turn()  # calls started together do their per-call work one per loop iteration
         return await self._aplan(messages, kwargs, getattr(run_manager, "metadata", None) or {})
 
     def _generate_kwargs(

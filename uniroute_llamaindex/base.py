@@ -52,7 +52,7 @@ from uniroute_core.probes import ProbeSet
 from uniroute_core.profile import ModelProfile
 from uniroute_core.resilience import BreakerConfig, BreakerSlot, CircuitBreaker, arun_bounded
 from uniroute_core.router import UniRouter
-from uniroute_core.serving import ServingConfig
+from uniroute_core.serving import ServingConfig, paced_turn
 
 from ._undecorated import undecorated_method
 
@@ -433,6 +433,7 @@ class UniRouteLLM(FunctionCallingLLM):
         self, routing_text: str, full_prompt: str, *, tools: bool, options: _CallOptions | None = None
     ) -> RoutingChoice:
         """Async :meth:`_choose`: the text is embedded in the core's worker thread, never on the event loop."""
+        await paced_turn()  # calls started together do their per-call work one per loop iteration
         allowed = self._allowed(full_prompt, tools)
         o = options or _CallOptions()
         return await self._selector().aselect(
