@@ -539,3 +539,18 @@ def test_calls_started_together_take_paced_turns_so_the_loop_runs_between_them()
     assert [i for i, _ in seen] == list(range(30))  # arrival order
     at = [t for _, t in seen]
     assert len(set(at)) == 30 and at == sorted(at)  # one per iteration, the ticker in between
+
+
+def test_the_pacers_of_finished_event_loops_are_released():
+    """One pacer per event loop, keyed weakly: a closed loop (one per ``asyncio.run``) must not be kept alive."""
+    import gc
+
+    from uniroute_core.serving import _PacedWakeups, paced_turn
+
+    async def turn() -> None:
+        await paced_turn()
+
+    for _ in range(5):
+        asyncio.run(turn())
+    gc.collect()
+    assert len(_PacedWakeups._by_loop) == 0

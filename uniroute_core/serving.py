@@ -299,8 +299,9 @@ class _PacedWakeups:
     _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _PacedWakeups] = weakref.WeakKeyDictionary()
     _lock = threading.Lock()
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def __init__(self) -> None:
+        # No reference to the loop: the registry is keyed weakly by the loop, and a value holding its key would keep
+        # every closed loop (one per ``asyncio.run``) alive. Its methods run on the loop, which they look up.
         self._ready: deque[tuple[asyncio.Future[Any], concurrent.futures.Future[Any] | None]] = deque()
         self._scheduled = False
 
@@ -310,7 +311,7 @@ class _PacedWakeups:
         with cls._lock:
             pacer = cls._by_loop.get(loop)
             if pacer is None:
-                pacer = cls._by_loop[loop] = cls(loop)
+                pacer = cls._by_loop[loop] = cls()
             return pacer
 
     def wake(self, waiter: asyncio.Future[Any], done: concurrent.futures.Future[Any] | None) -> None:
@@ -318,7 +319,7 @@ class _PacedWakeups:
         self._ready.append((waiter, done))
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self._wake_next)
+            asyncio.get_running_loop().call_soon(self._wake_next)
 
     def _wake_next(self) -> None:
         while self._ready:
@@ -335,7 +336,8 @@ class _PacedWakeups:
                 waiter.set_result(done.result())
             break
         if self._ready:
-            self._loop.call_soon(self._wake_next)  # behind the woken caller's continuation, queued just now
+            # queued behind the woken caller's continuation, which was queued just now
+            asyncio.get_running_loop().call_soon(self._wake_next)
         else:
             self._scheduled = False
 
