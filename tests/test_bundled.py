@@ -181,6 +181,40 @@ def test_shipped_vectors_are_used_only_for_the_same_embedder_and_text(tmp_path):
     assert shipped.lookup_shipped("other-embedder", real.model_name_or_path, [text]) is None
 
 
+def test_shipped_vectors_win_over_a_cache_filled_by_the_encoder(tmp_path, monkeypatch):
+    """Issue 15 item 4: a cache that already holds other vectors for the bundled prompts under the same embedder name
+    (the encoder's float32 output from an earlier run, or another machine's) must not change what an evaluation on
+    the bundled data sees — that is what made LearnedMap's table differ between a fresh clone and an old cache.
+    The shipped rows come from the table, the rest from the cache or the encoder, in the caller's order."""
+    from uniroute_core.embedding import CachedEmbedder, default_embedder
+
+    prompts = load_routing_data("mmlu_pro").prompts[:3]
+    emb = default_embedder()
+    expected = emb.embed(prompts, show_progress=False)
+    encoded: list[list[str]] = []
+
+    def fake_encode(batch: list[str]) -> np.ndarray:
+        encoded.append(list(batch))
+        return np.full((len(batch), 384), 0.25, dtype=np.float32)
+
+    # an old cache: the bundled prompts stored with vectors that differ from the shipped ones
+    old = CachedEmbedder(default_embedder(shipped_vectors=False), tmp_path)
+    monkeypatch.setattr(old.inner, "encode_batch", fake_encode)
+    assert np.all(old.embed(prompts, show_progress=False) == 0.25)
+    encoded.clear()
+
+    cached = CachedEmbedder(emb, tmp_path)
+    monkeypatch.setattr(emb, "encode_batch", fake_encode)
+    np.testing.assert_array_equal(cached.embed(prompts, show_progress=False), expected)
+    mixed = cached.embed([prompts[0], "a text of the user's own", prompts[1]], show_progress=False)
+    np.testing.assert_array_equal(mixed[[0, 2]], expected[:2])
+    assert np.all(mixed[1] == 0.25) and encoded == [["a text of the user's own"]]
+    cached.embed(["a text of the user's own"], show_progress=False)  # now from the cache: not encoded again
+    assert encoded == [["a text of the user's own"]]
+    # with shipped vectors off, the cache is what it was
+    assert np.all(CachedEmbedder(default_embedder(shipped_vectors=False), tmp_path).embed(prompts[:1]) == 0.25)
+
+
 def test_embedder_mixes_shipped_and_encoded_rows(monkeypatch):
     """Covered texts come from the table, the others from the encoder, in the caller's order."""
     from uniroute_core.embedding import default_embedder
@@ -305,7 +339,8 @@ def test_main_job_runs_from_an_empty_folder_with_an_empty_cache(tmp_path):
     assert "encoder loaded: False" in done.stdout
     doc = json.loads((tmp_path / "out" / "results.json").read_text())
     assert doc["data"] == "mmlu_pro" and doc["n_prompts"] == 10279 and doc["embedder"] == "all-MiniLM-L6-v2"
-    assert any(cache.iterdir())
+    # every vector came from the shipped table, which is read before the cache: nothing to cache
+    assert not cache.exists() or not any(cache.iterdir())
 
 
 def test_bundled_data_sets_and_pretrained_routers_extend_the_one_registry_way(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import subprocess
@@ -14,11 +15,14 @@ import pytest
 
 from uniroute_core.data import RoutingData
 from uniroute_core.evaluation import (
+    METHODS,
     EvaluationConfig,
     auto_cluster_grid,
     curve_metrics,
     evaluate,
     format_table,
+    make_trial_splits,
+    run_trial,
     sign_test,
     split_models,
     split_prompts,
@@ -298,17 +302,48 @@ def test_trials_are_reproducible_and_independent_of_trial_count():
 
 
 def test_parallel_trials_give_the_same_results_in_the_same_order():
-    """`jobs=2` runs trials in worker processes; every metric, chosen parameter and curve is identical to `jobs=1`."""
+    """`jobs=2` runs (trial, method) pairs in worker processes, the expensive ones first; every metric, chosen
+    parameter and curve of every default method (the torch-trained LearnedMap and Clairvoyant, the product's
+    selection, the generator-consuming Random) is identical to `jobs=1`, in the same trial and method order."""
     data, x = _toy_data()
-    config = EvaluationConfig(**dict(FAST, trials=2, methods=("kmeans", "knn", "zero", "random")))
+    config = EvaluationConfig(**dict(FAST, trials=2))
     serial = evaluate(data, x, config, progress=False)
     parallel = evaluate(data, x, config, progress=False, jobs=2)
+    assert [list(t.metrics) for t in parallel.trials] == [list(config.methods)] * 2
     for a, b in zip(serial.trials, parallel.trials):
-        assert a.metrics == b.metrics and a.params == b.params
+        assert a.metrics == b.metrics and a.params == b.params and a.best_model == b.best_model
         for name in a.curves:
             np.testing.assert_array_equal(a.curves[name], b.curves[name])
     with pytest.raises(ValueError, match="jobs must be an integer >= 1"):
         evaluate(data, x, config, progress=False, jobs=0)
+
+
+def test_a_methods_result_does_not_depend_on_the_other_methods_or_their_order():
+    """Each method gets its own copy of the trial's generator (what makes (trial, method) pairs independent units of
+    work): Random alone, or after every other method, or with the order reversed, gives the same trial."""
+    data, x = _toy_data()
+    alone = evaluate(data, x, EvaluationConfig(**dict(FAST, trials=2, methods=("random",))), progress=False)
+    everything = EvaluationConfig(**dict(FAST, trials=2, methods=("zero", "knn", "kmeans", "random")))
+    full = evaluate(data, x, everything, progress=False)
+    rev = evaluate(data, x, EvaluationConfig(**dict(FAST, trials=2, methods=("random", "knn", "zero"))), progress=False)
+    assert alone.values("random", "area") == full.values("random", "area") == rev.values("random", "area")
+    assert full.values("knn", "area") == rev.values("knn", "area")
+    split, rng = make_trial_splits(data, everything)[0]
+    state = copy.deepcopy(rng.bit_generator.state)
+    run_trial(x, data, split, rng, everything)
+    assert rng.bit_generator.state == state  # the caller's generator is left as it was
+
+
+def test_parallel_runs_are_handed_out_largest_first():
+    """LPT order: every LearnedMap run before any product run, then Clairvoyant, K-Means, KNN, the rest; trial order
+    within a method."""
+    from uniroute_core.evaluation.protocol import _largest_first
+
+    order = _largest_first([0, 1, 2], METHODS)
+    assert len(order) == 3 * len(METHODS) and len(set(order)) == len(order)
+    assert order[:6] == [(0, "learned_map"), (1, "learned_map"), (2, "learned_map"), (0, "uniroute"), (1, "uniroute"),
+                         (2, "uniroute")]
+    assert [m for _, m in order[6:15:3]] == ["clairvoyant", "kmeans", "knn"]
 
 
 _ORPHAN_PARENT = """

@@ -137,3 +137,27 @@ def test_early_stopping_keeps_the_best_epoch_and_round_trips():
     assert len(plain.loss_history_) == 3 and plain.best_epoch_ is None
     with pytest.raises(ValueError, match="patience must be None or a positive integer"):
         LearnedMapClusterMap(n_clusters=3, patience=0).fit(x, train_scores=s)
+
+
+def test_training_without_torchs_nan_fill_gives_the_same_weights(monkeypatch):
+    """Deterministic mode makes torch fill every new tensor with NaN (a guard against reading uninitialised memory);
+    the training turns that off for speed. Every tensor is written before it is read, so the weights must be
+    bit-identical with the fill on — and the caller's own setting is restored afterwards."""
+    import torch.utils.deterministic
+
+    import uniroute_core.learned_map as lm
+
+    x, _, s = _toy(300, 4)
+    px, _, ps = _toy(120, 5)
+
+    def fit() -> dict[str, np.ndarray]:
+        m = LearnedMapClusterMap(n_clusters=4, seed=2, epochs=2, batch_size=50)
+        return m.fit(x, train_scores=s, probe_embeddings=px, probe_scores=ps).get_arrays()
+
+    fast = fit()
+    assert torch.utils.deterministic.fill_uninitialized_memory is True  # restored (torch's default)
+    monkeypatch.setattr(lm, "_FILL_UNINITIALIZED", True)
+    guarded = fit()
+    assert sorted(fast) == sorted(guarded)
+    for name in fast:
+        np.testing.assert_array_equal(fast[name], guarded[name], err_msg=name)

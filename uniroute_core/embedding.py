@@ -130,10 +130,8 @@ class SentenceTransformerEmbedder:
         matching shipped table are read from it and only the others are encoded.
         """
         if self.shipped_vectors:
-            from .datasets.vectors import lookup_shipped
-
             texts = validate_texts(texts)
-            found = lookup_shipped(self.name, self.model_name_or_path, texts)
+            found = self.shipped(texts)
             if found is not None:
                 hit, shipped = found
                 if hit.all():
@@ -145,6 +143,19 @@ class SentenceTransformerEmbedder:
                     out[hit], out[~hit] = shipped, encoded
                     return out
         return self._encode(texts, show_progress)
+
+    def shipped(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
+        """The shipped vectors of ``texts``: ``(hit_mask, vectors of the hits)``, or ``None`` when none apply
+        (``shipped_vectors`` off, no table for this exact model, no text in a table).
+
+        :class:`CachedEmbedder` asks this before its cache, so the bundled prompts always get these vectors —
+        never a cached encoder output for the same text, whose last bits depend on the machine that computed it
+        (a routing result trained on them, e.g. LearnedMap's, would then depend on the cache's history)."""
+        if not self.shipped_vectors:
+            return None
+        from .datasets.vectors import lookup_shipped
+
+        return lookup_shipped(self.name, self.model_name_or_path, validate_texts(texts))
 
     def _encode(self, texts: Sequence[str], show_progress: bool) -> np.ndarray:
         return embed_unique(
@@ -446,10 +457,30 @@ class CachedEmbedder:
         self._with_db(write)
 
     def embed(self, texts: Sequence[str], *, show_progress: bool = True) -> np.ndarray:
-        """Embed ``texts``, reading cached vectors and encoding (then appending to the cache) only the missing ones."""
+        """Embed ``texts``, reading cached vectors and encoding (then appending to the cache) only the missing ones.
+
+        Texts the inner embedder has shipped vectors for (``inner.shipped(texts)``, see
+        :meth:`SentenceTransformerEmbedder.shipped`) take those first, whatever the cache holds: the shipped table
+        is the one canonical vector of each bundled prompt, so a result on bundled data does not depend on what an
+        earlier run (e.g. the encoder, before vectors were shipped) left in the cache.
+        """
         texts = validate_texts(texts)
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
+        lookup = getattr(self.inner, "shipped", None)
+        found = lookup(texts) if callable(lookup) else None
+        if found is not None:
+            hit, shipped = found
+            if hit.all():
+                return np.asarray(shipped, dtype=np.float32)
+            rest = self._embed_cached([t for t, h in zip(texts, hit) if not h], show_progress)
+            if rest.shape[1] == shipped.shape[1]:
+                out = np.empty((len(texts), shipped.shape[1]), dtype=np.float32)
+                out[hit], out[~hit] = shipped, rest
+                return out
+        return self._embed_cached(texts, show_progress)
+
+    def _embed_cached(self, texts: list[str], show_progress: bool) -> np.ndarray:
         keys = [self._key(t) for t in texts]
         unique_keys = list(dict.fromkeys(keys))
         found, bad = self._fetch(unique_keys)

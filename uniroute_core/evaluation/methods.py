@@ -71,7 +71,9 @@ class TrialContext:
 
     Test LLMs are only seen through ``probe_test_scores`` (their profiling) — except by methods that say otherwise
     (the Clairvoyant upper bound). ``fit_idx`` / ``val_idx`` split the training prompts for hyper-parameter choice.
-    ``rng`` is the trial's generator (shared, consumed in method order); ``seed`` an integer drawn from it once.
+    ``rng`` is the trial's generator after the draws of ``val_idx`` and ``seed``; every method gets its own copy in
+    that state (a method's result does not depend on which other methods run, in which order or in which process).
+    ``seed`` is an integer drawn from it once.
     """
 
     x: np.ndarray
@@ -107,6 +109,9 @@ class EvaluationMethod(ABC):
         is_reference: every method is sign-tested against each reference method.
         is_gain_baseline: the plot's lower panel shows every method's quality minus this one's.
         plot_gain: whether the method gets a line in that lower panel.
+        cost_hint: the method's typical run time per trial relative to the others (seconds of one MMLU-Pro trial
+            on one core, measured); only used to hand the expensive runs out first when ``jobs`` > 1 — it never
+            changes a result.
     """
 
     name: str
@@ -115,6 +120,7 @@ class EvaluationMethod(ABC):
     is_reference: ClassVar[bool] = False
     is_gain_baseline: ClassVar[bool] = False
     plot_gain: ClassVar[bool] = True
+    cost_hint: float = 1.0
 
     @abstractmethod
     def run(self, ctx: TrialContext) -> MethodOutcome:
@@ -281,6 +287,7 @@ class KMeansMethod(ClusterMapMethod):
             map_params={"n_init": 1},
             grid_size=lambda config: config.kmeans_grid_size,
         )
+        self.cost_hint = 1.7
 
     def hard_params(self) -> dict[str, Any]:
         return {"temperature": None, "temperature_multiple": None}
@@ -308,6 +315,7 @@ class LearnedMapMethod(ClusterMapMethod):
             style={"color": "#d62728", "lw": 2.4, "ls": "-"},
             grid_size=lambda config: config.learned_map_grid_size,
         )
+        self.cost_hint = 19.0  # three network trainings: by far the longest run of a trial
 
 
 class UniRouteProductMethod(EvaluationMethod):
@@ -318,6 +326,7 @@ class UniRouteProductMethod(EvaluationMethod):
     name = "uniroute"
     label = "UniRoute (product, auto)"
     style = {"color": "#000000", "lw": 2.6, "ls": "-"}
+    cost_hint = 4.4
 
     def run(self, ctx: TrialContext) -> MethodOutcome:
         from .product import uniroute_predictions
@@ -363,6 +372,7 @@ class KNNMethod(EvaluationMethod):
     label = "KNN"
     style = {"color": "#2ca02c", "lw": 1.8, "ls": "--"}
     is_reference = True
+    cost_hint = 0.55
 
     def run(self, ctx: TrialContext) -> MethodOutcome:
         split, config, x = ctx.split, ctx.config, ctx.x
@@ -399,6 +409,7 @@ class ZeroRouterMethod(EvaluationMethod):
     style = {"color": "#7f7f7f", "lw": 1.8, "ls": "--"}
     is_reference = True
     is_gain_baseline = True
+    cost_hint = 0.01
 
     def run(self, ctx: TrialContext) -> MethodOutcome:
         pred = zero_router_quality(ctx.probe_test_scores, len(ctx.split.test))
@@ -412,6 +423,7 @@ class ClairvoyantMethod(EvaluationMethod):
     name = "clairvoyant"
     label = "Clairvoyant (upper bound)"
     style = {"color": "#9467bd", "lw": 1.6, "ls": ":"}
+    cost_hint = 3.1
 
     def run(self, ctx: TrialContext) -> MethodOutcome:
         split = ctx.split
@@ -429,6 +441,7 @@ class RandomMethod(EvaluationMethod):
     label = "Random (matched cost)"
     style = {"color": "#bcbd22", "lw": 1.4, "ls": "-."}
     plot_gain = False
+    cost_hint = 0.01
 
     def run(self, ctx: TrialContext) -> MethodOutcome:
         return MethodOutcome(random_router_curve(ctx.test_true, ctx.test_costs, ctx.probe_test_scores, ctx.rng), {})

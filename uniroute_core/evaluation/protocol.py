@@ -24,11 +24,14 @@ Trials are compared with a two-sided sign test on per-trial Area (:func:`sign_te
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +64,8 @@ __all__ = [
     "curve_metrics",
     "sign_test",
     "run_trial",
+    "run_method",
+    "MethodRun",
     "evaluate",
     "format_table",
 ]
@@ -251,14 +256,25 @@ def run_trial(
 ) -> TrialResult:
     """Run every configured method on one split (``x`` = embeddings of all the data's prompts).
 
-    Each method is looked up with :func:`~.methods.get_method` and given the same :class:`~.methods.TrialContext`;
-    this function knows no method by name.
+    Each method is looked up with :func:`~.methods.get_method` and given a :class:`~.methods.TrialContext` built
+    the same way for every method (:func:`run_method`); this function knows no method by name. ``rng`` is left
+    untouched: the trial works on a copy of it.
 
     The trial runs with one thread in the BLAS and OpenMP pools (K-Means, matrix products; the torch-based
     methods fix their own thread count): the result then does not depend on the machine's core count or on
     ``jobs``, and parallel trials do not oversubscribe the cores (two 2-thread BLAS pools on 2 cores made K-Means
     many times slower on a loaded machine).
     """
+    result = _trial_skeleton(data, split)
+    with _single_threaded():
+        for name in config.methods:
+            _store(result, name, run_method(x, data, split, rng, config, name))
+    return result
+
+
+@contextlib.contextmanager
+def _single_threaded() -> Iterator[None]:
+    """One thread in every BLAS/OpenMP pool for the duration (see :func:`run_trial`)."""
     # threadpoolctl limits only the libraries loaded when the limit is set: load scikit-learn's OpenMP runtime and
     # SciPy's BLAS first, or the first trial of a fresh process (a --jobs worker) would run them with every core
     # and give other results than a later trial of the same process (seen: trial 1 of seed 0 moved by 2.4e-6)
@@ -266,25 +282,64 @@ def run_trial(
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):
-        return _run_trial(x, data, split, rng, config)
+        yield
 
 
-def _run_trial(
-    x: np.ndarray, data: RoutingData, split: TrialSplit, rng: np.random.Generator, config: EvaluationConfig
-) -> TrialResult:
+def _trial_skeleton(data: RoutingData, split: TrialSplit) -> TrialResult:
+    """A trial's result before any method ran: the test pool's single models (no method, no randomness)."""
+    test_true, test_costs = data.scores[np.ix_(split.test, split.test_models)], np.asarray(data.costs, float)[
+        split.test_models
+    ]
+    single_q = np.nanmean(test_true, axis=0)
+    span = test_costs.max() - test_costs.min()
+    return TrialResult(
+        split=split,
+        single_norm_cost=(test_costs - test_costs.min()) / span if span > 0 else np.zeros_like(test_costs),
+        single_quality=single_q,
+        best_model=int(split.test_models[int(np.argmax(single_q))]),
+    )
+
+
+@dataclass(frozen=True)
+class MethodRun:
+    """One method's outcome on one trial (what :func:`run_method` returns; a worker sends it back whole)."""
+
+    metrics: dict[str, Any]
+    params: dict[str, Any]
+    curve: np.ndarray
+    seconds: float
+
+
+def _store(result: TrialResult, name: str, run: MethodRun) -> None:
+    result.metrics[name] = run.metrics
+    result.params[name] = run.params
+    result.curves[name] = run.curve
+    result.seconds[name] = run.seconds
+
+
+def run_method(
+    x: np.ndarray,
+    data: RoutingData,
+    split: TrialSplit,
+    rng: np.random.Generator,
+    config: EvaluationConfig,
+    name: str,
+) -> MethodRun:
+    """One method on one trial: the unit of work of :func:`evaluate` (``jobs`` > 1 runs them in parallel).
+
+    The trial's context (the held-out validation slice of the training prompts, the trial's integer seed) is drawn
+    from a COPY of ``rng``, the same draws for every method, and the method gets its own copy of the generator in the
+    state that follows. So a method's result depends only on (trial, method, config) — not on which other methods
+    run, in which order, or in which process. Call it inside :func:`_single_threaded` (as :func:`run_trial` and the
+    workers do) for results independent of the core count.
+    """
+    rng = copy.deepcopy(rng)
     scores, costs = data.scores, np.asarray(data.costs, dtype=float)
     te_m = split.test_models
     test_true, test_costs = scores[np.ix_(split.test, te_m)], costs[te_m]
     single_q = np.nanmean(test_true, axis=0)
     best = int(np.argmax(single_q))
     target, ref_cost = float(single_q[best]), float(test_costs[best])
-    span = test_costs.max() - test_costs.min()
-    result = TrialResult(
-        split=split,
-        single_norm_cost=(test_costs - test_costs.min()) / span if span > 0 else np.zeros_like(test_costs),
-        single_quality=single_q,
-        best_model=int(te_m[best]),
-    )
     perm = rng.permutation(split.train)
     n_val = max(1, int(round(config.validation_fraction * len(perm))))
     val_idx, fit_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
@@ -304,14 +359,15 @@ def _run_trial(
         test_costs=test_costs,
         probe_test_scores=scores[np.ix_(split.probe, te_m)],
     )
-    for name in config.methods:
-        t0 = time.perf_counter()
-        outcome = get_method(name).run(ctx)
-        result.metrics[name] = curve_metrics(outcome.curve, target, ref_cost)
-        result.params[name] = outcome.params
-        result.curves[name] = _sample_curve(outcome.curve)
-        result.seconds[name] = time.perf_counter() - t0
-    return result
+    t0 = time.perf_counter()
+    outcome = get_method(name).run(ctx)
+    seconds = time.perf_counter() - t0
+    return MethodRun(
+        metrics=curve_metrics(outcome.curve, target, ref_cost),
+        params=outcome.params,
+        curve=_sample_curve(outcome.curve),
+        seconds=seconds,
+    )
 
 
 @dataclass
@@ -463,8 +519,21 @@ def _trial_pool(n_workers: int, x: np.ndarray, data: RoutingData, config: Evalua
     )
 
 
-def _run_trial_in_worker(split: TrialSplit, rng: np.random.Generator) -> TrialResult:
-    return run_trial(_WORKER["x"], _WORKER["data"], split, rng, _WORKER["config"])
+def _run_method_in_worker(split: TrialSplit, rng: np.random.Generator, name: str) -> MethodRun:
+    """A worker's unit of work: one method on one trial, single-threaded (see :func:`run_trial`)."""
+    with _single_threaded():
+        return run_method(_WORKER["x"], _WORKER["data"], split, rng, _WORKER["config"], name)
+
+
+def _largest_first(splits: Sequence[object], methods: Sequence[str]) -> list[tuple[int, str]]:
+    """Every (trial, method) pair, the expensive methods first (``EvaluationMethod.cost_hint``), then trial order.
+
+    Handing the longest runs out first (LPT list scheduling) keeps every worker busy to the end: the last runs
+    to start are the short ones, so no worker sits idle while another finishes a long LearnedMap training.
+    """
+    hint = {name: float(get_method(name).cost_hint) for name in methods}
+    pairs = [(t, name) for t in range(len(splits)) for name in methods]
+    return sorted(pairs, key=lambda p: (-hint[p[1]], p[0], methods.index(p[1])))
 
 
 def evaluate(
@@ -479,10 +548,12 @@ def evaluate(
     """Run ``config.trials`` trials of the unseen-LLM protocol; ``embeddings`` ``(n_prompts, d)`` are computed once
     by the caller (row i = prompt i of ``data``) and sliced per split.
 
-    ``jobs`` > 1 runs the trials in that many worker processes. Every trial's split and random generator are drawn
-    up front from ``config.seed`` and a trial reads nothing else, so the results are the same as with ``jobs=1``,
-    in the same order (only the per-method ``seconds`` differ). Workers are started with ``spawn``; evaluation methods
-    registered at run time by your own code (not at import of a module) are only known with ``jobs=1``.
+    ``jobs`` > 1 runs the (trial, method) pairs in that many worker processes, the expensive methods first
+    (:func:`_largest_first`), so that the workers stay busy to the end. Every trial's split and random generator are
+    drawn up front from ``config.seed``, and a method's result depends only on its trial and its own copy of that
+    generator (:func:`run_method`), so the results are the same as with ``jobs=1``, in the same order (only the
+    per-method ``seconds`` differ). Workers are started with ``spawn``; evaluation methods registered at run time
+    by your own code (not at import of a module) are only known with ``jobs=1``.
     """
     from tqdm.auto import tqdm
 
@@ -494,19 +565,38 @@ def evaluate(
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
     started = time.perf_counter()
     splits = make_trial_splits(data, config)
+    n_runs = len(splits) * len(config.methods)
     trials: list[TrialResult] = []
-    if jobs == 1 or len(splits) == 1:
+    if jobs == 1 or n_runs == 1:
         for split, rng in tqdm(splits, desc="trials", disable=not progress, unit="trial"):
             trials.append(run_trial(x, data, split, rng, config))
     else:
+        trials = [_trial_skeleton(data, split) for split, _ in splits]
+        order = _largest_first(splits, config.methods)
+        # the bar counts trials: each finished run adds its share of its trial's expected cost
+        hint = {name: max(float(get_method(name).cost_hint), 1e-6) for name in config.methods}
+        share = {name: hint[name] / sum(hint.values()) for name in config.methods}
         with (
-            _trial_pool(min(jobs, len(splits)), x, data, config) as pool,
-            tqdm(total=len(splits), desc="trials", disable=not progress, unit="trial") as bar,
+            _trial_pool(min(jobs, n_runs), x, data, config) as pool,
+            tqdm(
+                total=len(splits), desc="trials", disable=not progress, unit="trial",
+                bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]",
+            ) as bar,
         ):
-            futures = [pool.submit(_run_trial_in_worker, split, rng) for split, rng in splits]
-            for future in futures:  # in trial order; the bar advances as each one is collected
-                trials.append(future.result())
-                bar.update()
+            futures = {pool.submit(_run_method_in_worker, *splits[t], name): (t, name) for t, name in order}
+            try:
+                for future in as_completed(futures):
+                    t, name = futures[future]
+                    _store(trials[t], name, future.result())
+                    bar.update(share[name])
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)  # one failed run: do not wait for all the others
+                raise
+        for trial in trials:  # report order = config order, whatever order the runs finished in
+            trial.metrics = {m: trial.metrics[m] for m in config.methods}
+            trial.params = {m: trial.params[m] for m in config.methods}
+            trial.curves = {m: trial.curves[m] for m in config.methods}
+            trial.seconds = {m: trial.seconds[m] for m in config.methods}
     return EvaluationResult(
         data=data, config=config, embedder=embedder_name, trials=trials, seconds=time.perf_counter() - started
     )
