@@ -45,6 +45,10 @@ def test_eval_writes_results_json_in_the_issue_schema_and_a_png(folder, tmp_path
     doc = json.loads((out / "results.json").read_text())
     assert doc["data"] == "toy_routing" and doc["n_prompts"] == 240 and doc["n_models"] == 6
     assert doc["trials"] == 2 and doc["seed"] == 3 and doc["embedder"] == "conftest:topic_embedder"
+    # where the time went: each step of the command, and the method runs' share of the processes' time
+    assert set(doc["phases"]) == {"load_data", "embed", "evaluate", "plot"} and min(doc["phases"].values()) >= 0
+    assert doc["phases"]["evaluate"] == doc["seconds"] <= doc["wall_seconds"]
+    assert doc["jobs"] >= 1 and 0 < doc["busy_seconds"] <= doc["jobs"] * doc["seconds"]
     assert set(doc["methods"]) == {"uniroute", "kmeans", "learned_map", "knn", "zero", "clairvoyant", "random"}
     for name, m in doc["methods"].items():
         for key in ("area", "area_mean", "area50_mean", "qnc", "qnc_mean"):

@@ -310,6 +310,7 @@ def test_parallel_trials_give_the_same_results_in_the_same_order():
     serial = evaluate(data, x, config, progress=False)
     parallel = evaluate(data, x, config, progress=False, jobs=2)
     assert [list(t.metrics) for t in parallel.trials] == [list(config.methods)] * 2
+    assert serial.jobs == 1 and parallel.jobs == 2 and 0 < parallel.utilisation <= 1
     for a, b in zip(serial.trials, parallel.trials):
         assert a.metrics == b.metrics and a.params == b.params and a.best_model == b.best_model
         for name in a.curves:

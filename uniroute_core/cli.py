@@ -259,8 +259,8 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--jobs", type=_parse_jobs, default="auto",
-        help="trials run in this many processes (default 'auto': the CPUs this process may use); results do not "
-        "depend on it",
+        help="the (trial, method) runs go to this many processes, longest first (default 'auto': the CPUs this "
+        "process may use, at most --trials); results do not depend on it",
     )
     p.add_argument(
         "--n-clusters",
@@ -300,6 +300,8 @@ def run_eval(args: argparse.Namespace) -> int:
     _check_writable_folder(args.out, "--out")
     if args.cache is not None and args.cache.exists() and not args.cache.is_dir():
         raise CliInputError(f"--cache {str(args.cache)!r} is a file, not a folder")
+    phases: dict[str, float] = {}
+    phase_start = time.perf_counter()
     try:
         data = load_routing_data(args.data)
     except (RoutingDataError, FileNotFoundError) as exc:
@@ -331,7 +333,10 @@ def run_eval(args: argparse.Namespace) -> int:
             )
         else:
             embedder = CachedEmbedder(resolve_cli_embedder(args.embedder), args.cache or default_cache_dir())
+            phases["load_data"] = time.perf_counter() - phase_start
+            phase_start = time.perf_counter()
             embeddings = embedder.embed(data.prompts, show_progress=not args.quiet)
+            phases["embed"] = time.perf_counter() - phase_start
             jobs = min(_usable_cpus(), args.trials) if args.jobs == "auto" else args.jobs
             result = evaluate(
                 data, embeddings, config, embedder_name=embedder.name, progress=not args.quiet, jobs=jobs
@@ -343,12 +348,18 @@ def run_eval(args: argparse.Namespace) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     doc = result.to_json()
+    phases["evaluate"] = result.seconds
+    phase_start = time.perf_counter()
+    plot_deferral_curves(result, args.out / "deferral_curve.png")
+    phases["plot"] = time.perf_counter() - phase_start
+    doc["phases"] = phases  # seconds of each step of this command (load_data / embed: local engine only)
     doc["wall_seconds"] = time.perf_counter() - started
     _write_text_atomic(args.out / "results.json", json.dumps(doc, indent=1))
-    plot_deferral_curves(result, args.out / "deferral_curve.png")
     print(format_table(result))
+    steps = ", ".join(f"{name} {secs:.1f} s" for name, secs in phases.items())
     print(
-        f"wrote {args.out / 'results.json'} and {args.out / 'deferral_curve.png'} (total {doc['wall_seconds']:.1f} s)"
+        f"wrote {args.out / 'results.json'} and {args.out / 'deferral_curve.png'} (total {doc['wall_seconds']:.1f} s: "
+        f"{steps})"
     )
     return 0
 

@@ -379,6 +379,18 @@ class EvaluationResult:
     embedder: str
     trials: list[TrialResult]
     seconds: float = 0.0
+    jobs: int = 1
+
+    @property
+    def busy_seconds(self) -> float:
+        """Seconds spent inside the methods' runs, summed over trials and methods (in every process)."""
+        return float(sum(sum(t.seconds.values()) for t in self.trials))
+
+    @property
+    def utilisation(self) -> float:
+        """:attr:`busy_seconds` / (``jobs`` × wall :attr:`seconds`): the share of the processes' time spent in method
+        runs (the rest: start-up of the worker processes, waiting for the last run, the machine's other work)."""
+        return self.busy_seconds / (max(1, self.jobs) * self.seconds) if self.seconds > 0 else 0.0
 
     def values(self, method: str, metric: str) -> list[Any]:
         """Per-trial values of one metric (``"area"``, ``"area50"``, ``"qnc"``) for one method."""
@@ -471,6 +483,8 @@ class EvaluationResult:
                 "cost_unit": self.data.cost_unit,
             },
             "seconds": self.seconds,
+            "jobs": self.jobs,
+            "busy_seconds": self.busy_seconds,
         }
 
 
@@ -598,7 +612,8 @@ def evaluate(
             trial.curves = {m: trial.curves[m] for m in config.methods}
             trial.seconds = {m: trial.seconds[m] for m in config.methods}
     return EvaluationResult(
-        data=data, config=config, embedder=embedder_name, trials=trials, seconds=time.perf_counter() - started
+        data=data, config=config, embedder=embedder_name, trials=trials, seconds=time.perf_counter() - started,
+        jobs=1 if jobs == 1 or n_runs == 1 else min(jobs, n_runs),
     )
 
 
@@ -646,5 +661,8 @@ def format_table(result: EvaluationResult) -> str:
         lines.append("sign test on per-trial Area (wins / losses / ties, two-sided p):")
         for key, t in tests.items():
             lines.append(f"  {key:<26} {t['wins']:>3} / {t['losses']:>3} / {t['ties']:>3}   p = {t['p']:.3g}")
-    lines.append(f"wall time {result.seconds:.1f} s ({result.seconds / max(1, len(result.trials)):.1f} s per trial)")
+    lines.append(
+        f"wall time {result.seconds:.1f} s ({result.seconds / max(1, len(result.trials)):.1f} s per trial); "
+        f"method runs {result.busy_seconds:.1f} s in {result.jobs} process(es), {100 * result.utilisation:.0f} % busy"
+    )
     return "\n".join(lines)
