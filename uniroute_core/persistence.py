@@ -1,6 +1,6 @@
 """Save and load a router's settings and :class:`~uniroute_core.state.RouterState` as JSON + ``.npz``, never pickle.
 
-Layout of a saved router directory (format version 4)::
+Layout of a saved router directory (format version 5)::
 
     router.json              format name and version, settings (cluster-map kind or template parameters,
                              n_clusters, seed, shrinkage), embedder name and dimension, cluster-map config, the probe
@@ -19,6 +19,11 @@ member-level CUSUM ``member_stat``, ``member_since_n``, ``n_changes`` and the re
 ``probe_cluster_scale`` (M, K) (ρ_k, 1 where no change was detected) and the detectors' per-cluster state
 ``detector_stat``, ``detector_since_sums``, ``detector_since_counts``, ``detector_since_n``,
 ``detector_member_since_sums``, ``detector_member_since_counts`` (M, K). Version 3 files load with no detector state.
+
+Format 5 adds the mixture change test (:class:`~uniroute_core.feedback.ChangeDetection` ``method="mixture"``): the
+setting's ``method`` and ``drops``; per member ``change.mixture`` (true when it holds Shiryaev–Roberts statistics);
+the arrays ``detector_sr`` (M, K, J) and ``detector_member_sr`` (M, J), J the number of assumed drops. A format-4
+``change_detection`` setting has no ``method`` and loads as the CUSUM test it was saved with.
 
 This module knows states and settings, not routers: :func:`save_state` writes a state with the settings that
 produced it, :func:`load_state` reads them back as a :class:`SavedRouter`, and
@@ -95,8 +100,8 @@ __all__ = [
 ]
 
 FORMAT_NAME = "uniroute-router"
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+FORMAT_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 """Version 1 (one fixed ``arrays.npz``, no manifest) is still read."""
 JSON_FILE = "router.json"
 ARRAYS_FILE = "arrays.npz"
@@ -332,6 +337,18 @@ def save_state(
             else np.asarray(getattr(p.detector, attr), dtype=float)
             for p in state.profiles
         ]) if state.profiles else np.zeros((0, k))
+    n_drops = max((p.detector.sr.shape[1] for p in state.profiles
+                   if p.detector is not None and p.detector.sr is not None), default=0)
+    arrays["detector_sr"] = np.stack([
+        np.asarray(p.detector.sr, dtype=float) if p.detector is not None and p.detector.sr is not None
+        and p.detector.sr.shape == (k, n_drops) else np.zeros((k, n_drops))
+        for p in state.profiles
+    ]) if state.profiles else np.zeros((0, k, n_drops))
+    arrays["detector_member_sr"] = np.stack([
+        np.asarray(p.detector.member_sr, dtype=float) if p.detector is not None and p.detector.member_sr is not None
+        and p.detector.member_sr.shape == (n_drops,) else np.zeros(n_drops)
+        for p in state.profiles
+    ]) if state.profiles else np.zeros((0, n_drops))
     buffer = io.BytesIO()
     np.savez(buffer, **cast("dict[str, Any]", arrays))  # numpy's stub types **kwds like allow_pickle
     data = buffer.getvalue()
@@ -389,6 +406,7 @@ def _model_meta(p: ModelProfile) -> dict[str, Any]:
             "member_since_n": p.detector.member_since_n,
             "n_changes": p.detector.n_changes,
             "events": [e.to_dict() for e in p.detector.events],
+            "mixture": p.detector.sr is not None,
         },
     }
 
@@ -428,7 +446,11 @@ def _model_change(m: dict[str, Any], file: Path, j: int) -> dict[str, Any] | Non
                               f"{where}.change_point", minimum=0),
             time=None if t is None else _number(t, file, f"{where}.time"),
         ))
+    mixture = change.get("mixture", False)
+    if not isinstance(mixture, bool):
+        raise _bad(file, f"{at}.mixture", mixture, "true or false")
     return {
+        "mixture": mixture,
         "member_stat": stat,
         "member_since_n": _int(_field(change, "member_since_n", file, f"{at}.member_since_n"), file,
                                f"{at}.member_since_n", minimum=0),
@@ -832,6 +854,27 @@ def load_state(
             for key in _DETECTOR_ARRAYS:
                 det_arrays[key] = _need(arrays, key, (n_models, k), path)
                 _check_values(det_arrays[key], key, path, low=0.0, high=math.inf, rows=names)
+        sr_arrays: tuple[np.ndarray, np.ndarray] | None = None
+        if meta["format_version"] >= 5:
+            raw_sr = arrays.get("detector_sr")
+            if raw_sr is None or raw_sr.ndim != 3:
+                raise RouterFileError(f"{path}: array 'detector_sr' missing or not 3-dimensional (M, K, drops)")
+            n_drops = int(raw_sr.shape[2])
+            sr_all = _need(arrays, "detector_sr", (n_models, k, n_drops), path)
+            msr_all = _need(arrays, "detector_member_sr", (n_models, n_drops), path)
+            _check_values(sr_all.reshape(n_models, k * n_drops), "detector_sr", path, low=0.0, high=math.inf,
+                          rows=names)
+            _check_values(msr_all, "detector_member_sr", path, low=0.0, high=math.inf, rows=names)
+            sr_arrays = (sr_all, msr_all)
+        for j, ch in enumerate(changes):
+            if ch is None:
+                continue
+            mixture = ch.pop("mixture", False)
+            if mixture and (sr_arrays is None or sr_arrays[0].shape[2] == 0):
+                raise RouterFileError(f"{path}: member {names[j]!r} has a mixture change detector but no "
+                                      "'detector_sr' statistics")
+            ch["sr"] = sr_arrays[0][j].astype(float) if mixture and sr_arrays is not None else None
+            ch["member_sr"] = sr_arrays[1][j].astype(float) if mixture and sr_arrays is not None else None
         live_sums = live_counts = None
         if v3:
             live_sums = _need(arrays, "live_sums", (n_models, k), path)

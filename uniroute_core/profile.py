@@ -84,6 +84,9 @@ class DetectorState:
         member_since_n: observations since then.
         n_changes: changes detected so far (member-level and cluster-level).
         events: the most recent :class:`ChangeEvent` s (at most 20, oldest first).
+        sr: ``(K, J)`` the mixture test's Shiryaev–Roberts statistics per cluster and assumed drop (``None``: the
+            CUSUM test, or none yet); ``stat`` then holds ln of their mixture, floored at 0.
+        member_sr: ``(J,)`` the same for the member-level detector (``member_stat`` holds ln of its mixture).
     """
 
     stat: np.ndarray = field(repr=False)
@@ -96,6 +99,8 @@ class DetectorState:
     member_since_n: int = 0
     n_changes: int = 0
     events: tuple[ChangeEvent, ...] = ()
+    sr: np.ndarray | None = field(default=None, repr=False)
+    member_sr: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def empty(cls, k: int) -> DetectorState:
