@@ -15,7 +15,7 @@ from uniroute_core import UniRouter
 from uniroute_core.cluster_map import KMeansClusterMap
 from uniroute_core.feedback import Exploration, Forgetting
 from uniroute_core.persistence import JSON_FILE
-from uniroute_core.profile import build_profile
+from uniroute_core.profile import build_profile, pool_cluster_offsets, pool_prior_strength
 from uniroute_core.router import FeedbackWarning
 
 DIM, K, P = 16, 4, 120
@@ -53,7 +53,8 @@ def test_observing_the_probe_data_reproduces_the_batch_estimator(cluster_map):
     s = scores_for(topic, {0, 1}, 2)
     s[::7] = np.nan  # unanswered probes are skipped by both
     batch = router.add_model("batch", cost=1.0, scores=s)
-    router.add_model("online", cost=1.0, prior=(0.5, 0.0))  # a weight-0 prior only stands in until evidence
+    # a weight-0 prior only stands in until evidence; no pool offsets: the identity is the plain estimator's
+    router.add_model("online", cost=1.0, prior=(0.5, 0.0), pool_offsets=False)
     known = ~np.isnan(s)
     router.observe_many(probes[known], ["online"] * int(known.sum()), s[known])
     online = router.profiles["online"]
@@ -63,7 +64,7 @@ def test_observing_the_probe_data_reproduces_the_batch_estimator(cluster_map):
     assert online.live_weight == pytest.approx(known.sum()) and online.probe_weight == 0
     assert batch.live_weight == 0 and batch.probe_weight == known.sum()
     # one by one gives the same as the batch
-    router.add_model("single", cost=1.0, prior=(0.5, 0.0))
+    router.add_model("single", cost=1.0, prior=(0.5, 0.0), pool_offsets=False)
     for xi, si in zip(probes[known], s[known]):
         router.observe(xi, "single", si)
     np.testing.assert_allclose(router.profiles["single"].cluster_quality, batch.cluster_quality, atol=1e-12)
@@ -161,8 +162,11 @@ def test_cold_start_prior_and_exploration_within_budget():
     router.add_model("cheap", cost=1.0, scores=scores_for(topic, {0}, 6))
     router.add_model("mid", cost=3.0, scores=scores_for(topic, {0, 1, 2}, 7))
     router.add_model("dear", cost=10.0, scores=scores_for(topic, {0, 1, 2, 3}, 8))
-    new = router.add_model("new", cost=2.0, prior=(0.2, 2.0))
-    assert new.n_probes == 0 and np.allclose(new.cluster_quality, 0.2) and new.prior_quality == 0.2
+    flat = router.add_model("flat", cost=2.0, prior=(0.2, 2.0), pool_offsets=False)
+    assert flat.n_probes == 0 and np.allclose(flat.cluster_quality, 0.2) and flat.prior_quality == 0.2
+    router.remove_model("flat")
+    new = router.add_model("new", cost=2.0, prior=(0.2, 2.0))  # the pool's cluster offsets around the prior
+    assert new.n_probes == 0 and new.prior_quality == 0.2 and new.prior_offsets is not None
     with pytest.raises(ValueError, match="give its probe scores, or prior="):
         router.add_model("nothing", cost=1.0)
     with pytest.raises(ValueError, match="prior quality must lie in"):
@@ -194,6 +198,9 @@ def test_persistence_round_trip_of_live_evidence(tmp_path):
     assert meta["format_version"] == 5 and meta["forgetting"]["half_life"] == 50
     loaded = UniRouter.load(tmp_path, embedder=topic_embedder, show_progress=False)
     assert loaded.forgetting == router.forgetting and loaded.exploration.share == 0.1
+    cold = loaded.profiles["cold"]
+    np.testing.assert_array_equal(cold.prior_offsets, router.profiles["cold"].prior_offsets)
+    assert cold.shrinkage == router.profiles["cold"].shrinkage and loaded.profiles["a"].prior_offsets is None
     for name in ("a", "cold"):
         a, b = router.profiles[name], loaded.profiles[name]
         np.testing.assert_array_equal(a.cluster_quality, b.cluster_quality)
@@ -297,3 +304,37 @@ def test_replay_preview_treats_unlogged_cells_as_unknown(tmp_path):
     col = {"a": 0, "b": 1}
     q = np.array([logged[i, col[d.model]] for i, d in enumerate(decisions)])
     assert preview.router.mean_quality == pytest.approx(np.nanmean(q))
+
+
+def test_a_cold_member_follows_the_pool_cluster_offsets():
+    """Clusters hard for the pool are hard for a newcomer: a member joining with prior= only shrinks towards its mean
+    plus the pool's offset per cluster, its mean is learnt net of the offsets of where its feedback came from, and
+    the prior strength comes from the pool's spread around such predictions (at least the router's α)."""
+    router, probes, topic = make_router()
+    for j, seed in enumerate((20, 21, 22)):  # every member strong on topic 0 only
+        router.add_model(f"p{j}", cost=1.0, scores=scores_for(topic, {0}, seed))
+    pool = [router.profiles[f"p{j}"] for j in range(3)]
+    offsets, strength = pool_cluster_offsets(pool), pool_prior_strength(pool)
+    assert offsets is not None and strength is not None
+    k0 = int(np.argmax(offsets))  # the topic-0 cluster
+    new = router.add_model("new", cost=1.0, prior=(0.5, 2.0))
+    np.testing.assert_allclose(new.prior_offsets, offsets)
+    assert new.shrinkage == pytest.approx(max(2.0, strength)) and new.shrinkage >= 2.0
+    assert new.cluster_quality[k0] == new.cluster_quality.max() > 0.5 > new.cluster_quality.min()
+    flat = router.add_model("flat", cost=1.0, prior=(0.5, 2.0), pool_offsets=False)
+    assert flat.prior_offsets is None and flat.shrinkage == 2.0
+    # both are fed back only where they are strong (topic 0, right 90 % of the time): the flat member's mean takes
+    # that rate for its level everywhere; the offset member's level stays net of topic 0's offset
+    x0 = np.repeat(probes[topic == 0], 8, axis=0)[:200]
+    s0 = (np.random.default_rng(23).random(len(x0)) < 0.9).astype(float)
+    for name in ("new", "flat"):
+        router.observe_many(x0, [name] * len(x0), s0)
+    other = [k for k in range(K) if k != k0]
+    assert router.profiles["flat"].cluster_quality[other].min() > 0.7
+    assert router.profiles["new"].cluster_quality[other].max() < 0.6
+    with pytest.raises(TypeError, match="pool_offsets"):
+        router.add_model("bad", cost=1.0, prior=(0.5, 1.0), pool_offsets="yes")  # type: ignore[arg-type]
+    # a pool with one profiled member gives offsets but no strength: the router's α
+    r1, _, t1 = make_router()
+    r1.add_model("only", cost=1.0, scores=scores_for(t1, {0}, 24))
+    assert r1.add_model("new", cost=1.0, prior=(0.5, 2.0)).shrinkage == 2.0

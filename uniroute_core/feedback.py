@@ -475,9 +475,10 @@ def _detect_and_apply(
     def current_psi() -> np.ndarray:
         # Ψ from the evidence so far (the same estimator as _recomputed), so that every observation is tested
         # against the prediction in force when it arrived, however the observations are batched
-        m = overall_mean(totals[0], totals[1], l_total, w_total, prior, probe_scale)
+        m = overall_mean(totals[0], totals[1], _net_of_offsets(l_total, lc, profile.prior_offsets, w_total), w_total,
+                         prior, probe_scale)
         return shrunk_quality(probe_sums, counts, m, alpha, probe_scale=probe_scale * pcs, live_sums=ls,
-                              live_counts=lc)
+                              live_counts=lc, target_offsets=profile.prior_offsets)
 
     n0 = profile.n_observations
     for i in range(len(scores)):
@@ -520,10 +521,15 @@ def _detect_and_apply(
         # the alarm statistics: the CUSUMs themselves, or ln of the mixture of Shiryaev–Roberts statistics
         m_alarm = math.log(max(float(m_sr.mean()), 1e-300)) if mixture else m_stat
         c_alarm = np.log(np.maximum(sr.mean(axis=1), 1e-300)) if mixture else stat
-        if detection.member_level and m_alarm > h:
+        member_fires = detection.member_level and m_alarm > h
+        cluster_fires = detection.cluster_level and bool((c_alarm > h).any())
+        if member_fires and cluster_fires and float(m_c[c_alarm <= h].sum()) <= 1e-12:
+            member_fires = False  # all the evidence since the change point lies in the clusters that fired: the
+            # narrower explanation (a change in those clusters) is the one acted on
+        if member_fires:
             level, hit = "member", np.ones(k, dtype=bool)
             post_s, post_c, back, value = m_s, m_c, m_n, m_alarm
-        elif detection.cluster_level and (c_alarm > h).any():
+        elif cluster_fires:
             level, hit = "cluster", c_alarm > h
             post_s, post_c, back, value = since_s, since_c, int(since_n[hit].max()), float(c_alarm[hit].max())
         else:
@@ -572,6 +578,15 @@ def _detect_and_apply(
                        probe_cluster_scale=pcs if pcs_changed else None, detector=detector)
 
 
+def _net_of_offsets(score_sum: float, counts: np.ndarray | None, offsets: np.ndarray | None, weight: float) -> float:
+    """The live score mass less the expected cluster offsets of where it was observed (Σ w·(s − o_k)), so that a
+    cold member's mean m is its level net of the pool's cluster offsets: feedback from the clusters it is routed to
+    (often the easy ones for it) does not raise its prediction everywhere. Kept within [0, weight]."""
+    if offsets is None or counts is None:
+        return score_sum
+    return float(min(max(score_sum - float(np.asarray(offsets, dtype=float) @ counts), 0.0), weight))
+
+
 _KEEP: object = object()
 
 
@@ -605,11 +620,13 @@ def _recomputed(
         probe_total, n_known = float(v @ s), float(v.sum())
         scale = probe_scale * pcs
     prior = None if profile.prior_quality is None else (profile.prior_quality, profile.prior_weight)
-    m = overall_mean(probe_total, n_known, live_score_sum, live_weight, prior, probe_scale)
+    m = overall_mean(probe_total, n_known,
+                     _net_of_offsets(live_score_sum, live_counts, profile.prior_offsets, live_weight), live_weight,
+                     prior, probe_scale)
     if math.isnan(m):  # no evidence and no prior: cannot happen for a validated member, kept as a guard
         raise ValueError(f"model {profile.name!r}: no evidence left to estimate its quality")
     psi = shrunk_quality(probe_sums, profile.cluster_counts, m, profile.shrinkage, probe_scale=scale,
-                         live_sums=live_sums, live_counts=live_counts)
+                         live_sums=live_sums, live_counts=live_counts, target_offsets=profile.prior_offsets)
     return dataclasses.replace(
         profile, cluster_quality=psi, overall_quality=m, live_sums=live_sums, live_counts=live_counts,
         live_score_sum=float(live_score_sum), live_weight=float(live_weight), n_observations=n_obs,

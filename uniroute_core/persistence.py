@@ -23,7 +23,9 @@ member-level CUSUM ``member_stat``, ``member_since_n``, ``n_changes`` and the re
 Format 5 adds the mixture change test (:class:`~uniroute_core.feedback.ChangeDetection` ``method="mixture"``): the
 setting's ``method`` and ``drops``; per member ``change.mixture`` (true when it holds Shiryaev–Roberts statistics);
 the arrays ``detector_sr`` (M, K, J) and ``detector_member_sr`` (M, J), J the number of assumed drops. A format-4
-``change_detection`` setting has no ``method`` and loads as the CUSUM test it was saved with.
+``change_detection`` setting has no ``method`` and loads as the CUSUM test it was saved with. It also adds the
+array ``prior_offsets`` (M, K) — a cold-started member's cluster offsets (a row of NaN: none) — and each member's
+``shrinkage`` (a cold-started member's own prior strength; the router's α for the others).
 
 This module knows states and settings, not routers: :func:`save_state` writes a state with the settings that
 produced it, :func:`load_state` reads them back as a :class:`SavedRouter`, and
@@ -349,6 +351,10 @@ def save_state(
         and p.detector.member_sr.shape == (n_drops,) else np.zeros(n_drops)
         for p in state.profiles
     ]) if state.profiles else np.zeros((0, n_drops))
+    arrays["prior_offsets"] = np.stack([
+        np.full(k, np.nan) if p.prior_offsets is None else np.asarray(p.prior_offsets, dtype=float)
+        for p in state.profiles
+    ]) if state.profiles else np.zeros((0, k))
     buffer = io.BytesIO()
     np.savez(buffer, **cast("dict[str, Any]", arrays))  # numpy's stub types **kwds like allow_pickle
     data = buffer.getvalue()
@@ -393,6 +399,7 @@ def _model_meta(p: ModelProfile) -> dict[str, Any]:
         "cost": p.cost,
         "overall_quality": p.overall_quality,
         "prior": None if p.prior_quality is None else [p.prior_quality, p.prior_weight],
+        "shrinkage": p.shrinkage,
         "probe_weight": p.probe_weight,
         "live": None if p.live_sums is None else {
             "score_sum": p.live_score_sum,
@@ -477,6 +484,11 @@ def _model_live(m: Any, file: Path, j: int) -> dict[str, Any]:
     if not 0.0 <= overall <= 1.0:
         raise _bad(file, f"models[{j}].overall_quality", overall, "a number in [0, 1]")
     out["overall_quality"] = overall
+    if m.get("shrinkage") is not None:  # format 5: a cold member's own prior strength
+        alpha = _number(m["shrinkage"], file, f"models[{j}].shrinkage")
+        if not (math.isfinite(alpha) and alpha >= 0):
+            raise _bad(file, f"models[{j}].shrinkage", alpha, "a finite number >= 0")
+        out["shrinkage"] = alpha
     live = m.get("live")
     if live is not None:
         live = _dict(live, file, f"models[{j}].live")
@@ -855,7 +867,14 @@ def load_state(
                 det_arrays[key] = _need(arrays, key, (n_models, k), path)
                 _check_values(det_arrays[key], key, path, low=0.0, high=math.inf, rows=names)
         sr_arrays: tuple[np.ndarray, np.ndarray] | None = None
+        offsets = None
         if meta["format_version"] >= 5:
+            offsets = _need(arrays, "prior_offsets", (n_models, k), path).astype(float)
+            _check_values(offsets, "prior_offsets", path, low=-1.0, high=1.0, allow_nan=True, rows=names)
+            partial = np.isnan(offsets).any(axis=1) & ~np.isnan(offsets).all(axis=1)
+            if partial.any():
+                raise RouterFileError(f"{path}: array 'prior_offsets' row {int(np.flatnonzero(partial)[0])} mixes "
+                                      "NaN and numbers: expected a member's offsets all given or all NaN")
             raw_sr = arrays.get("detector_sr")
             if raw_sr is None or raw_sr.ndim != 3:
                 raise RouterFileError(f"{path}: array 'detector_sr' missing or not 3-dimensional (M, K, drops)")
@@ -932,6 +951,7 @@ def load_state(
             extra = dict(extras[j])
             has_live = "live_weight" in extra
             overall = extra.pop("overall_quality", None)
+            own_alpha = extra.pop("shrinkage", None)
             profiles.append(
                 ModelProfile(
                     name=name,
@@ -941,11 +961,15 @@ def load_state(
                     overall_quality=float(np.nanmean(scores[j])) if overall is None else overall,
                     n_probes=int(known.sum()),
                     probe_scores=scores[j].copy(),
-                    shrinkage=fitted_alpha if fitted_alpha is not None else settings["shrinkage"],
+                    shrinkage=(own_alpha if own_alpha is not None
+                               else fitted_alpha if fitted_alpha is not None else settings["shrinkage"]),
                     live_sums=live_sums[j].copy() if has_live and live_sums is not None else None,
                     live_counts=live_counts[j].copy() if has_live and live_counts is not None else None,
                     probe_cluster_scale=(
                         None if cluster_scale is None or (cluster_scale[j] == 1.0).all() else cluster_scale[j].copy()
+                    ),
+                    prior_offsets=(
+                        None if offsets is None or np.isnan(offsets[j]).all() else offsets[j].copy()
                     ),
                     detector=None if changes[j] is None else DetectorState(
                         **{attr: det_arrays[key][j].copy() for key, attr in _DETECTOR_ARRAYS.items()},

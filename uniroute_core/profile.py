@@ -37,7 +37,7 @@ import numpy as np
 
 __all__ = [
     "ModelProfile", "ChangeEvent", "DetectorState", "build_profile", "validate_scores", "validate_cost",
-    "validate_prior", "shrunk_quality",
+    "validate_prior", "shrunk_quality", "pool_cluster_offsets", "pool_prior_strength",
 ]
 
 
@@ -135,6 +135,10 @@ class ModelProfile:
         probe_cluster_scale: ``(K,)`` ρ_k, a further per-cluster share of the probe evidence still counted, lowered
             when a change is detected in that cluster (``None`` = 1 everywhere).
         detector: the change detector's state (``None`` until feedback arrives with detection on).
+        prior_offsets: ``(K,)`` for a member that joined with ``prior=`` and no probe answers, how much easier or
+            harder than its overall mean each cluster is expected to be — the pool's mean offset Ψ_k − m over its
+            profiled members; the shrinkage target of cluster k is then m + o_k instead of m, and m is estimated
+            net of the offsets of the clusters its feedback came from (``None``: m, the plain mean).
     """
 
     name: str
@@ -156,6 +160,7 @@ class ModelProfile:
     probe_scale: float = 1.0
     probe_cluster_scale: np.ndarray | None = field(default=None, repr=False)
     detector: DetectorState | None = field(default=None, repr=False)
+    prior_offsets: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def cluster_probe_scale(self) -> np.ndarray:
@@ -267,20 +272,67 @@ def shrunk_quality(
     probe_scale: float | np.ndarray = 1.0,
     live_sums: np.ndarray | None = None,
     live_counts: np.ndarray | None = None,
+    target_offsets: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Ψ ``(K,)`` = (ρ·P + L + α·m) / (ρ·C + W + α), clipped to [0, 1]; m where the denominator is 0.
+    """Ψ ``(K,)`` = (ρ·P + L + α·t) / (ρ·C + W + α), clipped to [0, 1]; t where the denominator is 0.
 
-    ``probe_scale`` is ρ, or ``(K,)`` per-cluster scales ρ·ρ_k."""
+    t is the shrinkage target: the overall mean m, or m + o_k clipped to [0, 1] with ``target_offsets`` o (a cold
+    member's expected cluster offsets, see :attr:`ModelProfile.prior_offsets`). ``probe_scale`` is ρ, or ``(K,)``
+    per-cluster scales ρ·ρ_k."""
     num = probe_scale * np.asarray(probe_sums, dtype=float)
     den = probe_scale * np.asarray(probe_counts, dtype=float)
     if live_sums is not None and live_counts is not None:
         num = num + live_sums
         den = den + live_counts
-    num = num + shrinkage * overall
+    target: float | np.ndarray = overall
+    if target_offsets is not None:
+        target = np.clip(overall + np.asarray(target_offsets, dtype=float), 0.0, 1.0)
+    num = num + shrinkage * target
     den = den + shrinkage
     with np.errstate(divide="ignore", invalid="ignore"):
-        q = np.where(den > 0, num / np.where(den > 0, den, 1.0), overall)
+        q = np.where(den > 0, num / np.where(den > 0, den, 1.0), target)
     return np.asarray(np.clip(q, 0.0, 1.0))
+
+
+def pool_prior_strength(profiles: list[ModelProfile]) -> float | None:
+    """How many pseudo-observations a cold member's cluster target m + o_k is worth, from the pool's own spread.
+
+    For each member profiled on probes, the residual r_k = Ψ_k − m − o_k (o from the *other* profiled members) says
+    how far a member's cluster quality strays from what its mean and the pool's offsets predict; with v the
+    count-weighted mean of r² over members and clusters and q̄ their mean quality, a Beta prior of that spread has
+    strength q̄(1 − q̄)/v − 1 (method of moments). v still holds the probe estimates' own noise, so this
+    under-states the strength (it never trusts the target more than the pool supports). ``None`` with fewer than
+    two profiled members."""
+    known = [p for p in profiles if p.n_probes > 0]
+    if len(known) < 2:
+        return None
+    resid, quality = [], []
+    for p in known:
+        off = pool_cluster_offsets([q for q in known if q is not p])
+        assert off is not None
+        counts = np.asarray(p.cluster_counts, dtype=float)
+        if counts.sum() <= 0:
+            continue
+        r = np.asarray(p.cluster_quality, dtype=float) - p.overall_quality - off
+        resid.append(float(counts @ r**2 / counts.sum()))
+        quality.append(p.overall_quality)
+    if not resid:
+        return None
+    v = max(float(np.mean(resid)), 1e-6)
+    q = float(np.mean(quality))
+    return max(q * (1.0 - q) / v - 1.0, 0.0)
+
+
+def pool_cluster_offsets(profiles: list[ModelProfile]) -> np.ndarray | None:
+    """``(K,)`` the mean of Ψ_k − m over the members profiled on probes (``None`` when there is none).
+
+    Clusters that are hard for the pool are hard for a newcomer too: a member that joins with ``prior=`` only
+    shrinks towards m + o_k rather than a flat m, so a cluster it rarely serves is predicted from how the pool
+    does there, not as average."""
+    known = [p for p in profiles if p.n_probes > 0]
+    if not known:
+        return None
+    return np.mean([np.asarray(p.cluster_quality, dtype=float) - p.overall_quality for p in known], axis=0)
 
 
 def overall_mean(
@@ -302,11 +354,13 @@ def build_profile(
     shrinkage: float,
     *,
     prior: tuple[float, float] | None = None,
+    prior_offsets: np.ndarray | None = None,
 ) -> ModelProfile:
     """Compute Ψ for one model from validated probe ``scores`` ``(P,)`` and probe ``assignments`` Φ ``(P, K)``.
 
     ``prior=(quality, weight)`` adds pseudo-observations to the overall mean m; a member with no answered probe
-    needs one (its Ψ is then the prior quality in every cluster until feedback arrives).
+    needs one (its Ψ is then the prior quality in every cluster — plus ``prior_offsets`` when given — until feedback
+    arrives).
     """
     if shrinkage < 0 or not np.isfinite(shrinkage):
         raise ValueError(f"shrinkage must be a finite number >= 0, got {shrinkage}")
@@ -321,7 +375,7 @@ def build_profile(
     return ModelProfile(
         name=name,
         cost=float(cost),
-        cluster_quality=shrunk_quality(sums, counts, overall, shrinkage),
+        cluster_quality=shrunk_quality(sums, counts, overall, shrinkage, target_offsets=prior_offsets),
         cluster_counts=counts,
         overall_quality=overall,
         n_probes=int(known.sum()),
@@ -329,4 +383,5 @@ def build_profile(
         shrinkage=float(shrinkage),
         prior_quality=None if prior is None else prior[0],
         prior_weight=0.0 if prior is None else prior[1],
+        prior_offsets=None if prior_offsets is None else np.asarray(prior_offsets, dtype=float).copy(),
     )

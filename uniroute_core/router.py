@@ -37,7 +37,16 @@ from .feedback import (
 )
 from .policy import RoutingPolicy
 from .probes import ProbeSet
-from .profile import ChangeEvent, ModelProfile, build_profile, validate_cost, validate_prior, validate_scores
+from .profile import (
+    ChangeEvent,
+    ModelProfile,
+    build_profile,
+    pool_cluster_offsets,
+    pool_prior_strength,
+    validate_cost,
+    validate_prior,
+    validate_scores,
+)
 from .rule import Calibration
 from .state import NotFittedError, RouteDecision, RouterState, UnreachableBudgetWarning
 
@@ -465,6 +474,14 @@ class UniRouter:
             build_profile(p.name, p.cost, p.probe_scores, assign, alpha, prior=_prior_of(p))
             for p in state.profiles
         ] if assign is not None else []
+        if assign is not None and any(p.prior_offsets is not None for p in state.profiles):
+            # the cold members' offsets and prior strength, from the pool on the new map
+            offsets, strength = pool_cluster_offsets(profiles), pool_prior_strength(profiles)
+            profiles = [
+                build_profile(p.name, p.cost, p.probe_scores, assign, _cold_alpha(alpha, strength, offsets),
+                              prior=_prior_of(p), prior_offsets=offsets) if old.prior_offsets is not None else p
+                for p, old in zip(profiles, state.profiles)
+            ]
         fed = [p.name for p in state.profiles if p.n_observations]
         if fed and assign is not None:
             warnings.warn(
@@ -487,6 +504,7 @@ class UniRouter:
         *,
         prior: tuple[float, float] | None = None,
         replace: bool = False,
+        pool_offsets: bool = True,
     ) -> ModelProfile:
         """Add a member profiled by its ``scores`` on the probe prompts (NaN = not answered). Returns its profile.
 
@@ -496,7 +514,13 @@ class UniRouter:
 
         Cold start: ``prior=(quality, weight)`` is an overall prior quality in [0, 1] counted as ``weight``
         pseudo-observations in the member's overall mean. With a prior, ``scores`` may be omitted (or all NaN): Ψ is
-        then the prior quality in every cluster until feedback (:meth:`observe`) arrives; an
+        then the prior quality until feedback (:meth:`observe`) arrives, shifted per cluster by how much easier or
+        harder the pool finds that cluster than its own mean (``pool_offsets=True``, the default, when the pool has
+        a member profiled on probes: :func:`~uniroute_core.profile.pool_cluster_offsets`; ``False``: the same value
+        in every cluster). As feedback arrives each cluster shrinks towards the member's learnt mean (net of the
+        offsets) plus that offset, with the strength the pool's own spread around such predictions supports
+        (:func:`~uniroute_core.profile.pool_prior_strength`, at least the router's α), so a cluster it rarely
+        serves is predicted from how the pool does there and a few lucky or unlucky answers do not decide it. An
         :class:`~uniroute_core.feedback.Exploration` gives such a member traffic to learn from.
         """
         if not isinstance(name, str) or not name.strip():
@@ -513,7 +537,14 @@ class UniRouter:
                 s = np.full(len(state.probes), np.nan)
             else:
                 s = validate_scores(name, scores, len(state.probes), allow_all_nan=p0 is not None)
-            profile = build_profile(name, cost, s, state.probe_assign, self._alpha(state), prior=p0)
+            if not isinstance(pool_offsets, bool):
+                raise TypeError(f"model {name!r}: pool_offsets must be True or False, got {pool_offsets!r}")
+            offsets, alpha = None, self._alpha(state)
+            if p0 is not None and np.isnan(s).all() and pool_offsets:
+                rest = [p for p in state.profiles if p.name != name]
+                offsets = pool_cluster_offsets(rest)
+                alpha = _cold_alpha(alpha, pool_prior_strength(rest), offsets)
+            profile = build_profile(name, cost, s, state.probe_assign, alpha, prior=p0, prior_offsets=offsets)
             pool = list(state.profiles)
             names = [p.name for p in pool]
             if name in names:
@@ -853,6 +884,14 @@ class UniRouter:
             f"UniRouter(cluster_map={self.cluster_map_kind!r}, n_clusters={k}, probes={n_probes}, "
             f"models={state.names})"
         )
+
+
+def _cold_alpha(alpha: float, strength: float | None, offsets: np.ndarray | None) -> float:
+    """A cold member's shrinkage: the pool's prior strength when its offsets are used (never below the router's α,
+    which remains the floor the probe estimates were validated with)."""
+    if offsets is None or strength is None:
+        return alpha
+    return max(float(alpha), float(strength))
 
 
 def _prior_of(profile: ModelProfile) -> tuple[float, float] | None:
