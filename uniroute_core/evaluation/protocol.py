@@ -598,11 +598,13 @@ def evaluate(
             ) as bar,
         ):
             futures = {pool.submit(_run_method_in_worker, *splits[t], name): (t, name) for t, name in order}
+            done = 0.0
             try:
                 for future in as_completed(futures):
                     t, name = futures[future]
                     _store(trials[t], name, future.result())
-                    bar.update(share[name])
+                    done += share[name]
+                    bar.update(min(done, len(splits)) - bar.n)  # float shares: never past the total
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)  # one failed run: do not wait for all the others
                 raise
