@@ -10,7 +10,8 @@ serves most traffic) become wrong. Three runs on the same stream:
   * no feedback;
   * feedback (the call's true score) on a random 10 % of calls;
   * the same feedback with forgetting (``Forgetting(half_life, decay_probes=True)``);
-  * the same feedback with change detection (``ChangeDetection()`` at its defaults, no forgetting);
+  * the same feedback with change detection (``ChangeDetection()`` at its defaults — the mixture
+    (Shiryaev–Roberts) test at 1 false alarm per 1000 observations —, no forgetting);
   * the same feedback and detection on the same stream WITHOUT the drift (counts false alarms on real traffic).
 Reported: the share of those categories' calls sent to the regressed member before the drift and in the window
 (N + 300, N + 500] — the goal is a fall of at least 80 % within 500 calls — and accuracy over the calls before the
@@ -19,7 +20,9 @@ drift vs over (N + 500, end] — the goal is to come back within 1 point.
 Scenario 2 — **cold start**. One member joins with ``prior=`` only (no probe answers) and learns from feedback on
 10 % of calls, with Thompson-sampling exploration on a small share of calls; its traffic share over the last calls
 is compared with the share it gets when fully profiled on the probes (same stream, same policy). Goal: within 2
-points.
+points. For scale, two more references without feedback: the newcomer's share when the whole pool is profiled on
+other random draws of as many probes (how much the reference itself moves), and when the newcomer's Ψ is learnt
+from all training prompts' answers (≈ its true Ψ).
 
 Everything is averaged over ``--repeats`` stream orders. Prints tables and writes ``feedback_drift.png``.
 
@@ -255,7 +258,35 @@ def cold_start_scenario(world: World, args: argparse.Namespace) -> dict[str, obj
             serve(cold, world, stream, truth, lam=args.lam, feedback=args.feedback, rng=np.random.default_rng(rep),
                   judge_exploratory=True, weight=args.feedback_weight)
         )
-    return {"runs": results, "newcomer": newcomer, "prior": args.prior_weight}
+    # how much the reference itself moves: the newcomer's share when the pool is profiled on other random draws of
+    # as many probes (from the training prompts, which no stream contains), and when the newcomer's Ψ is learnt from
+    # all training prompts' answers (≈ its true Ψ; the others stay on the benchmark's probes). No feedback.
+    draws: list[float] = []
+    saved = world.probes
+    for d in range(args.reference_draws):
+        world.probes = np.random.default_rng(3000 + d).choice(world.train, len(saved), replace=False)
+        sh = []
+        for rep in range(args.repeats):
+            stream = np.random.default_rng(2000 + rep).choice(world.held_out, size=n, replace=n > len(world.held_out))
+            r = base_router(world, args)
+            add_pool(r, world, others + [newcomer])
+            t = serve(r, world, stream, world.data.scores[stream], lam=args.lam, feedback=0.0,
+                      rng=np.random.default_rng(rep))
+            sh.append(float(np.mean(np.array(t.member[-(n // 3):]) == newcomer)))
+        draws.append(float(np.mean(sh)))
+    world.probes = saved
+    learnt = []
+    for rep in range(args.repeats):
+        stream = np.random.default_rng(2000 + rep).choice(world.held_out, size=n, replace=n > len(world.held_out))
+        r = base_router(world, args)
+        add_pool(r, world, others)
+        r.add_model(newcomer, cost, prior=(0.5, 0.0), pool_offsets=False)  # weight 0: the answers alone
+        r.observe_many(world.x[world.train], [newcomer] * len(world.train), world.data.scores[world.train, j])
+        t = serve(r, world, stream, world.data.scores[stream], lam=args.lam, feedback=0.0,
+                  rng=np.random.default_rng(rep))
+        learnt.append(float(np.mean(np.array(t.member[-(n // 3):]) == newcomer)))
+    return {"runs": results, "newcomer": newcomer, "prior": args.prior_weight, "reference_draws": draws,
+            "true_psi_share": float(np.mean(learnt))}
 
 
 def rolling(values: np.ndarray, width: int) -> np.ndarray:
@@ -290,6 +321,8 @@ def main() -> None:
     p.add_argument("--explore", type=float, default=0.10)
     p.add_argument("--cold-calls", type=int, default=3000)
     p.add_argument("--skip-cold", action="store_true")
+    p.add_argument("--reference-draws", type=int, default=5,
+                   help="cold start: other probe draws to show how much the profiled reference share moves")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "feedback_drift.png")
     args = p.parse_args()
@@ -350,6 +383,15 @@ def main() -> None:
         print(f"{name:<26}{100 * sh:>23.1f}%{100 * ex:>21.1f}%{100 * acc:>9.2f}%")
     gap = 100 * (shares["prior only + feedback"] - shares["profiled on probes"])
     print(f"share gap: {gap:+.1f} points (goal: within 2)")
+    per = [100 * (np.mean(np.array(c.member[-last:]) == newcomer) - np.mean(np.array(f.member[-last:]) == newcomer))
+           for c, f in zip(cold["runs"]["prior only + feedback"], cold["runs"]["profiled on probes"])]  # type: ignore[index]
+    print("per order: share gap " + ", ".join(f"{g:+.1f}" for g in per))
+    draws = cold["reference_draws"]  # type: ignore[index]
+    if draws:
+        print(f"the reference's own spread: {newcomer} profiled with the pool on {len(draws)} other random draws of "
+              f"{args.n_probes} probes: share {', '.join(f'{100 * d:.1f}%' for d in draws)}")
+    print(f"{newcomer} with its Ψ learnt from all {len(world.train)} training answers (others on the probes): "
+          f"share {100 * cold['true_psi_share']:.1f}%")  # type: ignore[index]
 
     _plot(args, drift, drift_cold, victim, newcomer)
     print(f"\nwrote {args.out} ({time.perf_counter() - t0:.0f} s)")

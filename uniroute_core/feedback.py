@@ -553,9 +553,10 @@ def _detect_and_apply(
         events = [*events, event][-_MAX_EVENTS:]
         n_changes += 1
         logger.warning(
-            "change detected in member %r (%s level, clusters %s) at its observation %d: CUSUM %.2f > %.2f "
-            "nats, change point %d observations back; stale evidence there kept as %.3g pseudo-observations",
-            profile.name, level, list(event.clusters), event.at_observation, value, h, back, keep,
+            "change detected in member %r (%s level, clusters %s) at its observation %d: %s statistic %.2f > "
+            "%.2f nats, change point %d observations back; stale evidence there kept as %.3g pseudo-observations",
+            profile.name, level, list(event.clusters), event.at_observation,
+            "mixture (Shiryaev-Roberts)" if mixture else "CUSUM", value, h, back, keep,
         )
         if level == "member":
             stat[:] = 0.0

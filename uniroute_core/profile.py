@@ -50,7 +50,8 @@ class ChangeEvent:
         level: ``"member"`` (its detector over all clusters fired) or ``"cluster"`` (one cluster's detector fired).
         clusters: the clusters whose stale evidence was down-weighted (every cluster for a member-level change).
         at_observation: the member's observation count (:attr:`ModelProfile.n_observations`) when it fired.
-        statistic: the CUSUM statistic that crossed the threshold (nats).
+        statistic: the statistic that crossed the threshold (nats: the CUSUM, or ln of the mixture of
+            Shiryaev–Roberts statistics).
         change_point: observations back to the estimated change point (the last time the statistic was 0).
         time: the time given with the observation that fired it (``None`` when none was given).
     """
