@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -403,6 +404,7 @@ def _plot(args, drift, cold, victim, newcomer) -> None:  # type: ignore[no-untyp
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)  # the first 199 calls have no window
     w = 200
     fig, axes = plt.subplots(3, 1, figsize=(9, 10), sharex=False)
     for name, runs in drift["runs"].items():

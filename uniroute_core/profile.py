@@ -52,7 +52,7 @@ class ChangeEvent:
         at_observation: the member's observation count (:attr:`ModelProfile.n_observations`) when it fired.
         statistic: the statistic that crossed the threshold (nats: the CUSUM, or ln of the mixture of
             Shiryaev–Roberts statistics).
-        change_point: observations back to the estimated change point (the last time the statistic was 0).
+        change_point: observations back to the estimated change point (the last time the CUSUM was 0).
         time: the time given with the observation that fired it (``None`` when none was given).
     """
 
