@@ -338,3 +338,23 @@ def test_a_cold_member_follows_the_pool_cluster_offsets():
     r1, _, t1 = make_router()
     r1.add_model("only", cost=1.0, scores=scores_for(t1, {0}, 24))
     assert r1.add_model("new", cost=1.0, prior=(0.5, 2.0)).shrinkage == 2.0
+
+
+def test_a_refit_recomputes_a_cold_member_offsets_on_the_new_map():
+    router, probes, topic = make_router()
+    for j, seed in enumerate((30, 31)):
+        router.add_model(f"p{j}", cost=1.0, scores=scores_for(topic, {j}, seed))
+    router.add_model("new", cost=1.0, prior=(0.5, 2.0))
+    router.add_model("flat", cost=1.0, prior=(0.5, 2.0), pool_offsets=False)
+    before = router.profiles["new"].prior_offsets.copy()
+    train, _ = blobs(300, 40)
+    router.n_clusters = K + 2  # a refit on a finer map (constructor params are plain attributes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FeedbackWarning)
+        router.fit_embeddings(train)
+    pool = [router.profiles["p0"], router.profiles["p1"]]
+    new = router.profiles["new"]
+    assert new.prior_offsets.shape == (K + 2,) != before.shape
+    np.testing.assert_allclose(new.prior_offsets, pool_cluster_offsets(pool))
+    assert new.shrinkage == pytest.approx(max(2.0, pool_prior_strength(pool)))
+    assert router.profiles["flat"].prior_offsets is None and router.profiles["flat"].shrinkage == 2.0
