@@ -427,6 +427,48 @@ print(seen)
 """
 
 
+_LEARNED_MAP_TRIAL = """
+import sys
+import numpy as np
+import torch
+torch.set_num_threads(int(sys.argv[1]))  # whatever the calling program uses
+from uniroute_core.data import RoutingData
+from uniroute_core.evaluation import EvaluationConfig, make_trial_splits
+from uniroute_core.evaluation.protocol import _single_threaded, run_method
+
+rng = np.random.default_rng(0)
+n, m = 240, 8
+topic = np.arange(n) % 3
+x = (np.eye(3)[topic] * 2 + rng.normal(scale=0.6, size=(n, 3))).astype(np.float32)
+p = np.clip(0.3 + 0.5 * (topic[:, None] == (np.arange(m) % 3)[None, :]), 0, 1)
+data = RoutingData(name="toy", prompt_ids=[f"p{i}" for i in range(n)], prompts=[f"p{i}" for i in range(n)],
+                   categories=[str(t) for t in topic], split_hints=[""] * n, models=[f"m{j}" for j in range(m)],
+                   scores=(rng.random((n, m)) < p).astype(float), costs=np.arange(1.0, m + 1))
+config = EvaluationConfig(trials=2, methods=("learned_map",), shrinkage_grid=(0.0, 2.0))
+splits = make_trial_splits(data, config)
+order = [int(t) for t in sys.argv[2].split(",")]
+with _single_threaded():
+    areas = {t: run_method(x, data, *splits[t], config, "learned_map").metrics["area"] for t in order}
+print(repr(areas[1]))
+"""
+
+
+def test_a_learned_map_trial_is_bit_identical_whatever_the_threads_and_the_process_history():
+    """Issue 15 item 4: the same LearnedMap run (trial 1) in fresh processes that differ in their thread settings
+    (torch, OpenMP, MKL) and in what ran before it (trial 1 first, or after trial 0) gives the same Area, bit for
+    bit."""
+    seen = set()
+    for threads, order in (("1", "1"), ("2", "0,1")):  # differ in both: if either mattered, the Areas would differ
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        out = subprocess.run(
+            [sys.executable, "-c", _LEARNED_MAP_TRIAL, threads, order], capture_output=True, text=True, env=env,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        seen.add(out.stdout.strip().splitlines()[-1])
+    assert len(seen) == 1, seen
+
+
 def test_every_trial_of_a_fresh_process_runs_single_threaded():
     """The first trial of a fresh process (a --jobs worker) must see the same single-threaded BLAS/OpenMP pools as
     later ones: threadpoolctl only limits libraries already loaded, so scikit-learn's are loaded first."""
