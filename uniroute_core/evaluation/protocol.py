@@ -287,9 +287,8 @@ def _single_threaded() -> Iterator[None]:
 
 def _trial_skeleton(data: RoutingData, split: TrialSplit) -> TrialResult:
     """A trial's result before any method ran: the test pool's single models (no method, no randomness)."""
-    test_true, test_costs = data.scores[np.ix_(split.test, split.test_models)], np.asarray(data.costs, float)[
-        split.test_models
-    ]
+    test_true = data.scores[np.ix_(split.test, split.test_models)]
+    test_costs = np.asarray(data.costs, dtype=float)[split.test_models]
     single_q = np.nanmean(test_true, axis=0)
     span = test_costs.max() - test_costs.min()
     return TrialResult(
