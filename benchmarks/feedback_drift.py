@@ -114,12 +114,15 @@ def serve(
     judge_exploratory: bool = False,
     block: int = 20,
     weight: float = 1.0,
+    record: list[tuple[int, str, float, float]] | None = None,
 ) -> Trace:
     """Serve ``stream`` in blocks of ``block`` calls routed on one snapshot; the block's feedback (the true score
     of the member that answered) on a random ``feedback`` share of its calls — and on every exploratory call when
     ``judge_exploratory`` — is applied after the block (feedback arrives a few calls late, as in a live service).
 
-    ``truth[t, j]`` is member j's score on call t (drift already applied).
+    ``truth[t, j]`` is member j's score on call t (drift already applied). ``record``, when given, receives one
+    ``(call, member, score, predicted quality)`` per judged call, the prediction being the router's Φ(x)ᵀΨ for
+    that member when the feedback is applied (what a detector tests the score against).
     """
     col = {m: world.data.model_index(m) for m in router.models}
     names: list[str] = []
@@ -131,7 +134,7 @@ def serve(
     for t0 in range(0, len(stream), block):
         idx = stream[t0 : t0 + block]
         decisions = router.state.route(world.x[idx], policy)
-        fb_x, fb_m, fb_s = [], [], []
+        fb_x, fb_m, fb_s, fb_t = [], [], [], []
         for k, (i, d) in enumerate(zip(idx, decisions)):
             t = t0 + k
             s = truth[t, col[d.model]]
@@ -142,6 +145,12 @@ def serve(
                 fb_x.append(world.x[i])
                 fb_m.append(d.model)
                 fb_s.append(float(s))
+                fb_t.append(t)
+        if fb_m and record is not None:
+            predicted = router.state.expected_quality(np.stack(fb_x))
+            columns = router.state.names
+            record += [(t, m, sc, float(predicted[r, columns.index(m)]))
+                       for r, (t, m, sc) in enumerate(zip(fb_t, fb_m, fb_s))]
         if fb_m:
             seen = sum(p.n_changes for p in router.profiles.values())
             router.observe_many(np.stack(fb_x), fb_m, fb_s, weights=np.full(len(fb_m), weight))
@@ -161,6 +170,24 @@ def _policy(lam: float):  # type: ignore[no-untyped-def]
     return _POLICIES[lam]
 
 
+def oracle_alarm_call(
+    record: list[tuple[int, str, float, float]], victim: str, hit: np.ndarray, start: int, threshold: float
+) -> int | None:
+    """The first call at which an *oracle* test would alarm: it knows which calls drifted and tests exactly "the
+    victim's answers there are now wrong" (alternative quality 0, clipped like the predicted quality to 0.99), so
+    each judged drifted call adds ln(1 / (1 − q̂)) nats, q̂ the victim's predicted quality there; calls that did not
+    drift add nothing (the oracle ignores them). No valid test at the same threshold can have more evidence, so
+    this bounds how early any detector can act on the same feedback."""
+    total = 0.0
+    for t, member, _, predicted in record:
+        if member != victim or t < start or not hit[t]:
+            continue
+        total += -np.log(1.0 - min(predicted, 0.99))
+        if total > threshold:
+            return t
+    return None
+
+
 def drift_scenario(world: World, args: argparse.Namespace) -> dict[str, object]:
     cats = np.array(world.data.categories)
     n_before, n_after = args.drift_at, args.after
@@ -175,6 +202,7 @@ def drift_scenario(world: World, args: argparse.Namespace) -> dict[str, object]:
     out: dict[str, list] = {name: [] for name in [*runs, "re-profiled at N (reference)"]}
     out["detection, no drift (control)"] = []
     chosen: dict[str, object] = {}
+    oracle: list[int | None] = []
     for rep in range(args.repeats):
         rng = np.random.default_rng(1000 + rep)
         stream = rng.choice(world.held_out, size=n_before + n_after, replace=n_before + n_after > len(world.held_out))
@@ -199,9 +227,12 @@ def drift_scenario(world: World, args: argparse.Namespace) -> dict[str, object]:
                 continue
             router = base_router(world, args, forgetting=forgetting, change_detection=det)
             add_pool(router, world, POOL)
+            record: list[tuple[int, str, float, float]] | None = [] if name == "feedback 10%" else None
             trace = serve(router, world, stream, truth, lam=args.lam, feedback=fb, rng=np.random.default_rng(rep),
-                          weight=args.feedback_weight)
+                          weight=args.feedback_weight, record=record)
             out[name].append((trace, hit))
+            if record is not None:  # plain feedback: the same judged calls as the detection run up to its alarm
+                oracle.append(oracle_alarm_call(record, str(victim), hit, n_before, detection.threshold))
         if args.runs and "control" not in args.runs:
             continue
         router = base_router(world, args, change_detection=detection)
@@ -226,7 +257,7 @@ def drift_scenario(world: World, args: argparse.Namespace) -> dict[str, object]:
             (Trace(a.member + b.member, np.concatenate([a.score, b.score]),
                    np.concatenate([a.exploratory, b.exploratory])), hit)
         )
-    return {"runs": out, "chosen": chosen}
+    return {"runs": out, "chosen": chosen, "oracle": oracle}
 
 
 def share_in(trace: Trace, hit: np.ndarray, member: str, lo: int, hi: int) -> float:
@@ -366,6 +397,12 @@ def main() -> None:
             ev = [f"{e.member}:{e.level}@obs {e.at_observation}" for e in t.changes]
             print(f"  {name}, order {rep}: {len(ev)} — {', '.join(ev) if ev else 'none'}"
                   + (f" (after calls {t.change_calls})" if ev else ""))
+
+    if drift["oracle"]:
+        calls = ", ".join("never" if c is None else str(c) for c in drift["oracle"])  # type: ignore[union-attr]
+        print(f"information bound: an oracle test that knows which calls drifted would alarm at calls {calls} "
+              f"(threshold {ChangeDetection(false_alarm_rate=args.false_alarm_rate).threshold:.2f} nats, the "
+              f"plain feedback run's judged calls); the share window is calls {lo}..{hi}")
 
     if args.skip_cold:
         return
