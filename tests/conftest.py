@@ -7,6 +7,8 @@ folder outside the repository and none skips for missing data.
 from __future__ import annotations
 
 import hashlib
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,24 @@ def topic_embedder(texts: list[str]) -> np.ndarray:
         if n > 0:
             out[i] /= n
     return out
+
+
+def run_readers_and_writers(
+    readers: list[threading.Thread], writers: list[threading.Thread], stop: threading.Event
+) -> None:
+    """Start reader and writer threads together, wait for the writers, then set ``stop`` and join the readers.
+
+    Warnings are raised as errors meanwhile: a warning from routing while the state is being swapped is a failure.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for t in readers + writers:
+            t.start()
+        for t in writers:
+            t.join()
+        stop.set()
+        for t in readers:
+            t.join()
 
 
 @pytest.fixture

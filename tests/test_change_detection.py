@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import topic_embedder
+from conftest import run_readers_and_writers, topic_embedder
 from test_feedback import K, P, blobs, make_router
 
 from uniroute_core import ChangeDetection, UniRouter
@@ -243,15 +242,7 @@ def test_concurrent_feedback_and_routing_with_detection():
 
     readers = [threading.Thread(target=reader) for _ in range(2)]
     writers = [threading.Thread(target=writer, args=(m, 120, i)) for i, m in enumerate(["good", "backup"] * 2)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        for t in readers + writers:
-            t.start()
-        for t in writers:
-            t.join()
-        stop.set()
-        for t in readers:
-            t.join()
+    run_readers_and_writers(readers, writers, stop)
     assert not errors, errors
     assert router.profiles["good"].n_observations == 240 and router.profiles["backup"].n_observations == 240
     assert router.profiles["good"].n_changes >= 1

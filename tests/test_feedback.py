@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import topic_embedder
+from conftest import run_readers_and_writers, topic_embedder
 
 from uniroute_core import UniRouter
 from uniroute_core.cluster_map import KMeansClusterMap
@@ -272,15 +272,7 @@ def test_concurrent_feedback_and_routing():
 
     readers = [threading.Thread(target=reader) for _ in range(2)]
     writers = [threading.Thread(target=writer, args=(m, 150)) for m in ("a", "b", "a", "b")]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        for t in readers + writers:
-            t.start()
-        for t in writers:
-            t.join()
-        stop.set()
-        for t in readers:
-            t.join()
+    run_readers_and_writers(readers, writers, stop)
     assert not errors, errors
     assert router.profiles["a"].n_observations == 300 and router.profiles["b"].n_observations == 300
 
