@@ -17,20 +17,28 @@ TOPICS = {
 }
 
 
-@pytest.fixture
-def folder(tmp_path):
-    """240 prompts in 3 categories, 6 LLMs: three cheap topic specialists, a mid generalist, two dear generalists."""
-    rng = np.random.default_rng(0)
+TOY_MODELS = list("abcdef")
+TOY_COSTS = [1, 1, 1, 3, 8, 10]
+
+
+def toy_routing(rng: np.random.Generator) -> tuple[list[str], list[str], np.ndarray]:
+    """Prompts, categories and 0/1 scores of 240 prompts in 3 categories × the 6 LLMs ``TOY_MODELS`` (costs
+    ``TOY_COSTS``): three cheap topic specialists, a mid generalist, two dear generalists."""
     prompts, cats, p = [], [], []
     for i in range(240):
         t = list(TOPICS)[i % 3]
         prompts.append(f"{t} q{i}: " + " ".join(rng.choice(TOPICS[t].split(), 5)))
         cats.append(t)
         p.append([0.9 if t == "math" else 0.2, 0.9 if t == "law" else 0.2, 0.9 if t == "bio" else 0.2, 0.6, 0.85, 0.9])
-    scores = (rng.random((240, 6)) < np.array(p)).astype(float)
+    return prompts, cats, (rng.random((240, 6)) < np.array(p)).astype(float)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """The toy routing folder of :func:`toy_routing` (seed 0)."""
+    prompts, cats, scores = toy_routing(np.random.default_rng(0))
     return write_routing_data(
-        tmp_path / "toy_routing", prompts=prompts, models=list("abcdef"), scores=scores, costs=[1, 1, 1, 3, 8, 10],
-        categories=cats,
+        tmp_path / "toy_routing", prompts=prompts, models=TOY_MODELS, scores=scores, costs=TOY_COSTS, categories=cats,
     )
 
 
