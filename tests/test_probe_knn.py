@@ -193,3 +193,19 @@ def test_a_probe_anchored_winner_must_beat_the_best_fixed_map_on_fresh_draws():
     sel = select_representation(x, s, np.array([1.0, 1.0, 5.0]), n_probes=400, seed=0, space=space).selection
     assert sel.chosen.representation == "probe_knn"
     assert sel.gain_over_fixed > sel.gain_over_fixed_se > 0
+
+
+def test_combining_maps_refuses_unfitted_or_mismatched_parts():
+    from uniroute_core.multires import MultiResolutionClusterMap
+
+    rng = np.random.default_rng(0)
+    a = KMeansClusterMap(n_clusters=2, seed=0).fit(rng.normal(size=(40, 4)))
+    b = KMeansClusterMap(n_clusters=2, seed=0).fit(rng.normal(size=(40, 6)))
+    with pytest.raises(ValueError, match="from_parts needs at least one fitted ClusterMap"):
+        BlendClusterMap.from_parts([a, KMeansClusterMap(n_clusters=2)], [0.5, 0.5])
+    with pytest.raises(ValueError, match=r"the parts were fitted on different embedding dimensions \[4, 6\]"):
+        BlendClusterMap.from_parts([a, b], [0.5, 0.5])
+    with pytest.raises(ValueError, match="from_levels needs at least one fitted KMeansClusterMap"):
+        MultiResolutionClusterMap.from_levels([])
+    with pytest.raises(ValueError, match=r"the levels were fitted on different embedding dimensions \[4, 6\]"):
+        MultiResolutionClusterMap.from_levels([a, b])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -246,6 +247,20 @@ class KMeansClusterMap(ClusterMap):
         obj.n_clusters_ = obj.n_clusters
         obj.dim_ = int(config["dim"])
         return obj
+
+
+def shared_fitted_dim(maps: Sequence[ClusterMap], required: type[object], caller: str, noun: str) -> int:
+    """The embedding dimension of already-fitted maps combined into one (multi-resolution levels, blend parts).
+
+    Raises a ``ValueError`` naming ``caller`` when there is no map, or one is not a fitted ``required``, and naming
+    the ``noun`` when the maps were fitted on different dimensions.
+    """
+    if not maps or not all(isinstance(m, required) and m.is_fitted for m in maps):
+        raise ValueError(f"{caller} needs at least one fitted {required.__name__}")
+    dims = {m.dim_ for m in maps}
+    if len(dims) != 1:
+        raise ValueError(f"the {noun} were fitted on different embedding dimensions {sorted(dims)}")
+    return dims.pop()
 
 
 def _check_temperature(temperature: float | None) -> float | None:

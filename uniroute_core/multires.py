@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .cluster_map import ClusterMap, KMeansClusterMap, register_cluster_map
+from .cluster_map import ClusterMap, KMeansClusterMap, register_cluster_map, shared_fitted_dim
 
 __all__ = ["MultiResolutionClusterMap"]
 
@@ -97,16 +97,12 @@ class MultiResolutionClusterMap(ClusterMap):
     ) -> MultiResolutionClusterMap:
         """Combine already-fitted K-Means maps (with their τ as they are) into one multi-resolution map."""
         maps = list(levels)
-        if not maps or not all(isinstance(m, KMeansClusterMap) and m.is_fitted for m in maps):
-            raise ValueError("from_levels needs at least one fitted KMeansClusterMap")
-        dims = {m.dim_ for m in maps}
-        if len(dims) != 1:
-            raise ValueError(f"the levels were fitted on different embedding dimensions {sorted(dims)}")
+        dim = shared_fitted_dim(maps, KMeansClusterMap, "from_levels", "levels")
         obj = cls(
             levels=[m.n_clusters_ for m in maps], seed=seed, n_init=n_init, temperature_multiple=temperature_multiple
         )
         obj._check_params()
-        return obj._install(maps, dims.pop())
+        return obj._install(maps, dim)
 
     def _with_tau(self, cmap: KMeansClusterMap, x: np.ndarray) -> KMeansClusterMap:
         if self.temperature_multiple is None or cmap.n_clusters_ == 1:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .cluster_map import CLUSTER_MAPS, ClusterMap, KMeansClusterMap, register_cluster_map
+from .cluster_map import CLUSTER_MAPS, ClusterMap, KMeansClusterMap, register_cluster_map, shared_fitted_dim
 
 __all__ = ["ProbeKNNClusterMap", "BlendClusterMap", "probe_neighbours"]
 
@@ -245,14 +245,10 @@ class BlendClusterMap(ClusterMap):
     def from_parts(cls, parts: Sequence[ClusterMap], weights: Sequence[float], *, seed: int = 0) -> BlendClusterMap:
         """Blend already-fitted maps with these weights."""
         maps = list(parts)
-        if not maps or not all(isinstance(m, ClusterMap) and m.is_fitted for m in maps):
-            raise ValueError("from_parts needs at least one fitted ClusterMap")
-        dims = {m.dim_ for m in maps}
-        if len(dims) != 1:
-            raise ValueError(f"the parts were fitted on different embedding dimensions {sorted(dims)}")
+        dim = shared_fitted_dim(maps, ClusterMap, "from_parts", "parts")
         w = cls._normalised(weights, len(maps))
         obj = cls(parts=[m.clone() for m in maps], weights=[float(v) for v in w], seed=seed)
-        return obj._install(maps, w, dims.pop())
+        return obj._install(maps, w, dim)
 
     def _install(self, maps: list[ClusterMap], w: np.ndarray, dim: int) -> BlendClusterMap:
         self.parts_ = tuple(maps)
