@@ -285,11 +285,17 @@ def _single_threaded() -> Iterator[None]:
         yield
 
 
-def _trial_skeleton(data: RoutingData, split: TrialSplit) -> TrialResult:
-    """A trial's result before any method ran: the test pool's single models (no method, no randomness)."""
+def _test_pool(data: RoutingData, split: TrialSplit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The trial's test pool: true scores on the test prompts ``(n, M)``, costs ``(M,)`` and each single model's
+    mean quality ``(M,)`` (an unobserved cell is left out of its model's mean)."""
     test_true = data.scores[np.ix_(split.test, split.test_models)]
     test_costs = np.asarray(data.costs, dtype=float)[split.test_models]
-    single_q = np.nanmean(test_true, axis=0)
+    return test_true, test_costs, np.nanmean(test_true, axis=0)
+
+
+def _trial_skeleton(data: RoutingData, split: TrialSplit) -> TrialResult:
+    """A trial's result before any method ran: the test pool's single models (no method, no randomness)."""
+    _, test_costs, single_q = _test_pool(data, split)
     span = test_costs.max() - test_costs.min()
     return TrialResult(
         split=split,
@@ -334,9 +340,7 @@ def run_method(
     """
     rng = copy.deepcopy(rng)
     scores, costs = data.scores, np.asarray(data.costs, dtype=float)
-    te_m = split.test_models
-    test_true, test_costs = scores[np.ix_(split.test, te_m)], costs[te_m]
-    single_q = np.nanmean(test_true, axis=0)
+    test_true, test_costs, single_q = _test_pool(data, split)
     best = int(np.argmax(single_q))
     target, ref_cost = float(single_q[best]), float(test_costs[best])
     perm = rng.permutation(split.train)
@@ -356,7 +360,7 @@ def run_method(
         costs=costs,
         test_true=test_true,
         test_costs=test_costs,
-        probe_test_scores=scores[np.ix_(split.probe, te_m)],
+        probe_test_scores=scores[np.ix_(split.probe, split.test_models)],
     )
     t0 = time.perf_counter()
     outcome = get_method(name).run(ctx)
