@@ -63,6 +63,10 @@ def main() -> None:
         "K-Means K=12 soft": KMeansClusterMap(n_clusters=12, seed=0, n_init=1, temperature=0.05),
         "K-Means K=20 soft": KMeansClusterMap(n_clusters=20, seed=0, n_init=1, temperature=0.05),
         "multires 3,5,8,12,20 soft": multires,
+        # the finest maps the product's grid reaches on 1,000 probes (K up to probes / 25, issue 15's low-rank target);
+        # the target itself changes Ψ's values, not the look-up
+        "K-Means K=41 soft": KMeansClusterMap(n_clusters=41, seed=0, n_init=1, temperature=0.05),
+        "multires 3,6,11,21,41 soft": MultiResolutionClusterMap(levels=(3, 6, 11, 21, 41), temperature_multiple=0.1),
         "probe_knn k=160": ProbeKNNClusterMap(n_neighbors=160),
         "blend probe_knn 160 + multires": BlendClusterMap(parts=[ProbeKNNClusterMap(n_neighbors=160), multires],
                                                           weights=[0.5, 0.5]),

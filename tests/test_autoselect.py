@@ -171,7 +171,10 @@ def test_space_is_validated():
         SearchSpace(families=("nope",))
     with pytest.raises(ValueError, match="shrinkage"):
         SearchSpace(shrinkage=(-1.0,))
-    space = SearchSpace(families=("zero", "kmeans"), n_clusters=(2,), temperature_multiples=(None,), shrinkage=(2.0,))
+    space = SearchSpace(
+        families=("zero", "kmeans"), n_clusters=(2,), temperature_multiples=(None,), shrinkage=(2.0,),
+        profile_ranks=(0,),
+    )
     x, s, c = two_topic()
     sel = select_representation(x, s, c, n_probes=100, space=space).selection
     assert [cand.representation for cand in sel.candidates] == ["zero", "kmeans"]

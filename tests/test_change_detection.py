@@ -165,7 +165,7 @@ def test_detector_state_survives_save_and_load_and_learning_continues_identicall
     assert router.profiles["good"].n_changes >= 1
     router.save(tmp_path)
     meta = json.loads((tmp_path / JSON_FILE).read_text())
-    assert meta["format_version"] == 5 and meta["change_detection"]["shift"] == 0.4
+    assert meta["format_version"] == 6 and meta["change_detection"]["shift"] == 0.4
     assert meta["models"][0]["change"]["n_changes"] == router.profiles["good"].n_changes
     loaded = UniRouter.load(tmp_path, embedder=topic_embedder, show_progress=False)
     assert loaded.change_detection == router.change_detection

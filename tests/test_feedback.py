@@ -195,7 +195,7 @@ def test_persistence_round_trip_of_live_evidence(tmp_path):
     router.observe_many(probes[:40], ["cold"] * 20 + ["a"] * 20, scores_for(topic[:40], {1}, 11))
     router.save(tmp_path)
     meta = json.loads((tmp_path / JSON_FILE).read_text())
-    assert meta["format_version"] == 5 and meta["forgetting"]["half_life"] == 50
+    assert meta["format_version"] == 6 and meta["forgetting"]["half_life"] == 50
     loaded = UniRouter.load(tmp_path, embedder=topic_embedder, show_progress=False)
     assert loaded.forgetting == router.forgetting and loaded.exploration.share == 0.1
     cold = loaded.profiles["cold"]

@@ -50,7 +50,7 @@ def test_round_trip_gives_identical_decisions(embedder, tmp_path):
 def test_saved_files_are_json_and_plain_npz(embedder, tmp_path):
     two_topic_router(embedder).save(tmp_path)
     meta = json.loads((tmp_path / JSON_FILE).read_text())
-    assert meta["format"] == "uniroute-router" and meta["format_version"] == 5
+    assert meta["format"] == "uniroute-router" and meta["format_version"] == 6
     assert [m["name"] for m in meta["models"]] == ["small", "big"]
     assert meta["probes"]["prompts"] == PROBES
     arrays_path = saved_files(tmp_path)[1]

@@ -25,6 +25,7 @@ from .policy import RoutingPolicy
 from .probe_knn import BlendClusterMap, ProbeKNNClusterMap
 from .probes import ProbeSet
 from .profile import ChangeEvent, ModelProfile
+from .profile_basis import ProfileBasis
 from .profiling import ProfilingError, ProfilingResult, aprofile_answers, profile_answers
 from .router import FeedbackWarning, UniRouter
 from .rule import Calibration, calibrate_lambda
@@ -58,6 +59,7 @@ __all__ = [
     "RouterState",
     "RoutingPolicy",
     "ModelProfile",
+    "ProfileBasis",
     "RouteDecision",
     "RoutingData",
     "RoutingDataError",

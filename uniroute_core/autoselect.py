@@ -45,6 +45,14 @@ import numpy as np
 from .cluster_map import ClusterMap, KMeansClusterMap
 from .multires import MultiResolutionClusterMap
 from .probe_knn import BlendClusterMap, ProbeKNNClusterMap, _unit_rows, probe_neighbours
+from .profile_basis import (
+    DEFAULT_RIDGE,
+    ProfileBasis,
+    cluster_means,
+    fit_profile_basis,
+    profile_components,
+    target_offsets,
+)
 from .rule import LambdaPath, lambda_grid
 
 __all__ = [
@@ -78,9 +86,12 @@ def default_n_clusters(n_probes: int) -> int:
     return int(min(MAX_DEFAULT_CLUSTERS, max(1, n_probes // PROBES_PER_CLUSTER)))
 
 
-def cluster_grid(n_probes: int, n_fit: int, n_values: int = 5) -> list[int]:
-    """The method note's K grid: about ``n_values`` geometric steps from 3 to n_probes/50 (K ≤ the fitting prompts)."""
-    top = max(3, n_probes // PROBES_PER_CLUSTER)
+def cluster_grid(
+    n_probes: int, n_fit: int, n_values: int = 5, probes_per_cluster: int = PROBES_PER_CLUSTER
+) -> list[int]:
+    """The method note's K grid: about ``n_values`` geometric steps from 3 to n_probes/``probes_per_cluster``
+    (50: the method note's; K ≤ the fitting prompts)."""
+    top = max(3, n_probes // probes_per_cluster)
     grid = sorted({int(round(v)) for v in np.geomspace(3, top, n_values)}) if top > 3 else [3]
     return [k for k in grid if k <= n_fit]
 
@@ -107,6 +118,13 @@ class SearchSpace:
         shrinkage: α values tried with each map.
         multires_levels: level sets for ``"multires"``; ``"auto"`` = the whole K grid, and the grid's coarse half
             together with its finest K.
+        grid_probes_per_cluster: the auto K grid reaches n_probes / this (25: twice the method note's finest K,
+            because with a low-rank target fine clusters no longer need 50 probes each).
+        profile_ranks: ranks r of the low-rank shrinkage target tried with every K-Means-based map
+            (:mod:`uniroute_core.profile_basis`; 0 = the paper's flat target, the member's own mean). Ranks above
+            what the training LLMs support (J, K − 1) are capped.
+        profile_shrinkage: α values tried with a rank > 0 target (a target fitted to the member's own answers is
+            worth more pseudo-answers than a flat mean, so the grid reaches higher).
         knn_neighbors: k values for ``"probe_knn"`` (KNN over the probe prompts as Φ,
             :class:`~uniroute_core.probe_knn.ProbeKNNClusterMap`); values above the probe count are dropped.
         blend_weights: for ``"blend"``, the weights of the best probe-KNN candidate blended with the best
@@ -122,6 +140,9 @@ class SearchSpace:
     multires_levels: str | tuple[tuple[int, ...], ...] = "auto"
     knn_neighbors: tuple[int, ...] = (5, 10, 20, 40, 80, 160)
     blend_weights: tuple[float, ...] = (0.25, 0.5, 0.75)
+    grid_probes_per_cluster: int = 25
+    profile_ranks: tuple[int, ...] = (0, 2, 4, 8)
+    profile_shrinkage: tuple[float, ...] = (30.0, 100.0, 300.0)
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.families if f not in FAMILIES]
@@ -138,6 +159,16 @@ class SearchSpace:
             raise ValueError(f"knn_neighbors must hold positive integers, got {list(self.knn_neighbors)}")
         if not self.blend_weights or any(not (0 < w < 1) for w in self.blend_weights):
             raise ValueError(f"blend_weights must hold numbers in (0, 1), got {list(self.blend_weights)}")
+        if not isinstance(self.grid_probes_per_cluster, int) or self.grid_probes_per_cluster < 1:
+            raise ValueError(
+                f"grid_probes_per_cluster must be a positive integer, got {self.grid_probes_per_cluster!r}"
+            )
+        ranks = self.profile_ranks
+        if not ranks or any(not isinstance(r, int) or isinstance(r, bool) or r < 0 for r in ranks):
+            raise ValueError(f"profile_ranks must hold integers >= 0, got {list(ranks)}")
+        bad = [a for a in self.profile_shrinkage if not (isinstance(a, (int, float)) and math.isfinite(a) and a >= 0)]
+        if bad or (any(r > 0 for r in ranks) and not self.profile_shrinkage):
+            raise ValueError(f"profile_shrinkage must hold finite numbers >= 0, got {list(self.profile_shrinkage)}")
         bad_t = [t for t in self.temperature_multiples if t is not None and not (math.isfinite(t) and t > 0)]
         if bad_t or not self.temperature_multiples:
             raise ValueError(
@@ -146,7 +177,7 @@ class SearchSpace:
 
     def k_grid(self, n_probes: int, n_fit: int) -> list[int]:
         if isinstance(self.n_clusters, str):
-            return cluster_grid(n_probes, n_fit, self.grid_size)
+            return cluster_grid(n_probes, n_fit, self.grid_size, self.grid_probes_per_cluster)
         return [k for k in self.n_clusters if k <= n_fit]
 
     def level_sets(self, grid: list[int]) -> list[tuple[int, ...]]:
@@ -173,6 +204,9 @@ class SearchSpace:
             ),
             "knn_neighbors": list(self.knn_neighbors),
             "blend_weights": list(self.blend_weights),
+            "grid_probes_per_cluster": self.grid_probes_per_cluster,
+            "profile_ranks": list(self.profile_ranks),
+            "profile_shrinkage": list(self.profile_shrinkage),
         }
 
 
@@ -297,11 +331,14 @@ class Selection:
 
 @dataclass(frozen=True)
 class SelectionResult:
-    """The fitted map and shrinkage to route with, and the :class:`Selection` record."""
+    """The fitted map, shrinkage and low-rank target basis to route with, and the :class:`Selection` record."""
 
     cluster_map: ClusterMap
     shrinkage: float
     selection: Selection
+    profile_basis: ProfileBasis | None = None
+    """The chosen rank's :class:`~uniroute_core.profile_basis.ProfileBasis` on ``cluster_map`` from every training
+    LLM and prompt (``None``: the paper's flat target)."""
 
 
 def validate_training_matrix(
@@ -352,17 +389,25 @@ def validate_training_matrix(
     return s, c
 
 
-def _psi(assign: np.ndarray, scores: np.ndarray, alpha: float) -> np.ndarray:
-    """Ψ ``(m, K)`` of every column of ``scores`` at once: the formula of
-    :func:`~uniroute_core.profile.build_profile` (the one ``add_model`` uses), vectorised over the models."""
+def _probe_sums(assign: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per model: probe sums and counts per cluster ``(m, K)`` and the overall mean ``(m,)`` (NaN = unanswered)."""
     known = ~np.isnan(scores)
     s0 = np.where(known, scores, 0.0)
     overall = s0.sum(axis=0) / known.sum(axis=0)  # (m,) every column has a known score (validated)
-    counts = known.T.astype(float) @ assign  # (m, K)
-    sums = s0.T @ assign
+    return s0.T @ assign, known.T.astype(float) @ assign, overall
+
+
+def _psi(
+    assign: np.ndarray, scores: np.ndarray, alpha: float, offsets: np.ndarray | None = None
+) -> np.ndarray:
+    """Ψ ``(m, K)`` of every column of ``scores`` at once: the formula of
+    :func:`~uniroute_core.profile.build_profile` (the one ``add_model`` uses), vectorised over the models; with
+    ``offsets`` ``(m, K)`` each model shrinks towards its own m + o_k (clipped to [0, 1]) as ``prior_offsets`` do."""
+    sums, counts, overall = _probe_sums(assign, scores)
+    target = overall[:, None] if offsets is None else np.clip(overall[:, None] + offsets, 0.0, 1.0)
     denom = counts + alpha
     with np.errstate(divide="ignore", invalid="ignore"):
-        q = np.where(denom > 0, (sums + alpha * overall[:, None]) / np.where(denom > 0, denom, 1.0), overall[:, None])
+        q = np.where(denom > 0, (sums + alpha * target) / np.where(denom > 0, denom, 1.0), target)
     return np.clip(q, 0.0, 1.0)
 
 
@@ -420,7 +465,7 @@ class _Draw:
     def __init__(self, probe_idx: np.ndarray, val_idx: np.ndarray) -> None:
         self.probe_idx = probe_idx
         self.val_idx = val_idx
-        self.cache: dict[str, Any] = {}
+        self.cache: dict[Any, Any] = {}
 
 
 class _Representation:
@@ -441,10 +486,15 @@ class _FixedMap(_Representation):
         self.cmap = cmap
         self._phi: np.ndarray | None = None
 
-    def phis(self, x: np.ndarray, draw: _Draw) -> tuple[np.ndarray, np.ndarray]:
+    def phi_all(self, x: np.ndarray) -> np.ndarray:
+        """Φ of every selection prompt (computed once)."""
         if self._phi is None:
             self._phi = self.cmap.assign(x)
-        return self._phi[draw.probe_idx], self._phi[draw.val_idx]
+        return self._phi
+
+    def phis(self, x: np.ndarray, draw: _Draw) -> tuple[np.ndarray, np.ndarray]:
+        phi = self.phi_all(x)
+        return phi[draw.probe_idx], phi[draw.val_idx]
 
     def product(self) -> ClusterMap:
         return self.cmap
@@ -573,12 +623,50 @@ FAMILIES: dict[str, Callable[[_Context], Candidates]] = {
 candidates of the families before it, so it comes last."""
 
 
+def _leave_one_out_components(rep: _FixedMap, x: np.ndarray, draw: _Draw, s: np.ndarray, rank: int) -> list[np.ndarray]:
+    """For each training LLM j, the profile basis (top ``rank`` rows) from the *other* training LLMs' cluster means
+    on the draw's non-validation prompts: LLM j is validated as a member the basis has never seen, as the routed
+    members will be, and no validation prompt's score enters it. Cached on the draw per map (keyed by the map
+    object itself, which the key keeps alive: an ``id`` could be reused by a later candidate)."""
+    key = ("components", rep, rank)
+    if key not in draw.cache:
+        rest = np.ones(len(x), dtype=bool)
+        rest[draw.val_idx] = False
+        means = cluster_means(rep.phi_all(x)[rest], s[rest])
+        draw.cache[key] = [profile_components(np.delete(means, j, axis=0), rank) for j in range(s.shape[1])]
+    cached: list[np.ndarray] = draw.cache[key]
+    return cached
+
+
 def _draw_area(
-    rep: _Representation, x: np.ndarray, draw: _Draw, s: np.ndarray, c: np.ndarray, alpha: float, points: int
+    rep: _Representation,
+    x: np.ndarray,
+    draw: _Draw,
+    s: np.ndarray,
+    c: np.ndarray,
+    alpha: float,
+    points: int,
+    rank: int = 0,
+    rank_max: int = 0,
 ) -> float:
+    """Validation Area of one candidate on one draw: the training LLMs profiled on the pseudo-probes (flat target, or
+    with ``rank`` > 0 a low-rank target fitted to each one's pseudo-probe answers in a leave-one-out basis), the
+    validation prompts routed among them over every λ."""
     phi_probe, phi_val = rep.phis(x, draw)
-    pred = phi_val @ _psi(phi_probe, s[draw.probe_idx], alpha).T
+    offsets = None
+    if rank > 0:
+        assert isinstance(rep, _FixedMap)
+        comps = _leave_one_out_components(rep, x, draw, s, max(rank, rank_max))
+        sums, counts, _ = _probe_sums(phi_probe, s[draw.probe_idx])
+        offsets = np.stack([
+            target_offsets(sums[j], counts[j], comps[j][:rank], DEFAULT_RIDGE) for j in range(s.shape[1])
+        ])
+    pred = phi_val @ _psi(phi_probe, s[draw.probe_idx], alpha, offsets).T
     return validation_area(pred, s[draw.val_idx], c, points)
+
+
+def _rank_of(cand: CandidateScore) -> int:
+    return int(cand.params.get("profile_rank", 0))
 
 
 def select_representation(
@@ -661,12 +749,18 @@ def select_representation(
     scored: list[CandidateScore] = []
     best: tuple[float, _Representation, float, CandidateScore] | None = None
     zero: tuple[float, _Representation, float, CandidateScore] | None = None
+    rank_max = max(space.profile_ranks)
     for family in space.families:
         for params, rep in FAMILIES[family](ctx):
-            alphas = space.shrinkage if family != "zero" else space.shrinkage[:1]
-            for alpha in alphas:
-                a = float(np.mean([_draw_area(rep, x, d, s, c, float(alpha), curve_points) for d in draws]))
-                cand = CandidateScore(family, {**params, "shrinkage": float(alpha)}, a)
+            settings = [(0, a) for a in (space.shrinkage if family != "zero" else space.shrinkage[:1])]
+            if family in FIXED_FAMILIES:
+                settings += [(r, a) for r in space.profile_ranks if r > 0 for a in space.profile_shrinkage]
+            for rank, alpha in settings:
+                a = float(np.mean([
+                    _draw_area(rep, x, d, s, c, float(alpha), curve_points, rank, rank_max) for d in draws
+                ]))
+                extra = {"profile_rank": rank} if rank > 0 else {}
+                cand = CandidateScore(family, {**params, "shrinkage": float(alpha), **extra}, a)
                 scored.append(cand)
                 if best is None or a > best[0] + 1e-12:
                     best = (a, rep, float(alpha), cand)
@@ -674,6 +768,8 @@ def select_representation(
                     zero = (a, rep, float(alpha), cand)
                 if family not in ctx.best or a > ctx.best[family][0] + 1e-12:
                     ctx.best[family] = (a, rep, params, float(alpha), cand)
+            for d in draws:  # the leave-one-out bases of this map are not needed again
+                d.cache.pop(("components", rep, rank_max), None)
     if best is None:
         raise ValueError(f"no candidate could be fitted (K grid {grid} on {n} prompts)")
     # Guard against a lucky winner: the best of many candidates on the same draws looks better than it is. Its gain
@@ -691,8 +787,8 @@ def select_representation(
             perm = rng.permutation(n)
             fresh = _Draw(perm[n_val : n_val + p], perm[:n_val])
             diffs.append(
-                _draw_area(a[1], x, fresh, s, c, a[2], curve_points)
-                - _draw_area(b[1], x, fresh, s, c, b[2], curve_points)
+                _draw_area(a[1], x, fresh, s, c, a[2], curve_points, _rank_of(a[3]), rank_max)
+                - _draw_area(b[1], x, fresh, s, c, b[2], curve_points, _rank_of(b[3]), rank_max)
             )
         d = np.asarray(diffs)
         return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
@@ -727,4 +823,10 @@ def select_representation(
             **space.to_dict(), "n_repeats": n_repeats, "n_check": n_check, "validation_fraction": validation_fraction
         },
     )
-    return SelectionResult(cluster_map=best[1].product(), shrinkage=best[2], selection=selection)
+    basis = None
+    rank = _rank_of(best[3])
+    if rank > 0:  # the chosen target's basis, from every training LLM on every training prompt
+        rep = best[1]
+        assert isinstance(rep, _FixedMap)
+        basis = fit_profile_basis(rep.phi_all(x), s, rank)
+    return SelectionResult(cluster_map=best[1].product(), shrinkage=best[2], selection=selection, profile_basis=basis)

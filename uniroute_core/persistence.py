@@ -1,6 +1,6 @@
 """Save and load a router's settings and :class:`~uniroute_core.state.RouterState` as JSON + ``.npz``, never pickle.
 
-Layout of a saved router directory (format version 5)::
+Layout of a saved router directory (format version 6)::
 
     router.json              format name and version, settings (cluster-map kind or template parameters,
                              n_clusters, seed, shrinkage), embedder name and dimension, cluster-map config, the probe
@@ -26,6 +26,11 @@ the arrays ``detector_sr`` (M, K, J) and ``detector_member_sr`` (M, J), J the nu
 ``change_detection`` setting has no ``method`` and loads as the CUSUM test it was saved with. It also adds the
 array ``prior_offsets`` (M, K) — a cold-started member's cluster offsets (a row of NaN: none) — and each member's
 ``shrinkage`` (a cold-started member's own prior strength; the router's α for the others).
+
+Format 6 adds the low-rank shrinkage target chosen at fit (:mod:`uniroute_core.profile_basis`): ``profile_basis``
+(null, or ``{"rank": r, "ridge": ...}``) and the array ``profile_basis`` (r, K). Members profiled with it keep their
+fitted target in ``prior_offsets``. Older files load with no basis (every member's target is its own mean, as
+before).
 
 This module knows states and settings, not routers: :func:`save_state` writes a state with the settings that
 produced it, :func:`load_state` reads them back as a :class:`SavedRouter`, and
@@ -85,6 +90,7 @@ from .embedding import (
 from .feedback import ChangeDetection, Exploration, Forgetting
 from .probes import ProbeSet
 from .profile import ChangeEvent, DetectorState, ModelProfile
+from .profile_basis import ProfileBasis
 from .state import RouterState
 
 __all__ = [
@@ -102,8 +108,8 @@ __all__ = [
 ]
 
 FORMAT_NAME = "uniroute-router"
-FORMAT_VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+FORMAT_VERSION = 6
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 """Version 1 (one fixed ``arrays.npz``, no manifest) is still read."""
 JSON_FILE = "router.json"
 ARRAYS_FILE = "arrays.npz"
@@ -310,6 +316,10 @@ def save_state(
         ),
         "fitted_shrinkage": state.shrinkage,
         "selection": state.selection.to_dict() if state.selection is not None else None,
+        "profile_basis": (
+            None if state.profile_basis is None
+            else {"rank": state.profile_basis.rank, "ridge": state.profile_basis.ridge}
+        ),
     }
     arrays: dict[str, np.ndarray] = {f"map/{k}": np.asarray(v) for k, v in cmap.get_arrays().items()}
     n_probes = len(state.probes) if state.probes is not None else 0
@@ -351,6 +361,8 @@ def save_state(
         and p.detector.member_sr.shape == (n_drops,) else np.zeros(n_drops)
         for p in state.profiles
     ]) if state.profiles else np.zeros((0, n_drops))
+    if state.profile_basis is not None:
+        arrays["profile_basis"] = np.asarray(state.profile_basis.components, dtype=float)
     arrays["prior_offsets"] = np.stack([
         np.full(k, np.nan) if p.prior_offsets is None else np.asarray(p.prior_offsets, dtype=float)
         for p in state.profiles
@@ -802,6 +814,22 @@ def _fitted_choice(meta: dict[str, Any], file: Path) -> tuple[float | None, Sele
         raise RouterFileError(f"{file}: {exc}") from None
 
 
+def _saved_profile_basis(
+    meta: dict[str, Any], arrays: dict[str, np.ndarray], k: int, file: Path, path: Path
+) -> ProfileBasis | None:
+    """The low-rank target basis of a format-6 file (``None`` when it has none, and for older files)."""
+    if meta["format_version"] < 6 or meta.get("profile_basis") is None:
+        return None
+    info = _dict(meta["profile_basis"], file, "profile_basis")
+    rank = _int(info.get("rank"), file, "profile_basis.rank", minimum=1)
+    ridge = _number(info.get("ridge"), file, "profile_basis.ridge")
+    components = _need(arrays, "profile_basis", (rank, k), path)
+    try:
+        return ProfileBasis(components.astype(float), ridge)
+    except ValueError as exc:
+        raise RouterFileError(f"{path}: array 'profile_basis': {exc}") from None
+
+
 def load_state(
     directory: str | os.PathLike[str],
     *,
@@ -930,7 +958,8 @@ def load_state(
             ) from None
 
     fitted_alpha, selection = _fitted_choice(meta, file)
-    state = RouterState(cluster_map=cmap, shrinkage=fitted_alpha, selection=selection)
+    basis = _saved_profile_basis(meta, arrays, k, file, path)
+    state = RouterState(cluster_map=cmap, shrinkage=fitted_alpha, selection=selection, profile_basis=basis)
     if probes is not None:
         if assign is not None:
             sample = embed([probes.prompts[0]], False)
@@ -986,6 +1015,6 @@ def load_state(
                 raise _bad(file, "exploration", meta["exploration"], f"{{share in [0, 1], seed}} ({exc})") from None
         state = RouterState(
             cluster_map=cmap, probes=probes, probe_assign=assign, exploration=exploration,
-            shrinkage=fitted_alpha, selection=selection,
+            shrinkage=fitted_alpha, selection=selection, profile_basis=basis,
         ).with_profiles(profiles)
     return SavedRouter(state=state, settings=settings, embedder=resolved)

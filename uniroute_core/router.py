@@ -47,6 +47,7 @@ from .profile import (
     validate_prior,
     validate_scores,
 )
+from .profile_basis import ProfileBasis, basis_offsets
 from .rule import Calibration
 from .state import NotFittedError, RouteDecision, RouterState, UnreachableBudgetWarning
 
@@ -295,6 +296,12 @@ class UniRouter:
         return self._state.selection
 
     @property
+    def profile_basis_(self) -> ProfileBasis | None:
+        """The low-rank shrinkage target chosen by validation with the map (:mod:`uniroute_core.profile_basis`), or
+        ``None`` (each member's Ψ shrinks towards its own mean, the paper's target). Saved with the router."""
+        return self._state.profile_basis
+
+    @property
     def shrinkage_(self) -> float:
         """The α the current profiles use: the one chosen by validation, else the ``shrinkage`` setting."""
         return self._alpha(self._state)
@@ -391,6 +398,7 @@ class UniRouter:
         known_p = n_probes if n_probes is not None else (len(probes) if probes is not None else None)
         selection: Selection | None = None
         alpha: float | None = None
+        basis: ProfileBasis | None = None
         refit: np.ndarray | None = None
         if self._selects(train_scores):
             if fit_params:
@@ -399,7 +407,7 @@ class UniRouter:
                 x, train_scores, train_costs, n_probes=known_p, seed=self.seed, space=self._search_space(),
                 train_models=train_models,
             )
-            cmap, alpha, selection = res.cluster_map, res.shrinkage, res.selection
+            cmap, alpha, selection, basis = res.cluster_map, res.shrinkage, res.selection, res.profile_basis
         else:
             if train_scores is not None:
                 fit_params = {"train_scores": train_scores, **fit_params}
@@ -411,7 +419,9 @@ class UniRouter:
                 refit = x
         with self._write_lock:
             self._refit_at_probes = refit
-            self._swap(cluster_map=cmap, probes=self._state.probes, shrinkage=alpha, selection=selection)
+            self._swap(
+                cluster_map=cmap, probes=self._state.probes, shrinkage=alpha, selection=selection, profile_basis=basis
+            )
         return self
 
     def set_probes(self, probes: Sequence[str] | ProbeSet, *, embeddings: np.ndarray | None = None) -> UniRouter:
@@ -460,26 +470,32 @@ class UniRouter:
         probes: ProbeSet | None,
         shrinkage: float | None = None,
         selection: Selection | None = None,
+        profile_basis: ProfileBasis | None = None,
     ) -> None:
-        """Install a new cluster map (with the α and selection record it was chosen with), re-assigning probes and
-        re-profiling the pool from the kept probe scores."""
+        """Install a new cluster map (with the α, selection record and profile basis it was chosen with),
+        re-assigning probes and re-profiling the pool from the kept probe scores."""
         state = self._state
         assign = None
         if probes is not None:
             emb = self.embed(list(probes.prompts))
             cluster_map = cluster_map.bind_probes(emb)
             assign = cluster_map.assign_probes(emb)
+        if profile_basis is not None and profile_basis.n_clusters != cluster_map.n_clusters_:
+            raise ValueError(
+                f"the profile basis has {profile_basis.n_clusters} clusters but the map has {cluster_map.n_clusters_}"
+            )
         alpha = shrinkage if shrinkage is not None else self.shrinkage
         profiles = [
-            build_profile(p.name, p.cost, p.probe_scores, assign, alpha, prior=_prior_of(p))
+            build_profile(p.name, p.cost, p.probe_scores, assign, alpha, prior=_prior_of(p),
+                          prior_offsets=basis_offsets(profile_basis, p.probe_scores, assign))
             for p in state.profiles
         ] if assign is not None else []
-        if assign is not None and any(p.prior_offsets is not None for p in state.profiles):
+        if assign is not None and any(_is_cold(p) for p in state.profiles):
             # the cold members' offsets and prior strength, from the pool on the new map
             offsets, strength = pool_cluster_offsets(profiles), pool_prior_strength(profiles)
             profiles = [
                 build_profile(p.name, p.cost, p.probe_scores, assign, _cold_alpha(alpha, strength, offsets),
-                              prior=_prior_of(p), prior_offsets=offsets) if old.prior_offsets is not None else p
+                              prior=_prior_of(p), prior_offsets=offsets) if _is_cold(old) else p
                 for p, old in zip(profiles, state.profiles)
             ]
         fed = [p.name for p in state.profiles if p.n_observations]
@@ -492,7 +508,7 @@ class UniRouter:
             )
         self._state = RouterState(
             cluster_map=cluster_map, probes=probes, probe_assign=assign, exploration=self.exploration,
-            shrinkage=shrinkage, selection=selection,
+            shrinkage=shrinkage, selection=selection, profile_basis=profile_basis,
         ).with_profiles(profiles)
 
     # ------------------------------------------------------------------ the pool
@@ -539,7 +555,7 @@ class UniRouter:
                 s = validate_scores(name, scores, len(state.probes), allow_all_nan=p0 is not None)
             if not isinstance(pool_offsets, bool):
                 raise TypeError(f"model {name!r}: pool_offsets must be True or False, got {pool_offsets!r}")
-            offsets, alpha = None, self._alpha(state)
+            offsets, alpha = basis_offsets(state.profile_basis, s, state.probe_assign), self._alpha(state)
             if p0 is not None and np.isnan(s).all() and pool_offsets:
                 rest = [p for p in state.profiles if p.name != name]
                 offsets = pool_cluster_offsets(rest)
@@ -892,6 +908,11 @@ def _cold_alpha(alpha: float, strength: float | None, offsets: np.ndarray | None
     if offsets is None or strength is None:
         return alpha
     return max(float(alpha), float(strength))
+
+
+def _is_cold(profile: ModelProfile) -> bool:
+    """A member that joined with ``prior=`` only and follows the pool's cluster offsets (recomputed on a new map)."""
+    return profile.n_probes == 0 and profile.prior_offsets is not None
 
 
 def _prior_of(profile: ModelProfile) -> tuple[float, float] | None:

@@ -31,6 +31,7 @@ from .feedback import Exploration
 from .policy import RoutingPolicy
 from .probes import ProbeSet
 from .profile import ModelProfile
+from .profile_basis import ProfileBasis
 from .rule import Calibration, adequacy_keys, calibrate_lambda, lambda_keys, pick, rank
 
 __all__ = ["RouterState", "RouteDecision", "NotFittedError", "UnreachableBudgetWarning"]
@@ -144,6 +145,9 @@ class RouterState:
             router's ``shrinkage`` setting).
         selection: the record of that choice (:class:`~uniroute_core.autoselect.Selection`), or ``None`` when the
             map was not chosen by validation (no training matrix, or a fixed representation).
+        profile_basis: the low-rank shrinkage target chosen with the map
+            (:class:`~uniroute_core.profile_basis.ProfileBasis`): a member profiled on probes shrinks towards its own
+            fitted profile in it (kept as its ``prior_offsets``); ``None``: towards its own mean (the paper's).
     """
 
     cluster_map: ClusterMap | None = None
@@ -159,6 +163,7 @@ class RouterState:
     exploration: Exploration | None = field(default=None, compare=False)
     shrinkage: float | None = None
     selection: Selection | None = field(default=None, repr=False, compare=False)
+    profile_basis: ProfileBasis | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ building new states
     @property
