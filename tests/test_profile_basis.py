@@ -75,6 +75,14 @@ def test_offsets_have_zero_weighted_mean_and_reproduce_a_profile_in_the_span():
     assert np.abs(flat).max() < 1e-6
     assert not target_offsets(truth * counts, counts, comps[:0], 1.0).any()
     assert not target_offsets(np.zeros(10), np.zeros(10), comps, 1.0).any()
+    # many members at once (the selection's path), each with its own basis, = one at a time (the router's path)
+    sums = rng.random((5, 10)) * 20
+    many_counts = np.vstack([rng.integers(0, 30, size=(4, 10)), np.zeros((1, 10))]).astype(float)
+    bases = np.stack([profile_components(rng.normal(size=(6, 10)), 3) for _ in range(5)])
+    batched = target_offsets(sums, many_counts, bases, 1.0)
+    for j in range(5):
+        np.testing.assert_allclose(batched[j], target_offsets(sums[j], many_counts[j], bases[j], 1.0), atol=1e-12)
+    assert not batched[4].any()  # no answers: no offsets
 
 
 def test_basis_is_validated_and_rank_zero_means_the_flat_target():

@@ -623,18 +623,20 @@ FAMILIES: dict[str, Callable[[_Context], Candidates]] = {
 candidates of the families before it, so it comes last."""
 
 
-def _leave_one_out_components(rep: _FixedMap, x: np.ndarray, draw: _Draw, s: np.ndarray, rank: int) -> list[np.ndarray]:
-    """For each training LLM j, the profile basis (top ``rank`` rows) from the *other* training LLMs' cluster means
-    on the draw's non-validation prompts: LLM j is validated as a member the basis has never seen, as the routed
-    members will be, and no validation prompt's score enters it. Cached on the draw per map (keyed by the map
-    object itself, which the key keeps alive: an ``id`` could be reused by a later candidate)."""
+def _leave_one_out_components(rep: _FixedMap, x: np.ndarray, draw: _Draw, s: np.ndarray, rank: int) -> np.ndarray:
+    """``(J, r, K)``: for each training LLM j, the profile basis (top ``rank`` rows) from the *other* training
+    LLMs' cluster means on the draw's non-validation prompts: LLM j is validated as a member the basis has never
+    seen, as the routed members will be, and no validation prompt's score enters it. Cached on the draw per map
+    (keyed by the map object itself, which the key keeps alive: an ``id`` could be reused by a later candidate)."""
     key = ("components", rep, rank)
     if key not in draw.cache:
         rest = np.ones(len(x), dtype=bool)
         rest[draw.val_idx] = False
         means = cluster_means(rep.phi_all(x)[rest], s[rest])
-        draw.cache[key] = [profile_components(np.delete(means, j, axis=0), rank) for j in range(s.shape[1])]
-    cached: list[np.ndarray] = draw.cache[key]
+        comps = [profile_components(np.delete(means, j, axis=0), rank) for j in range(s.shape[1])]
+        r = min(len(v) for v in comps)  # the same for every j (J − 1 models, K clusters)
+        draw.cache[key] = np.stack([v[:r] for v in comps])
+    cached: np.ndarray = draw.cache[key]
     return cached
 
 
@@ -658,9 +660,7 @@ def _draw_area(
         assert isinstance(rep, _FixedMap)
         comps = _leave_one_out_components(rep, x, draw, s, max(rank, rank_max))
         sums, counts, _ = _probe_sums(phi_probe, s[draw.probe_idx])
-        offsets = np.stack([
-            target_offsets(sums[j], counts[j], comps[j][:rank], DEFAULT_RIDGE) for j in range(s.shape[1])
-        ])
+        offsets = target_offsets(sums, counts, comps[:, :rank], DEFAULT_RIDGE)
     pred = phi_val @ _psi(phi_probe, s[draw.probe_idx], alpha, offsets).T
     return validation_area(pred, s[draw.val_idx], c, points)
 
@@ -750,25 +750,42 @@ def select_representation(
     best: tuple[float, _Representation, float, CandidateScore] | None = None
     zero: tuple[float, _Representation, float, CandidateScore] | None = None
     rank_max = max(space.profile_ranks)
+    ranks = [r for r in space.profile_ranks if r > 0]
+    # α for the rank scan: the middle of the low-rank α grid; the family's best rank is then tried at the others
+    anchor = sorted(space.profile_shrinkage)[len(space.profile_shrinkage) // 2] if ranks else 0.0
+
+    def score(family: str, params: dict[str, Any], rep: _Representation, rank: int, alpha: float) -> float:
+        nonlocal best, zero
+        a = float(np.mean([_draw_area(rep, x, d, s, c, alpha, curve_points, rank, rank_max) for d in draws]))
+        extra = {"profile_rank": rank} if rank > 0 else {}
+        cand = CandidateScore(family, {**params, "shrinkage": float(alpha), **extra}, a)
+        scored.append(cand)
+        if best is None or a > best[0] + 1e-12:
+            best = (a, rep, float(alpha), cand)
+        if family == "zero" and zero is None:
+            zero = (a, rep, float(alpha), cand)
+        if family not in ctx.best or a > ctx.best[family][0] + 1e-12:
+            ctx.best[family] = (a, rep, params, float(alpha), cand)
+        return a
+
     for family in space.families:
+        best_ranked: tuple[float, dict[str, Any], _Representation, int] | None = None
         for params, rep in FAMILIES[family](ctx):
-            settings = [(0, a) for a in (space.shrinkage if family != "zero" else space.shrinkage[:1])]
+            for alpha in space.shrinkage if family != "zero" else space.shrinkage[:1]:
+                score(family, params, rep, 0, float(alpha))
             if family in FIXED_FAMILIES:
-                settings += [(r, a) for r in space.profile_ranks if r > 0 for a in space.profile_shrinkage]
-            for rank, alpha in settings:
-                a = float(np.mean([
-                    _draw_area(rep, x, d, s, c, float(alpha), curve_points, rank, rank_max) for d in draws
-                ]))
-                extra = {"profile_rank": rank} if rank > 0 else {}
-                cand = CandidateScore(family, {**params, "shrinkage": float(alpha), **extra}, a)
-                scored.append(cand)
-                if best is None or a > best[0] + 1e-12:
-                    best = (a, rep, float(alpha), cand)
-                if family == "zero" and zero is None:
-                    zero = (a, rep, float(alpha), cand)
-                if family not in ctx.best or a > ctx.best[family][0] + 1e-12:
-                    ctx.best[family] = (a, rep, params, float(alpha), cand)
+                for rank in ranks:
+                    a = score(family, params, rep, rank, float(anchor))
+                    if best_ranked is None or a > best_ranked[0] + 1e-12:
+                        best_ranked = (a, params, rep, rank)
             for d in draws:  # the leave-one-out bases of this map are not needed again
+                d.cache.pop(("components", rep, rank_max), None)
+        if best_ranked is not None:  # the family's best (map, rank), at the rest of the low-rank α grid
+            _, params, rep, rank = best_ranked
+            for alpha in space.profile_shrinkage:
+                if float(alpha) != float(anchor):
+                    score(family, params, rep, rank, float(alpha))
+            for d in draws:
                 d.cache.pop(("components", rep, rank_max), None)
     if best is None:
         raise ValueError(f"no candidate could be fitted (K grid {grid} on {n} prompts)")

@@ -84,21 +84,38 @@ class ProfileBasis:
 
 
 def target_offsets(sums: np.ndarray, counts: np.ndarray, components: np.ndarray, ridge: float) -> np.ndarray:
-    """The fit behind :meth:`ProfileBasis.offsets` (``components`` ``(r, K)``; r = 0 gives zeros)."""
+    """The fit behind :meth:`ProfileBasis.offsets`, for one member or many at once.
+
+    ``sums`` / ``counts``: ``(K,)`` or ``(m, K)`` probe sums and counts per cluster; ``components``: ``(r, K)``, or
+    ``(m, r, K)`` one basis per member (the selection's leave-one-out bases). Weighted least squares of the cluster
+    means on ``[1, components]`` (weights = counts, ridge on the component coefficients), returned as offsets from
+    the count-weighted mean of the fit. r = 0, or a member with no answer, gives zeros.
+    """
     sums = np.asarray(sums, dtype=float)
     n = np.asarray(counts, dtype=float)
-    total = float(n.sum())
-    k = len(n)
-    if components.shape[0] == 0 or total <= 0:
-        return np.zeros(k)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        means = np.where(n > 0, sums / np.where(n > 0, n, 1.0), 0.0)
-    design = np.hstack([np.ones((k, 1)), np.asarray(components, dtype=float).T])  # (K, 1 + r)
-    gram = design.T @ (n[:, None] * design)
-    gram[1:, 1:] += ridge * np.eye(components.shape[0])
-    coef = np.linalg.lstsq(gram, design.T @ (n * means), rcond=None)[0]
-    fitted = design @ coef
-    return np.asarray(fitted - float(n @ fitted) / total)
+    comps = np.asarray(components, dtype=float)
+    single = sums.ndim == 1
+    sums, n = np.atleast_2d(sums), np.atleast_2d(n)
+    m, k = n.shape
+    r = comps.shape[-2]
+    out = np.zeros((m, k))
+    total = n.sum(axis=1)
+    live = total > 0
+    if r == 0 or not live.any():
+        return out[0] if single else out
+    comps = np.broadcast_to(comps, (m, r, k))[live]
+    design = np.concatenate([np.ones((len(comps), k, 1)), np.swapaxes(comps, 1, 2)], axis=2)  # (m', K, 1 + r)
+    nl = n[live]
+    gram = np.einsum("mkp,mk,mkq->mpq", design, nl, design)
+    gram[:, 1:, 1:] += ridge * np.eye(r)
+    rhs = np.einsum("mkp,mk->mp", design, sums[live])  # Σ_k n_k·mean_k·x_k = Σ_k sum_k·x_k
+    try:
+        coef = np.linalg.solve(gram, rhs[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:  # ridge 0 and too few answered clusters: the minimum-norm fit
+        coef = np.stack([np.linalg.lstsq(g, b, rcond=None)[0] for g, b in zip(gram, rhs)])
+    fitted = np.einsum("mkp,mp->mk", design, coef)
+    out[live] = fitted - (np.einsum("mk,mk->m", nl, fitted) / total[live])[:, None]
+    return out[0] if single else out
 
 
 def cluster_means(assign: np.ndarray, scores: np.ndarray) -> np.ndarray:
