@@ -27,8 +27,11 @@ K-Means with K on the method note's grid 3 … n_probes/50 with hard and soft as
 (:class:`~uniroute_core.multires.MultiResolutionClusterMap`), KNN over the probe prompts as a map
 (:class:`~uniroute_core.probe_knn.ProbeKNNClusterMap`; on each draw its cells are that draw's pseudo-probes, as they
 will be the real probes), and a validation-weighted blend of the best probe-KNN with the best K-Means-based candidate
-(:class:`~uniroute_core.probe_knn.BlendClusterMap`), each with the shrinkage α on a grid. Every candidate is a valid Φ
-(non-negative rows summing to 1), so a member is still added from its probe scores alone.
+(:class:`~uniroute_core.probe_knn.BlendClusterMap`), each with the shrinkage α on a grid. The K-Means-based maps
+are also tried with a low-rank shrinkage target (:mod:`uniroute_core.profile_basis`; rank and α on their own grids):
+each validated training LLM's target is fitted in a basis built from the *other* training LLMs on the non-validation
+prompts, as a routed member's will be from all of them. Every candidate is a valid Φ (non-negative rows summing to 1),
+so a member is still added from its probe scores alone.
 
 Without a training matrix nothing can be validated; :func:`default_n_clusters` gives the safe K for a probe count.
 """
@@ -124,7 +127,8 @@ class SearchSpace:
             (:mod:`uniroute_core.profile_basis`; 0 = the paper's flat target, the member's own mean). Ranks above
             what the training LLMs support (J, K − 1) are capped.
         profile_shrinkage: α values tried with a rank > 0 target (a target fitted to the member's own answers is
-            worth more pseudo-answers than a flat mean, so the grid reaches higher).
+            worth more pseudo-answers than a flat mean, so the grid reaches higher). Every rank is scanned with every
+            K-Means-based map at the middle value; the family's best (map, rank) is then tried at the others.
         knn_neighbors: k values for ``"probe_knn"`` (KNN over the probe prompts as Φ,
             :class:`~uniroute_core.probe_knn.ProbeKNNClusterMap`); values above the probe count are dropped.
         blend_weights: for ``"blend"``, the weights of the best probe-KNN candidate blended with the best
