@@ -20,6 +20,7 @@ from uniroute_core.autoselect import (
     _psi,
     select_representation,
 )
+from uniroute_core.build import describe_router
 from uniroute_core.cluster_map import KMeansClusterMap
 from uniroute_core.persistence import JSON_FILE
 from uniroute_core.profile import build_profile
@@ -185,6 +186,7 @@ def test_the_router_chooses_uses_saves_and_reloads_the_target(tmp_path):
     assert meta["format_version"] == 6 and meta["profile_basis"]["rank"] == basis.rank
     back = UniRouter.load(tmp_path / "r", embedder=embed)
     np.testing.assert_array_equal(back.profile_basis_.components, basis.components)
+    assert f"low-rank, rank {basis.rank}" in describe_router(back, [5.0])  # `uniroute show` says which target
     assert back.route([texts[i] for i in test], lam=0.3) == before
     router.add_model("late", float(c[14]), s[probes, 14])  # a member added after loading gets the same Ψ
     back.add_model("late", float(c[14]), s[probes, 14])

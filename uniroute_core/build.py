@@ -283,8 +283,13 @@ def describe_router(router: Any, budgets: list[float]) -> str:
     k = cmap.n_clusters_
     lines = [
         f"embedder      {router.embedder.name}",
-        f"cluster map   {cmap.kind}, K = {k}, shrinkage {router.shrinkage:g}",
+        f"cluster map   {cmap.kind}, K = {k}, shrinkage {router.shrinkage_:g}",
     ]
+    basis = getattr(router, "profile_basis_", None)
+    lines.append("Ψ target      " + (
+        f"low-rank, rank {basis.rank} (each member's own profile in the training LLMs' directions)"
+        if basis is not None else "each member's own mean (the paper's)"
+    ))
     if probes is None:
         lines.append("probes        none")
     else:
