@@ -24,7 +24,8 @@ Format 5 adds the mixture change test (:class:`~uniroute_core.feedback.ChangeDet
 setting's ``method`` and ``drops``; per member ``change.mixture`` (true when it holds Shiryaev–Roberts statistics);
 the arrays ``detector_sr`` (M, K, J) and ``detector_member_sr`` (M, J), J the number of assumed drops. A format-4
 ``change_detection`` setting has no ``method`` and loads as the CUSUM test it was saved with. It also adds the
-array ``prior_offsets`` (M, K) — a cold-started member's cluster offsets (a row of NaN: none) — and each member's
+array ``prior_offsets`` (M, K) — a member's cluster offsets, cold-started or (format 6) fitted in the low-rank
+target's basis (a row of NaN: none) — and each member's
 ``shrinkage`` (a cold-started member's own prior strength; the router's α for the others).
 
 Format 6 adds the low-rank shrinkage target chosen at fit (:mod:`uniroute_core.profile_basis`): ``profile_basis``

@@ -136,10 +136,13 @@ class ModelProfile:
         probe_cluster_scale: ``(K,)`` ρ_k, a further per-cluster share of the probe evidence still counted, lowered
             when a change is detected in that cluster (``None`` = 1 everywhere).
         detector: the change detector's state (``None`` until feedback arrives with detection on).
-        prior_offsets: ``(K,)`` for a member that joined with ``prior=`` and no probe answers, how much easier or
-            harder than its overall mean each cluster is expected to be — the pool's mean offset Ψ_k − m over its
-            profiled members; the shrinkage target of cluster k is then m + o_k instead of m, and m is estimated
-            net of the offsets of the clusters its feedback came from (``None``: m, the plain mean).
+        prior_offsets: ``(K,)`` how much easier or harder than its overall mean each cluster is expected to be
+            for this member: for a member that joined with ``prior=`` and no probe answers, the pool's mean offset
+            Ψ_k − m over its profiled members; for a member profiled on probes under a low-rank target
+            (:mod:`uniroute_core.profile_basis`), its own profile fitted in the training LLMs' directions. The
+            shrinkage target of cluster k is then m + o_k instead of m, and m is estimated net of the offsets of
+            the clusters its feedback came from (``None``: m, the plain mean). Fixed once computed: feedback moves
+            m and each cluster's evidence, not the offsets.
     """
 
     name: str
