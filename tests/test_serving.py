@@ -96,6 +96,20 @@ def test_concurrent_async_callers_are_batched_and_the_loop_keeps_running():
     batcher.close()
 
 
+
+class LoopTicker:
+    """Counts event-loop iterations: :meth:`run` bumps ``ticks`` and yields until ``stop`` is set, so a value noted
+    by a coroutine when it resumes tells in which iteration it ran."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.ticks += 1
+            await asyncio.sleep(0)
+
+
 def test_the_callers_of_one_batch_resume_one_per_loop_iteration_so_the_loop_serves_others_in_between():
     """All 40 requests finish in ONE batch. A ticker task on the same loop counts loop iterations; each caller
     notes the count when it resumes. Woken together (``asyncio.wrap_future``), the callers' continuations would all
@@ -103,23 +117,17 @@ def test_the_callers_of_one_batch_resume_one_per_loop_iteration_so_the_loop_serv
     an iteration of its own, with the ticker running between any two."""
     gate = Gate(hold_first=True)
     batcher = MicroBatcher(gate, max_wait=0.05)
-    ticks = 0
+    ticker = LoopTicker()
     seen: list[int] = []
-
-    async def ticker(stop: asyncio.Event) -> None:
-        nonlocal ticks
-        while not stop.is_set():
-            ticks += 1
-            await asyncio.sleep(0)
 
     async def caller(i: int) -> int:
         result = await batcher.arun(i)
-        seen.append(ticks)
+        seen.append(ticker.ticks)
         return result
 
     async def main() -> list[int]:
         stop = asyncio.Event()
-        tick = asyncio.create_task(ticker(stop))
+        tick = asyncio.create_task(ticker.run(stop))
         calls = [asyncio.create_task(caller(i)) for i in range(40)]
         while len(gate.batches) == 0 or batcher.pending:  # every request is in the held batch
             await asyncio.sleep(0.001)
@@ -514,22 +522,16 @@ def test_calls_started_together_take_paced_turns_so_the_loop_runs_between_them()
     per loop iteration, in order, with a ticker task running between any two."""
     from uniroute_core.serving import paced_turn
 
-    ticks = 0
+    ticker = LoopTicker()
     seen: list[tuple[int, int]] = []
-
-    async def ticker(stop: asyncio.Event) -> None:
-        nonlocal ticks
-        while not stop.is_set():
-            ticks += 1
-            await asyncio.sleep(0)
 
     async def call(i: int) -> None:
         await paced_turn()
-        seen.append((i, ticks))
+        seen.append((i, ticker.ticks))
 
     async def main() -> None:
         stop = asyncio.Event()
-        tick = asyncio.create_task(ticker(stop))
+        tick = asyncio.create_task(ticker.run(stop))
         await asyncio.sleep(0)
         await asyncio.gather(*(call(i) for i in range(30)))
         stop.set()
