@@ -96,7 +96,6 @@ def test_concurrent_async_callers_are_batched_and_the_loop_keeps_running():
     batcher.close()
 
 
-
 class LoopTicker:
     """Counts event-loop iterations: :meth:`run` bumps ``ticks`` and yields until ``stop`` is set, so a value noted
     by a coroutine when it resumes tells in which iteration it ran."""
