@@ -407,7 +407,13 @@ def _psi(
     """Ψ ``(m, K)`` of every column of ``scores`` at once: the formula of
     :func:`~uniroute_core.profile.build_profile` (the one ``add_model`` uses), vectorised over the models; with
     ``offsets`` ``(m, K)`` each model shrinks towards its own m + o_k (clipped to [0, 1]) as ``prior_offsets`` do."""
-    sums, counts, overall = _probe_sums(assign, scores)
+    return _shrunk(*_probe_sums(assign, scores), alpha, offsets)
+
+
+def _shrunk(
+    sums: np.ndarray, counts: np.ndarray, overall: np.ndarray, alpha: float, offsets: np.ndarray | None
+) -> np.ndarray:
+    """:func:`_psi` from per-model probe sums, counts and overall means (:func:`_probe_sums`)."""
     target = overall[:, None] if offsets is None else np.clip(overall[:, None] + offsets, 0.0, 1.0)
     denom = counts + alpha
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -627,12 +633,17 @@ FAMILIES: dict[str, Callable[[_Context], Candidates]] = {
 candidates of the families before it, so it comes last."""
 
 
+def _components_key(rep: _Representation) -> tuple[str, _Representation]:
+    return ("components", rep)
+
+
 def _leave_one_out_components(rep: _FixedMap, x: np.ndarray, draw: _Draw, s: np.ndarray, rank: int) -> np.ndarray:
     """``(J, r, K)``: for each training LLM j, the profile basis (top ``rank`` rows) from the *other* training
     LLMs' cluster means on the draw's non-validation prompts: LLM j is validated as a member the basis has never
     seen, as the routed members will be, and no validation prompt's score enters it. Cached on the draw per map
-    (keyed by the map object itself, which the key keeps alive: an ``id`` could be reused by a later candidate)."""
-    key = ("components", rep, rank)
+    (keyed by the map object itself, which the key keeps alive: an ``id`` could be reused by a later candidate; one
+    selection always asks for the same ``rank``, its largest)."""
+    key = _components_key(rep)
     if key not in draw.cache:
         rest = np.ones(len(x), dtype=bool)
         rest[draw.val_idx] = False
@@ -659,13 +670,13 @@ def _draw_area(
     with ``rank`` > 0 a low-rank target fitted to each one's pseudo-probe answers in a leave-one-out basis), the
     validation prompts routed among them over every λ."""
     phi_probe, phi_val = rep.phis(x, draw)
+    sums, counts, overall = _probe_sums(phi_probe, s[draw.probe_idx])
     offsets = None
     if rank > 0:
         assert isinstance(rep, _FixedMap)
         comps = _leave_one_out_components(rep, x, draw, s, max(rank, rank_max))
-        sums, counts, _ = _probe_sums(phi_probe, s[draw.probe_idx])
         offsets = target_offsets(sums, counts, comps[:, :rank], DEFAULT_RIDGE)
-    pred = phi_val @ _psi(phi_probe, s[draw.probe_idx], alpha, offsets).T
+    pred = phi_val @ _shrunk(sums, counts, overall, alpha, offsets).T
     return validation_area(pred, s[draw.val_idx], c, points)
 
 
@@ -783,14 +794,14 @@ def select_representation(
                     if best_ranked is None or a > best_ranked[0] + 1e-12:
                         best_ranked = (a, params, rep, rank)
             for d in draws:  # the leave-one-out bases of this map are not needed again
-                d.cache.pop(("components", rep, rank_max), None)
+                d.cache.pop(_components_key(rep), None)
         if best_ranked is not None:  # the family's best (map, rank), at the rest of the low-rank α grid
             _, params, rep, rank = best_ranked
             for alpha in space.profile_shrinkage:
                 if float(alpha) != float(anchor):
                     score(family, params, rep, rank, float(alpha))
             for d in draws:
-                d.cache.pop(("components", rep, rank_max), None)
+                d.cache.pop(_components_key(rep), None)
     if best is None:
         raise ValueError(f"no candidate could be fitted (K grid {grid} on {n} prompts)")
     # Guard against a lucky winner: the best of many candidates on the same draws looks better than it is. Its gain
